@@ -1,0 +1,296 @@
+/**
+ * Rendering of figures: the offline HTML report of a run (plotly.js inlined, so it opens without
+ * a network), HTML snippets for notebooks, and PNG/SVG/PDF files through headless Chromium.
+ */
+import * as fs from "fs";
+import * as nodePath from "path";
+import type * as arrow from "apache-arrow";
+import { TernlabError, isTernlabError } from "./errors";
+import { escapeHtml, tableToHtml, writeFileAtomic } from "./metrics";
+import { Figure, accuracyCurve, figureDiv, flipRates, lossCurve, trainingDashboard } from "./plots";
+
+let plotlySource: string | null = null;
+
+/** The plotly.js bundle (plotly.js-dist-min), read once. */
+export function plotlyJs(): string {
+  if (plotlySource !== null) return plotlySource;
+  let file: string;
+  try {
+    file = require.resolve("plotly.js-dist-min");
+    // A literal "</script" inside the bundle would end the inline <script> early.
+    plotlySource = fs.readFileSync(file, "utf8").replace(/<\/(script)/gi, "<\\/$1");
+  } catch (e) {
+    throw new TernlabError(
+      "E_IO",
+      `cannot read plotly.js from the package "plotly.js-dist-min" (${(e as Error).message}). Reinstall ternlab's dependencies (npm ci).`,
+      { cause: e },
+    );
+  }
+  return plotlySource;
+}
+
+/** A <script> element holding plotly.js: put it once in a page (or notebook), before figure divs that use `includePlotly: "none"`. */
+export function plotlyScriptTag(): string {
+  return `<script type="text/javascript">${plotlyJs()}</script>`;
+}
+
+export interface FigureHtmlOptions {
+  /** `inline`: the snippet carries plotly.js; `none`: it uses the page's `window.Plotly`. */
+  includePlotly: "inline" | "none";
+  /** Id of the figure's div (default: a fresh random one). */
+  divId?: string;
+  /** Plotly config (default: responsive, no Plotly logo). */
+  config?: Record<string, unknown>;
+}
+
+let figureCounter = 0;
+
+/** An HTML snippet that draws `fig`: a div and its script (and plotly.js itself with `includePlotly: "inline"`). */
+export function figureToHtml(fig: Figure, opts: FigureHtmlOptions = { includePlotly: "inline" }): string {
+  if (opts.includePlotly !== "inline" && opts.includePlotly !== "none") {
+    throw new TernlabError("E_OPTION", `figureToHtml: option "includePlotly" = ${JSON.stringify(opts.includePlotly)} is invalid: use "inline" or "none".`);
+  }
+  if (!fig || !Array.isArray(fig.data) || typeof fig.layout !== "object") {
+    throw new TernlabError("E_OPTION", `figureToHtml: the figure must be a Plotly figure { data: [...], layout: {...} } as built by ternlab's plots.`);
+  }
+  const id = opts.divId ?? `ternlab-fig-${process.pid.toString(36)}-${(++figureCounter).toString(36)}-${Date.now().toString(36)}`;
+  return (opts.includePlotly === "inline" ? plotlyScriptTag() : "") + figureDiv(fig, id, opts.config);
+}
+
+export interface ReportInput {
+  title: string;
+  steps: arrow.Table;
+  epochs: arrow.Table;
+  config: Record<string, unknown>;
+  /** Trusted HTML placed under the title. */
+  summary?: string;
+}
+
+/** JSON of a config that may hold BigInts, functions or cycles. */
+function configJson(config: unknown): string {
+  const seen = new WeakSet<object>();
+  return JSON.stringify(
+    config,
+    (_k, v) => {
+      if (typeof v === "bigint") return v.toString();
+      if (typeof v === "function") return `[function ${v.name || "anonymous"}]`;
+      if (typeof v === "number" && !Number.isFinite(v)) return String(v);
+      if (v && typeof v === "object") {
+        if (seen.has(v)) return "[circular]";
+        seen.add(v);
+      }
+      return v;
+    },
+    2,
+  ) ?? "null";
+}
+
+function fmt(v: number, percent = false): string {
+  if (!Number.isFinite(v)) return String(v);
+  if (percent) return `${(v * 100).toFixed(2)} %`;
+  if (Number.isInteger(v)) return String(v);
+  return String(Number(v.toPrecision(6)));
+}
+
+function columnValues(t: arrow.Table, name: string): number[] | null {
+  const v = t.getChild(name);
+  if (!v) return null;
+  return Array.from({ length: v.length }, (_, i) => {
+    const x = v.get(i);
+    return x === null || x === undefined ? NaN : Number(x);
+  });
+}
+
+function argmax(a: number[]): number {
+  let best = -1;
+  for (let i = 0; i < a.length; i++) if (Number.isFinite(a[i]) && (best < 0 || a[i] > a[best])) best = i;
+  return best;
+}
+
+/**
+ * The headline figures: the final test accuracy, the best over epochs (selected on the test set,
+ * as the GXNOR code reports it: optimistic) and the honest one (the test accuracy of the epoch
+ * with the best validation accuracy), ALGORITHM.md §1.4.
+ */
+function headline(epochs: arrow.Table): string {
+  const test = columnValues(epochs, "test_accuracy");
+  const val = columnValues(epochs, "val_accuracy");
+  const ep = columnValues(epochs, "epoch");
+  if (!test || !ep || test.length === 0) return "";
+  const rows: [string, string][] = [];
+  rows.push(["final test accuracy", `${fmt(test[test.length - 1], true)} (epoch ${ep[ep.length - 1]})`]);
+  const bt = argmax(test);
+  if (bt >= 0) rows.push(["best test accuracy over epochs (selected on the test set: optimistic)", `${fmt(test[bt], true)} (epoch ${ep[bt]})`]);
+  const bv = val ? argmax(val) : -1;
+  if (bv >= 0) rows.push(["test accuracy at the best validation epoch", `${fmt(test[bv], true)} (epoch ${ep[bv]}, validation ${fmt(val![bv], true)})`]);
+  return `<table class="kv">${rows.map(([k, v]) => `<tr><th>${escapeHtml(k)}</th><td>${escapeHtml(v)}</td></tr>`).join("")}</table>`;
+}
+
+function finalEpochTable(epochs: arrow.Table): string {
+  const n = epochs.numRows;
+  if (n === 0) return `<p class="missing">No epoch finished.</p>`;
+  const rows = epochs.schema.fields.map((f) => {
+    const x = epochs.getChild(f.name)!.get(n - 1);
+    const v = typeof x === "number" ? fmt(x, /accuracy|top5/.test(f.name)) : String(x);
+    return `<tr><th>${escapeHtml(f.name)}</th><td>${escapeHtml(v)}</td></tr>`;
+  });
+  return `<table class="kv">${rows.join("")}</table>`;
+}
+
+const CSS = `
+body { font-family: "Helvetica Neue", Helvetica, Arial, sans-serif; color: #222; margin: 2em auto; max-width: 1200px; padding: 0 1em; }
+h1 { font-size: 1.8em; margin-bottom: 0.2em; }
+h2 { font-size: 1.3em; margin-top: 1.6em; border-bottom: 1px solid #ddd; padding-bottom: 0.2em; }
+.meta { color: #666; font-size: 0.9em; }
+table { border-collapse: collapse; font-size: 0.9em; }
+th, td { padding: 3px 10px; border-bottom: 1px solid #eee; text-align: left; }
+td { font-variant-numeric: tabular-nums; }
+table.kv th { font-weight: 600; }
+pre { background: #f7f7f7; padding: 1em; overflow: auto; font-size: 0.85em; }
+.missing { color: #999; font-style: italic; }
+.ternlab-figure { margin: 0.5em 0; }
+`;
+
+/**
+ * Writes a self-contained HTML report of a run to `path` (atomically): the dashboard, loss,
+ * accuracy and flip-rate charts, the headline and final-epoch metrics, the step table's head and
+ * tail, and the config. plotly.js is inlined: the file opens offline.
+ */
+export async function writeReport(path: string, input: ReportInput): Promise<void> {
+  const { title, steps, epochs, config, summary } = input;
+  let n = 0;
+  const chart = (heading: string, build: () => Figure): string => {
+    let body: string;
+    try {
+      body = figureDiv(build(), `ternlab-report-fig-${++n}`);
+    } catch (e) {
+      // A run without, say, flip rates still gets the rest of its report.
+      if (!isTernlabError(e, "E_OPTION")) throw e;
+      body = `<p class="missing">${escapeHtml(e.message)}</p>`;
+    }
+    return `<h2>${escapeHtml(heading)}</h2>${body}`;
+  };
+  const html = `<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>${escapeHtml(title)}</title>
+<style>${CSS}</style>
+${plotlyScriptTag()}
+</head>
+<body>
+<h1>${escapeHtml(title)}</h1>
+<p class="meta">ternlab report, written ${escapeHtml(new Date().toISOString())}: ${steps.numRows} steps, ${epochs.numRows} epochs.</p>
+${summary ?? ""}
+${headline(epochs)}
+${chart("Overview", () => trainingDashboard(steps, epochs))}
+${chart("Training loss", () => lossCurve(steps, { smooth: steps.numRows > 200 ? 0.9 : 0 }))}
+${chart("Accuracy", () => accuracyCurve(epochs))}
+${chart("Flip rate", () => flipRates(steps, { logY: true }))}
+<h2>Final epoch</h2>
+${finalEpochTable(epochs)}
+<h2>Steps</h2>
+${tableToHtml(steps, { maxRows: 10 })}
+<h2>Config</h2>
+<pre>${escapeHtml(configJson(config))}</pre>
+</body>
+</html>
+`;
+  await writeFileAtomic(path, html, "report");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Images through headless Chromium
+
+const CHROMIUM_CANDIDATES = ["/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome", "/usr/bin/google-chrome-stable"];
+
+/** The Chromium to render with: `TERNLAB_CHROMIUM`, else the first of the usual paths that exists. */
+export function findChromium(): string | null {
+  const env = process.env.TERNLAB_CHROMIUM;
+  if (env) return env;
+  return CHROMIUM_CANDIDATES.find((p) => fs.existsSync(p)) ?? null;
+}
+
+/** Flags for a headless Chromium that never talks to the network on its own. */
+export const CHROMIUM_ARGS = [
+  "--headless",
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+  "--no-first-run",
+];
+
+export interface SaveFigureOptions {
+  /** png, svg, pdf, jpeg or webp (default: from the file's extension). */
+  format?: "png" | "svg" | "pdf" | "jpeg" | "webp";
+  /** Size in CSS pixels (default: the figure's, else 800 × 500). */
+  width?: number;
+  height?: number;
+  /** Pixel density of raster formats (default 2, for print). */
+  scale?: number;
+  /** Chromium executable (default: findChromium()). */
+  executablePath?: string;
+}
+
+/**
+ * Renders a figure to an image or PDF file (atomically) in headless Chromium, offline: every
+ * request that is not a local file is refused.
+ */
+export async function saveFigure(fig: Figure, path: string, opts: SaveFigureOptions = {}): Promise<void> {
+  const ext = nodePath.extname(path).slice(1).toLowerCase();
+  const format = opts.format ?? (ext === "jpg" ? "jpeg" : ext);
+  const formats = ["png", "svg", "pdf", "jpeg", "webp"];
+  if (!formats.includes(format)) {
+    throw new TernlabError("E_OPTION", `saveFigure "${path}": format "${format}" is not supported; use one of ${formats.join(", ")} (option "format" or the file extension).`);
+  }
+  const width = opts.width ?? (typeof fig.layout.width === "number" ? fig.layout.width : 800);
+  const height = opts.height ?? (typeof fig.layout.height === "number" ? fig.layout.height : 500);
+  const scale = opts.scale ?? 2;
+  const exe = opts.executablePath ?? findChromium();
+  if (!exe) {
+    throw new TernlabError(
+      "E_IO",
+      `saveFigure "${path}": no Chromium found (looked at ${CHROMIUM_CANDIDATES.join(", ")}). Install it (Debian: apt-get install -y chromium) or set TERNLAB_CHROMIUM to a Chromium or Chrome executable.`,
+    );
+  }
+  const { chromium } = await import("playwright-core");
+  let browser;
+  try {
+    browser = await chromium.launch({ executablePath: exe, args: CHROMIUM_ARGS });
+  } catch (e) {
+    throw new TernlabError("E_IO", `saveFigure "${path}": cannot start Chromium "${exe}": ${(e as Error).message.split("\n")[0]}. Check the executable, or set TERNLAB_CHROMIUM.`, { cause: e });
+  }
+  try {
+    const page = await browser.newPage({ viewport: { width: Math.ceil(width), height: Math.ceil(height) } });
+    await page.route("**/*", (route) => (/^(file|data|about|blob):/.test(route.request().url()) ? route.continue() : route.abort()));
+    const sized = { ...fig, layout: { ...fig.layout, width, height } };
+    await page.setContent(
+      `<!DOCTYPE html><html><head><meta charset="utf-8"><style>html,body{margin:0;padding:0;background:white}</style>${plotlyScriptTag()}</head>` +
+        `<body><div id="fig"></div></body></html>`,
+    );
+    await page.evaluate(
+      ([data, layout]) => (window as unknown as { Plotly: { newPlot: (...a: unknown[]) => Promise<unknown> } }).Plotly.newPlot("fig", data, layout, { staticPlot: true }),
+      [sized.data, sized.layout] as const,
+    );
+    let bytes: Buffer;
+    if (format === "pdf") {
+      bytes = await page.pdf({ width: `${width}px`, height: `${height}px`, printBackground: true, pageRanges: "1" });
+    } else {
+      const url = (await page.evaluate(
+        ([f, w, h, s]) =>
+          (window as unknown as { Plotly: { toImage: (...a: unknown[]) => Promise<string> } }).Plotly.toImage("fig", { format: f, width: w, height: h, scale: s }),
+        [format, width, height, scale] as const,
+      )) as string;
+      const comma = url.indexOf(",");
+      const meta = url.slice(0, comma);
+      const payload = url.slice(comma + 1);
+      bytes = meta.endsWith(";base64") ? Buffer.from(payload, "base64") : Buffer.from(decodeURIComponent(payload), "utf8");
+    }
+    await writeFileAtomic(path, bytes, "figure");
+  } finally {
+    await browser.close().catch(() => undefined);
+  }
+}

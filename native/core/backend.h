@@ -1,0 +1,148 @@
+// The op set a backend implements (DESIGN.md: "the training step is written once"). The model and
+// the training step in native/core call only this interface; native/cpu and native/cuda implement
+// it and nothing else. All pointers are device pointers of the backend (host memory for the CPU).
+// Tensors are NHWC; conv weights are [oc][kh][kw][c]; dense weights are [out][in].
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include "discrete.h"
+#include "status.h"
+
+namespace tl {
+
+class Backend;
+
+// Device memory owned by RAII: released by the backend that allocated it.
+class Buffer {
+ public:
+  Buffer() = default;
+  Buffer(Backend* b, void* p, size_t bytes) : backend_(b), ptr_(p), bytes_(bytes) {}
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+  Buffer(Buffer&& o) noexcept { *this = std::move(o); }
+  Buffer& operator=(Buffer&& o) noexcept;
+  ~Buffer() { reset(); }
+  void reset();
+  void* data() const { return ptr_; }
+  template <class T> T* as() const { return static_cast<T*>(ptr_); }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  Backend* backend_ = nullptr;
+  void* ptr_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+enum class DType : int32_t { F32 = 0, I8 = 1 };
+
+// One operand of a product: float values, or int8 states whose value is scale·q.
+struct Operand {
+  DType dtype = DType::F32;
+  const void* ptr = nullptr;
+  float scale = 1.0f;
+};
+
+struct ConvGeom {
+  int n = 0, h = 0, w = 0, c = 0;      // input
+  int oc = 0, kh = 1, kw = 1, sh = 1, sw = 1, ph = 0, pw = 0;
+  int oh = 0, ow = 0;                  // output
+  int64_t rows() const { return static_cast<int64_t>(n) * oh * ow; }
+  int64_t k() const { return static_cast<int64_t>(kh) * kw * c; }
+  int64_t in_elems() const { return static_cast<int64_t>(n) * h * w * c; }
+  int64_t macs() const { return rows() * k() * oc; }
+};
+
+struct PoolGeom {
+  int n = 0, h = 0, w = 0, c = 0, kh = 2, kw = 2, sh = 2, sw = 2, ph = 0, pw = 0, oh = 0, ow = 0;
+};
+
+enum class LossKind : int32_t { SquaredHinge = 0, CrossEntropy = 1 };
+
+// Counter slots a backend adds into (int64, device memory), read back once per step.
+enum CounterSlot : int { kZeroInputs = 0, kZeroWeights = 1, kActiveMacs = 2, kFlips = 3, kCounterSlots = 4 };
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string name() const = 0;
+  virtual std::string describe() const = 0;  // e.g. "cpu (2 threads, avx512-vnni)"
+
+  // memory
+  virtual Status alloc(size_t bytes, const char* what, Buffer* out) = 0;
+  virtual void release(void* p, size_t bytes) = 0;
+  virtual Status upload(void* dst, const void* src, size_t bytes) = 0;
+  virtual Status download(void* dst, const void* src, size_t bytes) = 0;
+  virtual Status zero(void* dst, size_t bytes) = 0;
+  virtual Status copy(void* dst, const void* src, size_t bytes) = 0;
+  virtual Status synchronize() = 0;
+  virtual size_t bytes_in_use() const = 0;
+
+  // data: dst = src·scale + offset (uint8 pixels to the float network input)
+  virtual Status normalize_u8(int64_t n, const uint8_t* src, float scale, float offset, float* dst) = 0;
+
+  // products. Both operands int8 ⇒ exact integer arithmetic (s8·s8 → s32), scaled once at the end.
+  virtual Status conv_forward(const ConvGeom& g, Operand x, Operand w, float* y) = 0;
+  virtual Status conv_backward_data(const ConvGeom& g, const float* dy, Operand w, float* dx) = 0;
+  virtual Status conv_backward_filter(const ConvGeom& g, Operand x, const float* dy, float* dw) = 0;
+  // Gated-XNOR counters of an int8×int8 product: zero inputs, zero weights, active MACs (exact).
+  virtual Status conv_counters(const ConvGeom& g, const int8_t* x, const int8_t* w, int64_t* counters) = 0;
+
+  // pooling
+  virtual Status maxpool_forward(const PoolGeom& g, const float* x, float* y, int32_t* argmax) = 0;
+  virtual Status maxpool_backward(const PoolGeom& g, const float* dy, const int32_t* argmax, float* dx) = 0;
+  virtual Status avgpool_forward(const PoolGeom& g, const float* x, float* y) = 0;
+  virtual Status avgpool_backward(const PoolGeom& g, const float* dy, float* dx) = 0;
+
+  // batch norm over rows × channels (rows = n·h·w); biased batch variance, EMA running stats
+  virtual Status bn_forward_train(int64_t rows, int c, const float* x, const float* gamma, const float* beta,
+                                  float eps, float momentum, float* run_mean, float* run_var, float* y,
+                                  float* xhat, float* invstd) = 0;
+  virtual Status bn_forward_infer(int64_t rows, int c, const float* x, const float* gamma, const float* beta,
+                                  const float* run_mean, const float* run_var, float eps, float* y) = 0;
+  virtual Status bn_backward(int64_t rows, int c, const float* dy, const float* xhat, const float* gamma,
+                             const float* invstd, float* dx, float* dgamma, float* dbeta) = 0;
+
+  // activation φ_r (float → int8 states) and its windowed straight-through derivative
+  virtual Status act_forward(int64_t n, const float* x, const ActSpec& s, int8_t* q) = 0;
+  virtual Status act_backward(int64_t n, const float* x, const float* dq, const ActSpec& s, float* dx) = 0;
+
+  // elementwise
+  virtual Status add(int64_t n, const float* a, const float* b, float* y) = 0;
+  virtual Status accumulate(int64_t n, const float* src, float* dst) = 0;  // dst += src
+
+  // loss over n rows × c classes: dy, per-row loss and the rank of the true class (0 = top-1)
+  virtual Status loss(int64_t n, int c, const float* y, const int32_t* labels, LossKind kind, float* dy,
+                      float* row_loss, int32_t* rank) = 0;
+
+  // updates
+  virtual Status dst_update(int64_t n, int8_t* q, const float* g, float* m, float* v, const DstParams& p,
+                            int64_t* counters) = 0;
+  virtual Status adam_update(int64_t n, float* p, const float* g, float* m, float* v, const AdamParams& a) = 0;
+  virtual Status init_states(int64_t n, int8_t* q, uint64_t seed, uint32_t layer, float spread, const Levels& lv) = 0;
+  virtual Status init_uniform(int64_t n, float* p, uint64_t seed, uint32_t layer, float limit) = 0;
+  // counts zero states of q into counters[kZeroWeights]
+  virtual Status count_zeros(int64_t n, const int8_t* q, int64_t* counters) = 0;
+};
+
+inline Buffer& Buffer::operator=(Buffer&& o) noexcept {
+  if (this != &o) {
+    reset();
+    backend_ = o.backend_; ptr_ = o.ptr_; bytes_ = o.bytes_;
+    o.backend_ = nullptr; o.ptr_ = nullptr; o.bytes_ = 0;
+  }
+  return *this;
+}
+inline void Buffer::reset() {
+  if (ptr_ && backend_) backend_->release(ptr_, bytes_);
+  backend_ = nullptr; ptr_ = nullptr; bytes_ = 0;
+}
+
+// Factories (implemented by each backend's translation unit).
+Status make_cpu_backend(int threads, std::unique_ptr<Backend>* out);
+// Present only when compiled with CUDA; otherwise returns E_BACKEND explaining why.
+Status make_cuda_backend(int device, std::unique_ptr<Backend>* out);
+bool cuda_compiled();
+
+}  // namespace tl

@@ -1,0 +1,154 @@
+// The per-element mathematics of ALGORITHM.md §1, written once as host/device functions: both
+// backends call these, so the CPU and the GPU make the same discrete decisions from the same inputs.
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include "philox.h"
+
+namespace tl {
+
+// Z_N = { n/2^(N-1) - 1 : n = 0..2^N }. States are stored as the signed integer q = w/unit with
+// unit = 2^-max(N-1, 0), so q moves in steps of `qstep` (2 for binary, where Δ = 2; else 1).
+struct Levels {
+  int n = 1;  // N
+  TL_HD float unit() const { return n <= 1 ? 1.0f : 1.0f / static_cast<float>(1 << (n - 1)); }
+  TL_HD int qmax() const { return n <= 1 ? 1 : (1 << (n - 1)); }
+  TL_HD int qstep() const { return n == 0 ? 2 : 1; }
+  TL_HD float delta() const { return n == 0 ? 2.0f : unit(); }
+};
+
+// ---- activation φ_r and its derivative windows (§1.2) ----
+enum class Window : int32_t { Rectangular = 0, Triangular = 1, Gaussian = 2, Logistic = 3 };
+
+struct ActSpec {
+  Levels levels;        // activation levels (default ternary)
+  float r = 1.0f;       // threshold (released code: 1)
+  float a = 0.5f;       // window half-width (released code: 0.5)
+  Window window = Window::Rectangular;
+};
+
+// Thresholds sit at r·(z_j + z_{j+1}) between neighbouring levels z_j < z_{j+1}: ±r for ternary,
+// 0 for binary. Ties go away from zero (x ≥ t → up for t > 0, x ≤ t → down for t < 0), as the
+// released code's round(hardsig(…)) does; for t = 0 (binary), x ≥ 0 → +1.
+TL_HD int8_t act_forward(float x, const ActSpec& s) {
+  const int qmax = s.levels.qmax(), qstep = s.levels.qstep();
+  const float unit = s.levels.unit();
+  int q = -qmax;
+  for (int lo = -qmax; lo < qmax; lo += qstep) {
+    const float t = s.r * unit * static_cast<float>(2 * lo + qstep);
+    const bool up = t > 0.0f ? (x >= t) : (t < 0.0f ? (x > t) : (x >= 0.0f));
+    if (up) q = lo + qstep;
+  }
+  return static_cast<int8_t>(q);
+}
+
+// ∂φ/∂x: a window of the chosen shape at every jump, integrating to the jump height.
+TL_HD float act_derivative(float x, const ActSpec& s) {
+  const int qmax = s.levels.qmax(), qstep = s.levels.qstep();
+  const float unit = s.levels.unit();
+  const float height = unit * static_cast<float>(qstep);
+  const float a = s.a;
+  float d = 0.0f;
+  for (int lo = -qmax; lo < qmax; lo += qstep) {
+    const float t = s.r * unit * static_cast<float>(2 * lo + qstep);
+    const float z = x - t;
+    const float az = z < 0 ? -z : z;
+    float w = 0.0f;
+    switch (s.window) {
+      case Window::Rectangular: w = az <= a ? 1.0f / (2.0f * a) : 0.0f; break;
+      case Window::Triangular: w = az <= a ? (a - az) / (a * a) : 0.0f; break;
+      case Window::Gaussian: w = expf(-(z * z) / (2.0f * a * a)) / (2.5066282746310002f * a); break;
+      case Window::Logistic: {
+        const float e = expf(-az / a);
+        w = e / ((1.0f + e) * (1.0f + e)) / a;
+        break;
+      }
+    }
+    d += height * w;
+  }
+  return d;
+}
+
+// ---- DST (§1.3) ----
+enum class Proposal : int32_t { Adam = 0, Sgd = 1 };
+enum class Tau : int32_t { Tanh = 0, Linear = 1, Logistic = 2 };
+
+struct DstParams {
+  Levels levels;
+  Proposal proposal = Proposal::Adam;
+  Tau tau = Tau::Tanh;
+  float m = 3.0f;             // tanh steepness (released code: 3)
+  float temperature = 1.0f;   // logistic τ
+  float lr = 0.0f;            // η (sgd) or α_t (adam, already bias-corrected)
+  float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f;
+  uint64_t seed = 0;
+  uint32_t step = 0;          // Philox counter word
+  uint32_t layer = 0;
+};
+
+TL_HD float dst_tau(float x /* |ν|/Δ in [0,1) */, const DstParams& p) {
+  switch (p.tau) {
+    case Tau::Tanh: return tanhf(p.m * x);
+    case Tau::Linear: return x;
+    default: return 1.0f / (1.0f + expf(-(x - 0.5f) / p.temperature));
+  }
+}
+
+// One weight's transition given its proposal ΔW (in weight units) and a uniform draw u ∈ [0,1).
+TL_HD int8_t dst_transition(int8_t q, float dw, float u, const DstParams& p) {
+  const float unit = p.levels.unit(), delta = p.levels.delta();
+  const int qmax = p.levels.qmax(), qstep = p.levels.qstep();
+  const float w = static_cast<float>(q) * unit;
+  // Boundary: ΔW ← clip(ΔW, −1 − w, 1 − w).
+  float lo = -1.0f - w, hi = 1.0f - w;
+  dw = dw < lo ? lo : (dw > hi ? hi : dw);
+  if (dw == 0.0f) return q;
+  const float x = (dw < 0 ? -dw : dw) / delta;
+  const float kappa = floorf(x);
+  const float frac = x - kappa;
+  const int jump = static_cast<int>(kappa) + (u < dst_tau(frac, p) ? 1 : 0);
+  int nq = static_cast<int>(q) + (dw < 0 ? -jump : jump) * qstep;
+  nq = nq < -qmax ? -qmax : (nq > qmax ? qmax : nq);
+  return static_cast<int8_t>(nq);
+}
+
+// The Adam proposal (Lasagne's form): moments updated in place, ΔW = −α_t·m/(√v + ε).
+TL_HD float adam_proposal(float g, float* m, float* v, const DstParams& p) {
+  const float mm = p.beta1 * *m + (1.0f - p.beta1) * g;
+  const float vv = p.beta2 * *v + (1.0f - p.beta2) * g * g;
+  *m = mm;
+  *v = vv;
+  return -p.lr * mm / (sqrtf(vv) + p.eps);
+}
+
+TL_HD int8_t dst_update_one(int8_t q, float g, float* m, float* v, uint32_t element, const DstParams& p) {
+  const float dw = p.proposal == Proposal::Adam ? adam_proposal(g, m, v, p) : -p.lr * g;
+  const float u = uniform24(philox_draw(p.seed, p.step, p.layer, element, kStreamDst).v[0]);
+  return dst_transition(q, dw, u, p);
+}
+
+// Full-precision parameters (BN γ, β; float weight layers) by Lasagne's Adam.
+struct AdamParams {
+  float lr_t = 0.0f;  // α_t = η·√(1−β2^t)/(1−β1^t)
+  float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f;
+};
+
+TL_HD void adam_update_one(float* p, float g, float* m, float* v, const AdamParams& a) {
+  const float mm = a.beta1 * *m + (1.0f - a.beta1) * g;
+  const float vv = a.beta2 * *v + (1.0f - a.beta2) * g * g;
+  *m = mm;
+  *v = vv;
+  *p -= a.lr_t * mm / (sqrtf(vv) + a.eps);
+}
+
+// Initial state (§1.1): u ~ U(−s, s), clipped to [−1, 1], rounded to the nearest state.
+TL_HD int8_t init_state(uint64_t seed, uint32_t layer, uint32_t element, float spread, const Levels& lv) {
+  const float u = uniform24(philox_draw(seed, 0, layer, element, kStreamInit).v[0]);
+  float w = (2.0f * u - 1.0f) * spread;
+  w = w < -1.0f ? -1.0f : (w > 1.0f ? 1.0f : w);
+  if (lv.n == 0) return w >= 0.0f ? 1 : -1;
+  const float unit = lv.unit();
+  return static_cast<int8_t>(roundf(w / unit));
+}
+
+}  // namespace tl

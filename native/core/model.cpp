@@ -1,0 +1,524 @@
+#include "model.h"
+
+#include <cmath>
+#include <cstring>
+#include <sstream>
+
+namespace tl {
+
+const char* op_name(OpKind k) {
+  switch (k) {
+    case OpKind::Input: return "input";
+    case OpKind::Conv: return "conv2d";
+    case OpKind::Dense: return "dense";
+    case OpKind::MaxPool: return "maxPool";
+    case OpKind::AvgPool: return "avgPool";
+    case OpKind::BatchNorm: return "batchNorm";
+    case OpKind::Activation: return "activation";
+    case OpKind::Flatten: return "flatten";
+    case OpKind::Add: return "add";
+  }
+  return "?";
+}
+
+namespace {
+Status shape_error(const NodeSpec& s, const std::string& what) {
+  return Status(Code::Shape, "layer \"" + s.name + "\" (" + op_name(s.kind) + "): " + what);
+}
+int out_dim(int in, int k, int s, int p) { return (in + 2 * p - k) / s + 1; }
+}  // namespace
+
+Status Model::build(const ModelSpec& spec, const UpdateConfig& update) {
+  spec_ = spec;
+  update_ = update;
+  if (spec.nodes.empty() || spec.nodes[0].kind != OpKind::Input)
+    return Status(Code::Shape, "a model starts with its input node");
+  nodes_.clear();
+  nodes_.resize(spec.nodes.size());
+  for (size_t i = 0; i < spec.nodes.size(); ++i) {
+    Node& n = nodes_[i];
+    n.spec = spec.nodes[i];
+    const NodeSpec& s = n.spec;
+    for (int in : s.inputs)
+      if (in < 0 || static_cast<size_t>(in) >= i)
+        return shape_error(s, "input " + std::to_string(in) + " is not an earlier layer");
+    auto need_inputs = [&](size_t k) -> Status {
+      if (s.inputs.size() != k) return shape_error(s, "takes " + std::to_string(k) + " input(s), got " + std::to_string(s.inputs.size()));
+      return Status::ok();
+    };
+    const Node* in0 = s.inputs.empty() ? nullptr : &nodes_[s.inputs[0]];
+    for (int in : s.inputs) nodes_[in].consumers++;
+    switch (s.kind) {
+      case OpKind::Input:
+        if (i != 0) return shape_error(s, "only the first layer may be the input");
+        n.h = spec.h; n.w = spec.w; n.c = spec.c;
+        break;
+      case OpKind::Conv:
+      case OpKind::Dense: {
+        TL_TRY(need_inputs(1));
+        if (s.out <= 0) return shape_error(s, "needs a positive number of outputs, got " + std::to_string(s.out));
+        if (s.kind == OpKind::Dense) {
+          n.h = 1; n.w = 1; n.c = s.out;
+          if (in0->h != 1 || in0->w != 1) return shape_error(s, "expects a flat input; add a flatten layer before it");
+        } else {
+          n.h = out_dim(in0->h, s.kh, s.sh, s.ph);
+          n.w = out_dim(in0->w, s.kw, s.sw, s.pw);
+          n.c = s.out;
+          if (n.h <= 0 || n.w <= 0)
+            return shape_error(s, "kernel " + std::to_string(s.kh) + "x" + std::to_string(s.kw) + " does not fit its input " +
+                                      std::to_string(in0->h) + "x" + std::to_string(in0->w));
+        }
+        if (s.discrete && (s.levels.n < 0 || s.levels.n > 7))
+          return shape_error(s, "weight levels N must be in 0..7, got " + std::to_string(s.levels.n));
+        n.nweights = static_cast<int64_t>(s.out) * s.kh * s.kw * in0->c;
+        break;
+      }
+      case OpKind::MaxPool:
+      case OpKind::AvgPool:
+        TL_TRY(need_inputs(1));
+        if (in0->dtype != DType::F32) return shape_error(s, "pools real values; place it before the activation");
+        n.h = out_dim(in0->h, s.kh, s.sh, s.ph); n.w = out_dim(in0->w, s.kw, s.sw, s.pw); n.c = in0->c;
+        if (n.h <= 0 || n.w <= 0) return shape_error(s, "window does not fit its input");
+        break;
+      case OpKind::BatchNorm:
+        TL_TRY(need_inputs(1));
+        if (in0->dtype != DType::F32) return shape_error(s, "normalises real values; place it before the activation");
+        n.h = in0->h; n.w = in0->w; n.c = in0->c;
+        break;
+      case OpKind::Activation:
+        TL_TRY(need_inputs(1));
+        if (in0->dtype != DType::F32) return shape_error(s, "its input is already discrete");
+        n.h = in0->h; n.w = in0->w; n.c = in0->c;
+        n.dtype = DType::I8;
+        n.scale = s.act.levels.unit();
+        break;
+      case OpKind::Flatten:
+        TL_TRY(need_inputs(1));
+        n.h = 1; n.w = 1; n.c = in0->h * in0->w * in0->c;
+        n.dtype = in0->dtype; n.scale = in0->scale;
+        n.alias = in0->alias >= 0 ? in0->alias : s.inputs[0];
+        break;
+      case OpKind::Add: {
+        TL_TRY(need_inputs(2));
+        const Node* in1 = &nodes_[s.inputs[1]];
+        if (in0->h != in1->h || in0->w != in1->w || in0->c != in1->c)
+          return shape_error(s, "adds tensors of different shapes");
+        if (in0->dtype != DType::F32 || in1->dtype != DType::F32) return shape_error(s, "adds real values (before the activation)");
+        n.h = in0->h; n.w = in0->w; n.c = in0->c;
+        break;
+      }
+    }
+    bool rg = n.nweights > 0 || s.kind == OpKind::BatchNorm;
+    for (int in : s.inputs) rg = rg || nodes_[in].requires_grad;
+    n.requires_grad = rg;
+  }
+  const Node& last = nodes_.back();
+  if (last.dtype != DType::F32 || last.h != 1 || last.w != 1 || last.c != spec.classes)
+    return Status(Code::Shape, "the last layer must give " + std::to_string(spec.classes) + " real-valued class scores, got " +
+                                   std::to_string(last.h) + "x" + std::to_string(last.w) + "x" + std::to_string(last.c));
+
+  // Parameters and their optimizer state.
+  for (size_t i = 0; i < nodes_.size(); ++i) {
+    Node& n = nodes_[i];
+    const NodeSpec& s = n.spec;
+    const uint32_t layer = static_cast<uint32_t>(i);
+    if (n.nweights > 0) {
+      const std::string what = "weights of layer \"" + s.name + "\"";
+      TL_TRY(backend_->alloc(n.nweights * sizeof(float), what.c_str(), &n.gw));
+      if (s.discrete) {
+        TL_TRY(backend_->alloc(n.nweights, what.c_str(), &n.wq));
+        TL_TRY(backend_->init_states(n.nweights, n.wq.as<int8_t>(), spec.seed, layer, s.init_spread, s.levels));
+        if (update.proposal == Proposal::Adam) {
+          TL_TRY(backend_->alloc(n.nweights * sizeof(float), what.c_str(), &n.wm));
+          TL_TRY(backend_->alloc(n.nweights * sizeof(float), what.c_str(), &n.wv));
+        }
+      } else {
+        TL_TRY(backend_->alloc(n.nweights * sizeof(float), what.c_str(), &n.wf));
+        const Node& in = nodes_[s.inputs[0]];
+        const float fan_in = static_cast<float>(s.kh * s.kw * in.c), fan_out = static_cast<float>(s.kh * s.kw * s.out);
+        TL_TRY(backend_->init_uniform(n.nweights, n.wf.as<float>(), spec.seed, layer, std::sqrt(6.0f / (fan_in + fan_out))));
+        TL_TRY(backend_->alloc(n.nweights * sizeof(float), what.c_str(), &n.wm));
+        TL_TRY(backend_->alloc(n.nweights * sizeof(float), what.c_str(), &n.wv));
+      }
+    }
+    if (s.kind == OpKind::BatchNorm) {
+      const size_t b = sizeof(float) * n.c;
+      for (Buffer* buf : {&n.gamma, &n.beta, &n.rmean, &n.rvar, &n.dgamma, &n.dbeta, &n.gm, &n.gv, &n.bm, &n.bv, &n.invstd})
+        TL_TRY(backend_->alloc(b, "batch norm", buf));
+      std::vector<float> ones(n.c, 1.0f);
+      TL_TRY(backend_->upload(n.gamma.data(), ones.data(), b));
+      TL_TRY(backend_->upload(n.rvar.data(), ones.data(), b));
+    }
+  }
+  TL_TRY(backend_->alloc(sizeof(int64_t) * kCounterSlots * nodes_.size(), "metric counters", &counters_));
+  return Status::ok();
+}
+
+Status Model::ensure_capacity(int n) {
+  if (n <= capacity_) return Status::ok();
+  for (size_t i = 0; i < nodes_.size(); ++i) {
+    Node& nd = nodes_[i];
+    if (nd.alias >= 0 || i == 0) continue;
+    const int64_t elems = static_cast<int64_t>(n) * per_sample(nd);
+    const std::string what = "activations of layer \"" + nd.spec.name + "\" at batch " + std::to_string(n);
+    TL_TRY(backend_->alloc(elems * (nd.dtype == DType::I8 ? 1 : sizeof(float)), what.c_str(), &nd.out));
+    if (nd.requires_grad || nd.consumers > 0) TL_TRY(backend_->alloc(elems * sizeof(float), what.c_str(), &nd.grad));
+    if (nd.spec.kind == OpKind::BatchNorm) TL_TRY(backend_->alloc(elems * sizeof(float), what.c_str(), &nd.xhat));
+    if (nd.spec.kind == OpKind::MaxPool) TL_TRY(backend_->alloc(elems * sizeof(int32_t), what.c_str(), &nd.argmax));
+  }
+  int64_t biggest = 0;
+  for (auto& nd : nodes_) biggest = std::max<int64_t>(biggest, static_cast<int64_t>(n) * per_sample(nd));
+  TL_TRY(backend_->alloc(biggest * sizeof(float), "gradient scratch", &scratch_));
+  TL_TRY(backend_->alloc(sizeof(int32_t) * n, "labels", &labels_scratch_));
+  TL_TRY(backend_->alloc(sizeof(float) * n, "per-sample loss", &row_loss_));
+  TL_TRY(backend_->alloc(sizeof(int32_t) * n, "per-sample rank", &rank_));
+  capacity_ = n;
+  return Status::ok();
+}
+
+Operand Model::operand_of(int i) {
+  if (i == 0) return Operand{DType::F32, input_, 1.0f};
+  Node& s = storage(i);
+  return Operand{nodes_[i].dtype, s.out.data(), nodes_[i].scale};
+}
+
+ConvGeom Model::conv_geom(int i, int n) const {
+  const Node& nd = nodes_[i];
+  const Node& in = nodes_[nd.spec.inputs[0]];
+  ConvGeom g;
+  g.n = n; g.h = in.h; g.w = in.w; g.c = in.c;
+  g.oc = nd.spec.out; g.kh = nd.spec.kh; g.kw = nd.spec.kw; g.sh = nd.spec.sh; g.sw = nd.spec.sw;
+  g.ph = nd.spec.ph; g.pw = nd.spec.pw; g.oh = nd.h; g.ow = nd.w;
+  return g;
+}
+
+PoolGeom Model::pool_geom(int i, int n) const {
+  const Node& nd = nodes_[i];
+  const Node& in = nodes_[nd.spec.inputs[0]];
+  PoolGeom g;
+  g.n = n; g.h = in.h; g.w = in.w; g.c = in.c;
+  g.kh = nd.spec.kh; g.kw = nd.spec.kw; g.sh = nd.spec.sh; g.sw = nd.spec.sw; g.ph = nd.spec.ph; g.pw = nd.spec.pw;
+  g.oh = nd.h; g.ow = nd.w;
+  return g;
+}
+
+Status Model::forward(const float* x, int n, bool train) {
+  TL_TRY(ensure_capacity(n));
+  input_ = x;
+  batch_ = n;
+  TL_TRY(backend_->zero(counters_.data(), counters_.bytes()));
+  int64_t* counters = counters_.as<int64_t>();
+  for (size_t i = 1; i < nodes_.size(); ++i) {
+    Node& nd = nodes_[i];
+    const NodeSpec& s = nd.spec;
+    const int in = s.inputs.empty() ? -1 : s.inputs[0];
+    switch (s.kind) {
+      case OpKind::Conv:
+      case OpKind::Dense: {
+        const ConvGeom g = conv_geom(static_cast<int>(i), n);
+        Operand w = s.discrete ? Operand{DType::I8, nd.wq.data(), s.levels.unit()} : Operand{DType::F32, nd.wf.data(), 1.0f};
+        Operand xin = operand_of(in);
+        TL_TRY(backend_->conv_forward(g, xin, w, nd.out.as<float>()));
+        if (train && s.discrete) {
+          int64_t* c = counters + i * kCounterSlots;
+          if (xin.dtype == DType::I8) TL_TRY(backend_->conv_counters(g, static_cast<const int8_t*>(xin.ptr), nd.wq.as<int8_t>(), c));
+          else TL_TRY(backend_->count_zeros(nd.nweights, nd.wq.as<int8_t>(), c));
+        }
+        break;
+      }
+      case OpKind::MaxPool:
+        TL_TRY(backend_->maxpool_forward(pool_geom(static_cast<int>(i), n), static_cast<const float*>(operand_of(in).ptr),
+                                         nd.out.as<float>(), nd.argmax.as<int32_t>()));
+        break;
+      case OpKind::AvgPool:
+        TL_TRY(backend_->avgpool_forward(pool_geom(static_cast<int>(i), n), static_cast<const float*>(operand_of(in).ptr),
+                                         nd.out.as<float>()));
+        break;
+      case OpKind::BatchNorm: {
+        const int64_t rows = static_cast<int64_t>(n) * nd.h * nd.w;
+        const float* xi = static_cast<const float*>(operand_of(in).ptr);
+        if (train)
+          TL_TRY(backend_->bn_forward_train(rows, nd.c, xi, nd.gamma.as<float>(), nd.beta.as<float>(), spec_.bn_eps,
+                                            spec_.bn_momentum, nd.rmean.as<float>(), nd.rvar.as<float>(), nd.out.as<float>(),
+                                            nd.xhat.as<float>(), nd.invstd.as<float>()));
+        else
+          TL_TRY(backend_->bn_forward_infer(rows, nd.c, xi, nd.gamma.as<float>(), nd.beta.as<float>(), nd.rmean.as<float>(),
+                                            nd.rvar.as<float>(), spec_.bn_eps, nd.out.as<float>()));
+        break;
+      }
+      case OpKind::Activation:
+        TL_TRY(backend_->act_forward(static_cast<int64_t>(n) * per_sample(nd), static_cast<const float*>(operand_of(in).ptr), s.act,
+                                     nd.out.as<int8_t>()));
+        break;
+      case OpKind::Add:
+        TL_TRY(backend_->add(static_cast<int64_t>(n) * per_sample(nd), static_cast<const float*>(operand_of(in).ptr),
+                             static_cast<const float*>(operand_of(s.inputs[1]).ptr), nd.out.as<float>()));
+        break;
+      case OpKind::Flatten:
+      case OpKind::Input:
+        break;
+    }
+  }
+  return Status::ok();
+}
+
+Status Model::loss(const int32_t* labels_host, int n, LossKind kind, float* row_loss_host, int32_t* rank_host) {
+  Node& last = storage(static_cast<int>(nodes_.size()) - 1);
+  TL_TRY(backend_->upload(labels_scratch_.data(), labels_host, sizeof(int32_t) * n));
+  TL_TRY(backend_->loss(n, spec_.classes, last.out.as<float>(), labels_scratch_.as<int32_t>(), kind, last.grad.as<float>(),
+                        row_loss_.as<float>(), rank_.as<int32_t>()));
+  TL_TRY(backend_->download(row_loss_host, row_loss_.data(), sizeof(float) * n));
+  TL_TRY(backend_->download(rank_host, rank_.data(), sizeof(int32_t) * n));
+  return Status::ok();
+}
+
+// Where the gradient for `input` goes: its own grad buffer the first time in this backward pass,
+// the scratch buffer (then accumulated) when another consumer already wrote it.
+Status Model::grad_target(int input, int64_t elems, float** target, bool* accumulate_after) {
+  Node& st = storage(input);
+  (void)elems;
+  if (!st.grad_written) {
+    *target = st.grad.as<float>();
+    *accumulate_after = false;
+  } else {
+    *target = scratch_.as<float>();
+    *accumulate_after = true;
+  }
+  return Status::ok();
+}
+
+Status Model::finish_grad(int input, int64_t elems, bool accumulate_after) {
+  Node& st = storage(input);
+  if (accumulate_after) TL_TRY(backend_->accumulate(elems, scratch_.as<float>(), st.grad.as<float>()));
+  st.grad_written = true;
+  return Status::ok();
+}
+
+Status Model::backward(int n) {
+  for (auto& nd : nodes_) nd.grad_written = false;
+  storage(static_cast<int>(nodes_.size()) - 1).grad_written = true;  // written by loss()
+  for (size_t ii = nodes_.size() - 1; ii >= 1; --ii) {
+    const int i = static_cast<int>(ii);
+    Node& nd = nodes_[i];
+    const NodeSpec& s = nd.spec;
+    if (s.kind == OpKind::Flatten) continue;  // shares its input's buffers
+    Node& st = storage(i);
+    if (!st.grad_written) continue;  // nothing flows back through this node
+    const float* dy = st.grad.as<float>();
+    const int in = s.inputs.empty() ? -1 : s.inputs[0];
+    const bool in_grad = in > 0 && nodes_[in].requires_grad;
+    const int64_t in_elems = in > 0 ? static_cast<int64_t>(n) * per_sample(nodes_[in]) : 0;
+    float* dx = nullptr;
+    bool acc = false;
+    if (in_grad) TL_TRY(grad_target(in, in_elems, &dx, &acc));
+    switch (s.kind) {
+      case OpKind::Conv:
+      case OpKind::Dense: {
+        const ConvGeom g = conv_geom(i, n);
+        Operand w = s.discrete ? Operand{DType::I8, nd.wq.data(), s.levels.unit()} : Operand{DType::F32, nd.wf.data(), 1.0f};
+        TL_TRY(backend_->conv_backward_filter(g, operand_of(in), dy, nd.gw.as<float>()));
+        if (in_grad) TL_TRY(backend_->conv_backward_data(g, dy, w, dx));
+        break;
+      }
+      case OpKind::MaxPool:
+        if (in_grad) TL_TRY(backend_->maxpool_backward(pool_geom(i, n), dy, nd.argmax.as<int32_t>(), dx));
+        break;
+      case OpKind::AvgPool:
+        if (in_grad) TL_TRY(backend_->avgpool_backward(pool_geom(i, n), dy, dx));
+        break;
+      case OpKind::BatchNorm: {
+        const int64_t rows = static_cast<int64_t>(n) * nd.h * nd.w;
+        float* target = in_grad ? dx : scratch_.as<float>();
+        TL_TRY(backend_->bn_backward(rows, nd.c, dy, nd.xhat.as<float>(), nd.gamma.as<float>(), nd.invstd.as<float>(), target,
+                                     nd.dgamma.as<float>(), nd.dbeta.as<float>()));
+        break;
+      }
+      case OpKind::Activation:
+        if (in_grad)
+          TL_TRY(backend_->act_backward(in_elems, static_cast<const float*>(operand_of(in).ptr), dy, s.act, dx));
+        break;
+      case OpKind::Add: {
+        if (in_grad) TL_TRY(backend_->copy(dx, dy, sizeof(float) * in_elems));
+        if (in_grad) TL_TRY(finish_grad(in, in_elems, acc));
+        const int in1 = s.inputs[1];
+        if (in1 > 0 && nodes_[in1].requires_grad) {
+          float* dx1;
+          bool acc1;
+          TL_TRY(grad_target(in1, in_elems, &dx1, &acc1));
+          TL_TRY(backend_->copy(dx1, dy, sizeof(float) * in_elems));
+          TL_TRY(finish_grad(in1, in_elems, acc1));
+        }
+        continue;
+      }
+      default:
+        break;
+    }
+    if (in_grad) TL_TRY(finish_grad(in, in_elems, acc));
+  }
+  return Status::ok();
+}
+
+Status Model::update(uint64_t t, float lr) {
+  const double t1 = static_cast<double>(t) + 1.0;
+  const float lr_t = static_cast<float>(lr * std::sqrt(1.0 - std::pow(update_.beta2, t1)) / (1.0 - std::pow(update_.beta1, t1)));
+  AdamParams adam;
+  adam.lr_t = lr_t; adam.beta1 = update_.beta1; adam.beta2 = update_.beta2; adam.eps = update_.eps;
+  int64_t* counters = counters_.as<int64_t>();
+  for (size_t i = 1; i < nodes_.size(); ++i) {
+    Node& nd = nodes_[i];
+    if (nd.nweights > 0) {
+      if (nd.spec.discrete) {
+        DstParams p;
+        p.levels = nd.spec.levels;
+        p.proposal = update_.proposal;
+        p.tau = update_.tau;
+        p.m = update_.m;
+        p.temperature = update_.temperature;
+        p.lr = update_.proposal == Proposal::Adam ? lr_t : lr;
+        p.beta1 = update_.beta1; p.beta2 = update_.beta2; p.eps = update_.eps;
+        p.seed = spec_.seed;
+        p.step = static_cast<uint32_t>(t);
+        p.layer = static_cast<uint32_t>(i);
+        TL_TRY(backend_->dst_update(nd.nweights, nd.wq.as<int8_t>(), nd.gw.as<float>(), nd.wm.as<float>(), nd.wv.as<float>(), p,
+                                    counters + i * kCounterSlots));
+      } else {
+        TL_TRY(backend_->adam_update(nd.nweights, nd.wf.as<float>(), nd.gw.as<float>(), nd.wm.as<float>(), nd.wv.as<float>(), adam));
+      }
+    }
+    if (nd.spec.kind == OpKind::BatchNorm) {
+      TL_TRY(backend_->adam_update(nd.c, nd.gamma.as<float>(), nd.dgamma.as<float>(), nd.gm.as<float>(), nd.gv.as<float>(), adam));
+      TL_TRY(backend_->adam_update(nd.c, nd.beta.as<float>(), nd.dbeta.as<float>(), nd.bm.as<float>(), nd.bv.as<float>(), adam));
+    }
+  }
+  step_ = static_cast<int64_t>(t) + 1;
+  return Status::ok();
+}
+
+Status Model::read_counters(std::vector<LayerCounters>* out) {
+  std::vector<int64_t> host(kCounterSlots * nodes_.size());
+  TL_TRY(backend_->download(host.data(), counters_.data(), sizeof(int64_t) * host.size()));
+  out->clear();
+  for (size_t i = 1; i < nodes_.size(); ++i) {
+    const Node& nd = nodes_[i];
+    if (nd.nweights == 0 || !nd.spec.discrete) continue;
+    LayerCounters c;
+    c.name = nd.spec.name;
+    c.weights = nd.nweights;
+    const int in = nd.spec.inputs[0];
+    c.integer_input = nodes_[in].dtype == DType::I8;
+    c.inputs = static_cast<int64_t>(batch_) * per_sample(nodes_[in]);
+    c.macs = conv_geom(static_cast<int>(i), batch_).macs();
+    const int64_t* h = host.data() + i * kCounterSlots;
+    c.zero_inputs = h[kZeroInputs];
+    c.zero_weights = h[kZeroWeights];
+    c.active_macs = h[kActiveMacs];
+    c.flips = h[kFlips];
+    out->push_back(c);
+  }
+  return Status::ok();
+}
+
+namespace {
+void put(std::vector<NamedTensor>* out, const std::string& name, const char* dtype, std::vector<int64_t> shape,
+         Backend& b, const Buffer& buf, size_t bytes) {
+  NamedTensor t;
+  t.name = name;
+  t.dtype = dtype;
+  t.shape = std::move(shape);
+  t.bytes.resize(bytes);
+  if (bytes) (void)b.download(t.bytes.data(), buf.data(), bytes);
+  out->push_back(std::move(t));
+}
+}  // namespace
+
+Status Model::get_state(std::vector<NamedTensor>* out) {
+  out->clear();
+  TL_TRY(backend_->synchronize());
+  for (size_t i = 1; i < nodes_.size(); ++i) {
+    Node& nd = nodes_[i];
+    const std::string& nm = nd.spec.name;
+    if (nd.nweights > 0) {
+      const Node& in = nodes_[nd.spec.inputs[0]];
+      std::vector<int64_t> shape = {nd.spec.out, nd.spec.kh, nd.spec.kw, in.c};
+      if (nd.spec.discrete) put(out, nm + ".weight", "int8", shape, *backend_, nd.wq, nd.nweights);
+      else put(out, nm + ".weight", "float32", shape, *backend_, nd.wf, nd.nweights * 4);
+      if (nd.wm.data()) {
+        put(out, nm + ".weight.adam_m", "float32", shape, *backend_, nd.wm, nd.nweights * 4);
+        put(out, nm + ".weight.adam_v", "float32", shape, *backend_, nd.wv, nd.nweights * 4);
+      }
+    }
+    if (nd.spec.kind == OpKind::BatchNorm) {
+      const std::vector<int64_t> shape = {nd.c};
+      const size_t b = sizeof(float) * nd.c;
+      put(out, nm + ".gamma", "float32", shape, *backend_, nd.gamma, b);
+      put(out, nm + ".beta", "float32", shape, *backend_, nd.beta, b);
+      put(out, nm + ".running_mean", "float32", shape, *backend_, nd.rmean, b);
+      put(out, nm + ".running_var", "float32", shape, *backend_, nd.rvar, b);
+      put(out, nm + ".gamma.adam_m", "float32", shape, *backend_, nd.gm, b);
+      put(out, nm + ".gamma.adam_v", "float32", shape, *backend_, nd.gv, b);
+      put(out, nm + ".beta.adam_m", "float32", shape, *backend_, nd.bm, b);
+      put(out, nm + ".beta.adam_v", "float32", shape, *backend_, nd.bv, b);
+    }
+  }
+  return Status::ok();
+}
+
+Status Model::set_state(const std::vector<NamedTensor>& in) {
+  std::vector<NamedTensor> mine;
+  TL_TRY(get_state(&mine));
+  auto find = [&](const std::string& name) -> const NamedTensor* {
+    for (auto& t : in)
+      if (t.name == name) return &t;
+    return nullptr;
+  };
+  // Validate everything before writing anything, so a bad checkpoint leaves the model untouched.
+  for (auto& t : mine) {
+    const NamedTensor* src = find(t.name);
+    if (!src) return Status(Code::Checkpoint, "tensor \"" + t.name + "\" is missing (the checkpoint is of another model or options)");
+    if (src->dtype != t.dtype || src->bytes.size() != t.bytes.size())
+      return Status(Code::Checkpoint, "tensor \"" + t.name + "\" is " + src->dtype + " of " + std::to_string(src->bytes.size()) +
+                                          " bytes; this model needs " + t.dtype + " of " + std::to_string(t.bytes.size()) + " bytes");
+  }
+  for (size_t i = 1; i < nodes_.size(); ++i) {
+    Node& nd = nodes_[i];
+    const std::string& nm = nd.spec.name;
+    auto load = [&](const std::string& name, Buffer& buf) -> Status {
+      const NamedTensor* src = find(name);
+      return backend_->upload(buf.data(), src->bytes.data(), src->bytes.size());
+    };
+    if (nd.nweights > 0) {
+      TL_TRY(load(nm + ".weight", nd.spec.discrete ? nd.wq : nd.wf));
+      if (nd.wm.data()) {
+        TL_TRY(load(nm + ".weight.adam_m", nd.wm));
+        TL_TRY(load(nm + ".weight.adam_v", nd.wv));
+      }
+    }
+    if (nd.spec.kind == OpKind::BatchNorm) {
+      TL_TRY(load(nm + ".gamma", nd.gamma)); TL_TRY(load(nm + ".beta", nd.beta));
+      TL_TRY(load(nm + ".running_mean", nd.rmean)); TL_TRY(load(nm + ".running_var", nd.rvar));
+      TL_TRY(load(nm + ".gamma.adam_m", nd.gm)); TL_TRY(load(nm + ".gamma.adam_v", nd.gv));
+      TL_TRY(load(nm + ".beta.adam_m", nd.bm)); TL_TRY(load(nm + ".beta.adam_v", nd.bv));
+    }
+  }
+  return Status::ok();
+}
+
+std::string Model::summary_json() const {
+  std::ostringstream o;
+  o << "{\"backend\":\"" << backend_->describe() << "\",\"layers\":[";
+  for (size_t i = 0; i < nodes_.size(); ++i) {
+    const Node& nd = nodes_[i];
+    if (i) o << ",";
+    o << "{\"name\":\"" << nd.spec.name << "\",\"kind\":\"" << op_name(nd.spec.kind) << "\",\"inputs\":[";
+    for (size_t k = 0; k < nd.spec.inputs.size(); ++k) o << (k ? "," : "") << nd.spec.inputs[k];
+    o << "],\"shape\":[" << nd.h << "," << nd.w << "," << nd.c << "],\"dtype\":\"" << (nd.dtype == DType::I8 ? "int8" : "float32")
+      << "\",\"weights\":" << nd.nweights << ",\"discrete\":" << (nd.nweights > 0 && nd.spec.discrete ? "true" : "false")
+      << ",\"levels\":" << nd.spec.levels.n << ",\"bytesPerWeight\":" << (nd.nweights == 0 ? 0 : (nd.spec.discrete ? 1 : 4))
+      << ",\"optimizerBytesPerWeight\":" << (nd.wm.data() ? 8 : 0) << ",\"params\":"
+      << (nd.spec.kind == OpKind::BatchNorm ? 2 * nd.c : 0) << "}";
+  }
+  o << "]}";
+  return o.str();
+}
+
+}  // namespace tl

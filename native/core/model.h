@@ -1,0 +1,123 @@
+// A model: a list of nodes in topological order (each reads earlier nodes), with its forward,
+// backward and update written once against the Backend interface. Discrete weights exist only
+// as int8 states; nothing here keeps a float copy of them.
+#pragma once
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "backend.h"
+
+namespace tl {
+
+enum class OpKind : int32_t { Input = 0, Conv = 1, Dense = 2, MaxPool = 3, AvgPool = 4, BatchNorm = 5, Activation = 6, Flatten = 7, Add = 8 };
+const char* op_name(OpKind k);
+
+struct NodeSpec {
+  OpKind kind = OpKind::Input;
+  std::string name;
+  std::vector<int> inputs;
+  // conv / dense / pooling geometry
+  int out = 0, kh = 1, kw = 1, sh = 1, sw = 1, ph = 0, pw = 0;
+  // conv / dense weights
+  bool discrete = true;     // false: a labelled full-precision layer (e.g. ResNet's first conv)
+  Levels levels;            // Z_N of the weights
+  float init_spread = 1.0f; // U(−s, s) before rounding (§1.1)
+  // activation
+  ActSpec act;
+};
+
+struct ModelSpec {
+  int h = 0, w = 0, c = 0, classes = 0;
+  std::vector<NodeSpec> nodes;  // nodes[0] is the input
+  uint64_t seed = 0;
+  float bn_eps = 1e-4f, bn_momentum = 0.1f;
+};
+
+struct UpdateConfig {
+  Proposal proposal = Proposal::Adam;
+  Tau tau = Tau::Tanh;
+  float m = 3.0f, temperature = 1.0f;
+  float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f;
+};
+
+struct NamedTensor {
+  std::string name;
+  std::string dtype;  // "int8" | "float32" | "int64"
+  std::vector<int64_t> shape;
+  std::vector<uint8_t> bytes;
+};
+
+struct LayerCounters {
+  std::string name;
+  int64_t weights = 0, inputs = 0, macs = 0;
+  int64_t zero_weights = 0, zero_inputs = 0, active_macs = 0, flips = 0;
+  bool integer_input = false;
+};
+
+class Model {
+ public:
+  Model(std::unique_ptr<Backend> backend) : backend_(std::move(backend)) {}
+  Status build(const ModelSpec& spec, const UpdateConfig& update);
+  Backend& backend() { return *backend_; }
+  const ModelSpec& spec() const { return spec_; }
+  const UpdateConfig& update_config() const { return update_; }
+
+  // Forward of n samples already on the device (normalised float input). train: batch statistics.
+  Status forward(const float* x, int n, bool train);
+  // Loss and its gradient at the output; row losses and true-class ranks to host arrays.
+  Status loss(const int32_t* labels_dev, int n, LossKind kind, float* row_loss_host, int32_t* rank_host);
+  Status backward(int n);
+  // DST for discrete weights, Adam for the rest. t is the 0-based global step.
+  Status update(uint64_t t, float lr);
+  Status read_counters(std::vector<LayerCounters>* out);
+
+  Status ensure_capacity(int n);
+  Status get_state(std::vector<NamedTensor>* out);
+  Status set_state(const std::vector<NamedTensor>& in);
+  std::string summary_json() const;
+  int64_t step() const { return step_; }
+  void set_step(int64_t s) { step_ = s; }
+  int64_t input_elems() const { return static_cast<int64_t>(spec_.h) * spec_.w * spec_.c; }
+  int classes() const { return spec_.classes; }
+
+ private:
+  struct Node {
+    NodeSpec spec;
+    int h = 0, w = 0, c = 0;  // output shape per sample
+    DType dtype = DType::F32;
+    float scale = 1.0f;        // value of one int8 output unit
+    int alias = -1;            // flatten: the node whose buffers it shares
+    bool requires_grad = false;
+    int consumers = 0;
+    Buffer out, grad;
+    // weights
+    int64_t nweights = 0;
+    Buffer wq, wf, gw, wm, wv;
+    // batch norm
+    Buffer gamma, beta, rmean, rvar, dgamma, dbeta, gm, gv, bm, bv, xhat, invstd;
+    Buffer argmax;
+    bool grad_written = false;
+  };
+  int64_t per_sample(const Node& n) const { return static_cast<int64_t>(n.h) * n.w * n.c; }
+  Node& storage(int i) { return nodes_[nodes_[i].alias >= 0 ? nodes_[i].alias : i]; }
+  Operand operand_of(int i);
+  ConvGeom conv_geom(int i, int n) const;
+  PoolGeom pool_geom(int i, int n) const;
+  Status grad_target(int input, int64_t elems, float** target, bool* accumulate_after);
+  Status finish_grad(int input, int64_t elems, bool accumulate_after);
+
+  std::unique_ptr<Backend> backend_;
+  ModelSpec spec_;
+  UpdateConfig update_;
+  std::vector<Node> nodes_;
+  int capacity_ = 0;
+  const float* input_ = nullptr;
+  int batch_ = 0;
+  Buffer counters_, scratch_, labels_scratch_, row_loss_, rank_;
+  int64_t step_ = 0;
+};
+
+}  // namespace tl

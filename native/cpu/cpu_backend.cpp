@@ -1,0 +1,592 @@
+// The CPU backend: every op of backend.h on a thread pool. Products go through im2col + the GEMMs
+// of gemm.cpp in fixed-size row chunks (never dependent on the thread count); reductions combine
+// fixed-size chunk partials in chunk order.
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "../core/backend.h"
+#include "gemm.h"
+#include "thread_pool.h"
+
+namespace tl {
+namespace {
+
+constexpr int64_t kRowChunk = 4096;   // rows of im2col per product chunk
+constexpr int64_t kReduceChunk = 512; // rows per partial sum in reductions
+
+int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+class CpuBackend final : public Backend {
+ public:
+  explicit CpuBackend(int threads) : pool_(threads) {}
+  std::string name() const override { return "cpu"; }
+  std::string describe() const override {
+    return "cpu (" + std::to_string(pool_.size()) + " threads, " + kernel_path_name(current_kernel_path()) + ")";
+  }
+  int threads() const { return pool_.size(); }
+
+  // ---- memory
+  Status alloc(size_t bytes, const char* what, Buffer* out) override {
+    const size_t rounded = (bytes + 63) / 64 * 64;
+    void* p = rounded ? std::aligned_alloc(64, rounded) : nullptr;
+    if (rounded && !p)
+      return Status(Code::Oom, std::string("cpu: allocating ") + std::to_string(bytes) + " bytes for " + what +
+                                   " failed with " + std::to_string(in_use_.load()) +
+                                   " bytes in use by ternlab. Use a smaller batch size or model.");
+    if (p) std::memset(p, 0, rounded);
+    in_use_ += rounded;
+    *out = Buffer(this, p, rounded);
+    return Status::ok();
+  }
+  void release(void* p, size_t bytes) override {
+    in_use_ -= bytes;
+    std::free(p);
+  }
+  Status upload(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); return Status::ok(); }
+  Status download(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); return Status::ok(); }
+  Status zero(void* dst, size_t bytes) override { std::memset(dst, 0, bytes); return Status::ok(); }
+  Status copy(void* dst, const void* src, size_t bytes) override { std::memmove(dst, src, bytes); return Status::ok(); }
+  Status synchronize() override { return Status::ok(); }
+  size_t bytes_in_use() const override { return in_use_.load(); }
+
+  Status normalize_u8(int64_t n, const uint8_t* src, float scale, float offset, float* dst) override {
+    pool_.parallel_for(n, 1 << 14, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) dst[i] = static_cast<float>(src[i]) * scale + offset;
+    });
+    return Status::ok();
+  }
+
+  // ---- products
+  Status conv_forward(const ConvGeom& g, Operand x, Operand w, float* y) override {
+    const int64_t K = g.k(), rows = g.rows();
+    if (x.dtype == DType::I8 && w.dtype == DType::I8) {
+      const int64_t Kp = round_up(K, 64);
+      std::vector<int8_t> wp(static_cast<size_t>(g.oc * Kp), 0);
+      std::vector<int32_t> colsum(g.oc, 0);
+      const int8_t* ws = static_cast<const int8_t*>(w.ptr);
+      for (int o = 0; o < g.oc; ++o) {
+        int32_t s = 0;
+        for (int64_t k = 0; k < K; ++k) { wp[o * Kp + k] = ws[o * K + k]; s += ws[o * K + k]; }
+        colsum[o] = s;
+      }
+      const float scale = x.scale * w.scale;
+      std::vector<uint8_t> cols;
+      std::vector<int32_t> acc;
+      for (int64_t r0 = 0; r0 < rows; r0 += kRowChunk) {
+        const int64_t rc = std::min(kRowChunk, rows - r0);
+        cols.resize(static_cast<size_t>(rc * Kp));
+        acc.resize(static_cast<size_t>(rc * g.oc));
+        im2col_u8(g, static_cast<const int8_t*>(x.ptr), r0, rc, Kp, cols.data());
+        igemm(pool_, rc, g.oc, Kp, cols.data(), wp.data(), colsum.data(), acc.data(), g.oc);
+        float* yo = y + r0 * g.oc;
+        const int32_t* a = acc.data();
+        pool_.parallel_for(rc * g.oc, 1 << 14, [&](int64_t b, int64_t e) {
+          for (int64_t i = b; i < e; ++i) yo[i] = static_cast<float>(a[i]) * scale;
+        });
+      }
+      return Status::ok();
+    }
+    // A float operand: float GEMM of im2col(x)[rows, K] by Wᵀ[K, oc].
+    std::vector<float> wt = weights_transposed(g, w);
+    std::vector<float> cols;
+    for (int64_t r0 = 0; r0 < rows; r0 += kRowChunk) {
+      const int64_t rc = std::min(kRowChunk, rows - r0);
+      const float* a = im2col_f(g, x, r0, rc, &cols);
+      sgemm(pool_, rc, g.oc, K, a, K, wt.data(), g.oc, y + r0 * g.oc, g.oc, false);
+    }
+    return Status::ok();
+  }
+
+  Status conv_backward_data(const ConvGeom& g, const float* dy, Operand w, float* dx) override {
+    const int64_t K = g.k();
+    std::vector<float> wf = weights_float(g, w);  // [oc][K]
+    if (is_pointwise(g)) {
+      sgemm(pool_, g.rows(), K, g.oc, dy, g.oc, wf.data(), K, dx, K, false);
+      return Status::ok();
+    }
+    std::memset(dx, 0, sizeof(float) * g.in_elems());
+    const int64_t per_image = static_cast<int64_t>(g.oh) * g.ow;
+    const int64_t images = std::max<int64_t>(1, kRowChunk / per_image);
+    std::vector<float> dcols;
+    for (int64_t n0 = 0; n0 < g.n; n0 += images) {
+      const int64_t nc = std::min<int64_t>(images, g.n - n0), rc = nc * per_image;
+      dcols.resize(static_cast<size_t>(rc * K));
+      sgemm(pool_, rc, K, g.oc, dy + n0 * per_image * g.oc, g.oc, wf.data(), K, dcols.data(), K, false);
+      col2im(g, dcols.data(), n0, nc, dx);
+    }
+    return Status::ok();
+  }
+
+  Status conv_backward_filter(const ConvGeom& g, Operand x, const float* dy, float* dw) override {
+    const int64_t K = g.k(), rows = g.rows();
+    std::vector<float> dyt, cols;
+    for (int64_t r0 = 0; r0 < rows; r0 += kRowChunk) {
+      const int64_t rc = std::min(kRowChunk, rows - r0);
+      dyt.resize(static_cast<size_t>(g.oc * rc));
+      const float* d = dy + r0 * g.oc;
+      pool_.parallel_for(g.oc, 1, [&](int64_t o0, int64_t o1) {
+        for (int64_t o = o0; o < o1; ++o)
+          for (int64_t r = 0; r < rc; ++r) dyt[o * rc + r] = d[r * g.oc + o];
+      });
+      const float* a = im2col_f(g, x, r0, rc, &cols);
+      sgemm(pool_, g.oc, K, rc, dyt.data(), rc, a, K, dw, K, r0 > 0);
+    }
+    return Status::ok();
+  }
+
+  Status conv_counters(const ConvGeom& g, const int8_t* x, const int8_t* w, int64_t* counters) override {
+    const int64_t K = g.k();
+    int64_t zero_w = 0;
+    std::vector<int64_t> nz_w(static_cast<size_t>(K), 0);
+    for (int o = 0; o < g.oc; ++o)
+      for (int64_t k = 0; k < K; ++k) {
+        if (w[o * K + k] != 0) ++nz_w[k];
+        else ++zero_w;
+      }
+    // nz_x[k]: output positions whose im2col entry k is a nonzero activation. Integer sums are
+    // exact, so per-thread partials combine in any order without breaking determinism.
+    const int T = pool_.size();
+    std::vector<std::vector<int64_t>> nz_x(T, std::vector<int64_t>(static_cast<size_t>(K), 0));
+    std::vector<int64_t> zero_x(T, 0);
+    std::atomic<int> slot{0};
+    pool_.parallel_for(g.n, 1, [&](int64_t n0, int64_t n1) {
+      const int s = slot++;
+      auto& nz = nz_x[s];
+      int64_t zx = 0;
+      for (int64_t n = n0; n < n1; ++n) {
+        const int8_t* xi = x + n * g.h * g.w * g.c;
+        for (int64_t i = 0; i < static_cast<int64_t>(g.h) * g.w * g.c; ++i) zx += xi[i] == 0;
+        for (int oy = 0; oy < g.oh; ++oy)
+          for (int ox = 0; ox < g.ow; ++ox)
+            for (int ky = 0; ky < g.kh; ++ky) {
+              const int iy = oy * g.sh - g.ph + ky;
+              if (iy < 0 || iy >= g.h) continue;
+              for (int kx = 0; kx < g.kw; ++kx) {
+                const int ix = ox * g.sw - g.pw + kx;
+                if (ix < 0 || ix >= g.w) continue;
+                const int8_t* px = xi + (static_cast<int64_t>(iy) * g.w + ix) * g.c;
+                int64_t* nzk = nz.data() + (static_cast<int64_t>(ky) * g.kw + kx) * g.c;
+                for (int c = 0; c < g.c; ++c) nzk[c] += px[c] != 0;
+              }
+            }
+      }
+      zero_x[s] = zx;
+    });
+    int64_t active = 0, zx = 0;
+    for (int s = 0; s < T; ++s) {
+      zx += zero_x[s];
+      for (int64_t k = 0; k < K; ++k) active += nz_x[s][k] * nz_w[k];
+    }
+    counters[kZeroInputs] += zx;
+    counters[kZeroWeights] += zero_w;
+    counters[kActiveMacs] += active;
+    return Status::ok();
+  }
+
+  // ---- pooling
+  Status maxpool_forward(const PoolGeom& g, const float* x, float* y, int32_t* argmax) override {
+    pool_.parallel_for(static_cast<int64_t>(g.n) * g.oh, 1, [&](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t) {
+        const int64_t n = t / g.oh, oy = t % g.oh;
+        for (int ox = 0; ox < g.ow; ++ox)
+          for (int c = 0; c < g.c; ++c) {
+            float best = -std::numeric_limits<float>::infinity();
+            int32_t bi = -1;
+            for (int ky = 0; ky < g.kh; ++ky) {
+              const int64_t iy = oy * g.sh - g.ph + ky;
+              if (iy < 0 || iy >= g.h) continue;
+              for (int kx = 0; kx < g.kw; ++kx) {
+                const int64_t ix = static_cast<int64_t>(ox) * g.sw - g.pw + kx;
+                if (ix < 0 || ix >= g.w) continue;
+                const int64_t idx = ((n * g.h + iy) * g.w + ix) * g.c + c;
+                if (bi < 0 || x[idx] > best) { best = x[idx]; bi = static_cast<int32_t>(idx); }
+              }
+            }
+            const int64_t o = ((n * g.oh + oy) * g.ow + ox) * g.c + c;
+            y[o] = best;
+            argmax[o] = bi;
+          }
+      }
+    });
+    return Status::ok();
+  }
+  Status maxpool_backward(const PoolGeom& g, const float* dy, const int32_t* argmax, float* dx) override {
+    const int64_t in_img = static_cast<int64_t>(g.h) * g.w * g.c, out_img = static_cast<int64_t>(g.oh) * g.ow * g.c;
+    pool_.parallel_for(g.n, 1, [&](int64_t b, int64_t e) {
+      for (int64_t n = b; n < e; ++n) {
+        std::memset(dx + n * in_img, 0, sizeof(float) * in_img);
+        for (int64_t o = n * out_img; o < (n + 1) * out_img; ++o)
+          if (argmax[o] >= 0) dx[argmax[o]] += dy[o];
+      }
+    });
+    return Status::ok();
+  }
+  Status avgpool_forward(const PoolGeom& g, const float* x, float* y) override {
+    pool_.parallel_for(static_cast<int64_t>(g.n) * g.oh, 1, [&](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t) {
+        const int64_t n = t / g.oh, oy = t % g.oh;
+        for (int ox = 0; ox < g.ow; ++ox)
+          for (int c = 0; c < g.c; ++c) {
+            double s = 0;
+            int cnt = 0;
+            for_window(g, oy, ox, [&](int64_t iy, int64_t ix) { s += x[((n * g.h + iy) * g.w + ix) * g.c + c]; ++cnt; });
+            y[((n * g.oh + oy) * g.ow + ox) * g.c + c] = cnt ? static_cast<float>(s / cnt) : 0.0f;
+          }
+      }
+    });
+    return Status::ok();
+  }
+  Status avgpool_backward(const PoolGeom& g, const float* dy, float* dx) override {
+    const int64_t in_img = static_cast<int64_t>(g.h) * g.w * g.c;
+    pool_.parallel_for(g.n, 1, [&](int64_t b, int64_t e) {
+      for (int64_t n = b; n < e; ++n) {
+        std::memset(dx + n * in_img, 0, sizeof(float) * in_img);
+        for (int oy = 0; oy < g.oh; ++oy)
+          for (int ox = 0; ox < g.ow; ++ox) {
+            int cnt = 0;
+            for_window(g, oy, ox, [&](int64_t, int64_t) { ++cnt; });
+            if (!cnt) continue;
+            for (int c = 0; c < g.c; ++c) {
+              const float d = dy[((n * g.oh + oy) * g.ow + ox) * g.c + c] / static_cast<float>(cnt);
+              for_window(g, oy, ox, [&](int64_t iy, int64_t ix) { dx[((n * g.h + iy) * g.w + ix) * g.c + c] += d; });
+            }
+          }
+      }
+    });
+    return Status::ok();
+  }
+
+  // ---- batch norm
+  Status bn_forward_train(int64_t rows, int c, const float* x, const float* gamma, const float* beta, float eps,
+                          float momentum, float* run_mean, float* run_var, float* y, float* xhat,
+                          float* invstd) override {
+    std::vector<double> mean = column_sums(rows, c, [&](int64_t r, int ch) { return static_cast<double>(x[r * c + ch]); });
+    for (auto& m : mean) m /= static_cast<double>(rows);
+    std::vector<double> var = column_sums(rows, c, [&](int64_t r, int ch) {
+      const double d = x[r * c + ch] - mean[ch];
+      return d * d;
+    });
+    std::vector<float> mf(c), isf(c);
+    for (int ch = 0; ch < c; ++ch) {
+      var[ch] /= static_cast<double>(rows);
+      mf[ch] = static_cast<float>(mean[ch]);
+      isf[ch] = static_cast<float>(1.0 / std::sqrt(var[ch] + eps));
+      invstd[ch] = isf[ch];
+      run_mean[ch] = (1.0f - momentum) * run_mean[ch] + momentum * mf[ch];
+      run_var[ch] = (1.0f - momentum) * run_var[ch] + momentum * static_cast<float>(var[ch]);
+    }
+    pool_.parallel_for(rows, 256, [&](int64_t b, int64_t e) {
+      for (int64_t r = b; r < e; ++r)
+        for (int ch = 0; ch < c; ++ch) {
+          const float h = (x[r * c + ch] - mf[ch]) * isf[ch];
+          xhat[r * c + ch] = h;
+          y[r * c + ch] = gamma[ch] * h + beta[ch];
+        }
+    });
+    return Status::ok();
+  }
+  Status bn_forward_infer(int64_t rows, int c, const float* x, const float* gamma, const float* beta,
+                          const float* run_mean, const float* run_var, float eps, float* y) override {
+    std::vector<float> sc(c), sh(c);
+    for (int ch = 0; ch < c; ++ch) {
+      sc[ch] = gamma[ch] / std::sqrt(run_var[ch] + eps);
+      sh[ch] = beta[ch] - run_mean[ch] * sc[ch];
+    }
+    pool_.parallel_for(rows, 256, [&](int64_t b, int64_t e) {
+      for (int64_t r = b; r < e; ++r)
+        for (int ch = 0; ch < c; ++ch) y[r * c + ch] = x[r * c + ch] * sc[ch] + sh[ch];
+    });
+    return Status::ok();
+  }
+  Status bn_backward(int64_t rows, int c, const float* dy, const float* xhat, const float* gamma, const float* invstd,
+                     float* dx, float* dgamma, float* dbeta) override {
+    std::vector<double> db = column_sums(rows, c, [&](int64_t r, int ch) { return static_cast<double>(dy[r * c + ch]); });
+    std::vector<double> dg =
+        column_sums(rows, c, [&](int64_t r, int ch) { return static_cast<double>(dy[r * c + ch]) * xhat[r * c + ch]; });
+    std::vector<float> k1(c), k2(c), k3(c);
+    for (int ch = 0; ch < c; ++ch) {
+      dgamma[ch] = static_cast<float>(dg[ch]);
+      dbeta[ch] = static_cast<float>(db[ch]);
+      k1[ch] = gamma[ch] * invstd[ch];
+      k2[ch] = static_cast<float>(db[ch] / rows);
+      k3[ch] = static_cast<float>(dg[ch] / rows);
+    }
+    pool_.parallel_for(rows, 256, [&](int64_t b, int64_t e) {
+      for (int64_t r = b; r < e; ++r)
+        for (int ch = 0; ch < c; ++ch) {
+          const int64_t i = r * c + ch;
+          dx[i] = k1[ch] * (dy[i] - k2[ch] - xhat[i] * k3[ch]);
+        }
+    });
+    return Status::ok();
+  }
+
+  // ---- activation
+  Status act_forward(int64_t n, const float* x, const ActSpec& s, int8_t* q) override {
+    pool_.parallel_for(n, 1 << 14, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) q[i] = tl::act_forward(x[i], s);
+    });
+    return Status::ok();
+  }
+  Status act_backward(int64_t n, const float* x, const float* dq, const ActSpec& s, float* dx) override {
+    pool_.parallel_for(n, 1 << 14, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) dx[i] = dq[i] * act_derivative(x[i], s);
+    });
+    return Status::ok();
+  }
+
+  Status add(int64_t n, const float* a, const float* b, float* y) override {
+    pool_.parallel_for(n, 1 << 14, [&](int64_t s, int64_t e) {
+      for (int64_t i = s; i < e; ++i) y[i] = a[i] + b[i];
+    });
+    return Status::ok();
+  }
+  Status accumulate(int64_t n, const float* src, float* dst) override {
+    pool_.parallel_for(n, 1 << 14, [&](int64_t s, int64_t e) {
+      for (int64_t i = s; i < e; ++i) dst[i] += src[i];
+    });
+    return Status::ok();
+  }
+
+  Status loss(int64_t n, int c, const float* y, const int32_t* labels, LossKind kind, float* dy, float* row_loss,
+              int32_t* rank) override {
+    const float inv = kind == LossKind::SquaredHinge ? 1.0f / (static_cast<float>(n) * c) : 1.0f / static_cast<float>(n);
+    pool_.parallel_for(n, 16, [&](int64_t b, int64_t e) {
+      for (int64_t r = b; r < e; ++r) {
+        const float* yr = y + r * c;
+        float* dr = dy + r * c;
+        const int lab = labels[r];
+        int rk = 0;
+        for (int j = 0; j < c; ++j) rk += (yr[j] > yr[lab]) || (j < lab && yr[j] == yr[lab]);
+        rank[r] = rk;
+        if (kind == LossKind::SquaredHinge) {
+          double l = 0;
+          for (int j = 0; j < c; ++j) {
+            const float t = j == lab ? 1.0f : -1.0f;
+            const float h = std::max(0.0f, 1.0f - t * yr[j]);
+            l += static_cast<double>(h) * h;
+            dr[j] = -2.0f * t * h * inv;
+          }
+          row_loss[r] = static_cast<float>(l / c);
+        } else {
+          float mx = yr[0];
+          for (int j = 1; j < c; ++j) mx = std::max(mx, yr[j]);
+          double s = 0;
+          for (int j = 0; j < c; ++j) s += std::exp(static_cast<double>(yr[j] - mx));
+          for (int j = 0; j < c; ++j) {
+            const double p = std::exp(static_cast<double>(yr[j] - mx)) / s;
+            dr[j] = static_cast<float>((p - (j == lab ? 1.0 : 0.0)) * inv);
+          }
+          row_loss[r] = static_cast<float>(std::log(s) - (yr[lab] - mx));
+        }
+      }
+    });
+    return Status::ok();
+  }
+
+  // ---- updates
+  Status dst_update(int64_t n, int8_t* q, const float* g, float* m, float* v, const DstParams& p,
+                    int64_t* counters) override {
+    std::atomic<int64_t> flips{0};
+    pool_.parallel_for(n, 1 << 12, [&](int64_t b, int64_t e) {
+      int64_t f = 0;
+      for (int64_t i = b; i < e; ++i) {
+        const int8_t nq = dst_update_one(q[i], g[i], m ? m + i : nullptr, v ? v + i : nullptr,
+                                         static_cast<uint32_t>(i), p);
+        f += nq != q[i];
+        q[i] = nq;
+      }
+      flips += f;
+    });
+    counters[kFlips] += flips.load();
+    return Status::ok();
+  }
+  Status adam_update(int64_t n, float* p, const float* g, float* m, float* v, const AdamParams& a) override {
+    pool_.parallel_for(n, 1 << 12, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) adam_update_one(p + i, g[i], m + i, v + i, a);
+    });
+    return Status::ok();
+  }
+  Status init_states(int64_t n, int8_t* q, uint64_t seed, uint32_t layer, float spread, const Levels& lv) override {
+    pool_.parallel_for(n, 1 << 12, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) q[i] = init_state(seed, layer, static_cast<uint32_t>(i), spread, lv);
+    });
+    return Status::ok();
+  }
+  Status init_uniform(int64_t n, float* p, uint64_t seed, uint32_t layer, float limit) override {
+    pool_.parallel_for(n, 1 << 12, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i)
+        p[i] = (2.0f * uniform24(philox_draw(seed, 0, layer, static_cast<uint32_t>(i), kStreamInit).v[0]) - 1.0f) * limit;
+    });
+    return Status::ok();
+  }
+  Status count_zeros(int64_t n, const int8_t* q, int64_t* counters) override {
+    int64_t z = 0;
+    for (int64_t i = 0; i < n; ++i) z += q[i] == 0;
+    counters[kZeroWeights] += z;
+    return Status::ok();
+  }
+
+ private:
+  static bool is_pointwise(const ConvGeom& g) {
+    return g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.ph == 0 && g.pw == 0;
+  }
+
+  template <class F>
+  static void for_window(const PoolGeom& g, int64_t oy, int64_t ox, F f) {
+    for (int ky = 0; ky < g.kh; ++ky) {
+      const int64_t iy = oy * g.sh - g.ph + ky;
+      if (iy < 0 || iy >= g.h) continue;
+      for (int kx = 0; kx < g.kw; ++kx) {
+        const int64_t ix = ox * g.sw - g.pw + kx;
+        if (ix < 0 || ix >= g.w) continue;
+        f(iy, ix);
+      }
+    }
+  }
+
+  // Per-channel sums over rows: fixed chunks of kReduceChunk rows, partials combined in chunk order.
+  template <class F>
+  std::vector<double> column_sums(int64_t rows, int c, F value) {
+    const int64_t chunks = (rows + kReduceChunk - 1) / kReduceChunk;
+    std::vector<double> part(static_cast<size_t>(chunks * c), 0.0);
+    pool_.parallel_for(chunks, 1, [&](int64_t b, int64_t e) {
+      for (int64_t k = b; k < e; ++k) {
+        double* p = part.data() + k * c;
+        const int64_t r1 = std::min(rows, (k + 1) * kReduceChunk);
+        for (int64_t r = k * kReduceChunk; r < r1; ++r)
+          for (int ch = 0; ch < c; ++ch) p[ch] += value(r, ch);
+      }
+    });
+    std::vector<double> out(c, 0.0);
+    for (int64_t k = 0; k < chunks; ++k)
+      for (int ch = 0; ch < c; ++ch) out[ch] += part[k * c + ch];
+    return out;
+  }
+
+  // Rows [r0, r0+rc) of im2col(x) as u8 (s8 + 128: a zero activation and padding are 128).
+  void im2col_u8(const ConvGeom& g, const int8_t* x, int64_t r0, int64_t rc, int64_t Kp, uint8_t* cols) {
+    const int64_t per_image = static_cast<int64_t>(g.oh) * g.ow, K = g.k();
+    pool_.parallel_for(rc, 64, [&](int64_t b, int64_t e) {
+      for (int64_t r = b; r < e; ++r) {
+        const int64_t row = r0 + r, n = row / per_image, oy = (row % per_image) / g.ow, ox = row % g.ow;
+        uint8_t* dst = cols + r * Kp;
+        for (int ky = 0; ky < g.kh; ++ky) {
+          const int64_t iy = oy * g.sh - g.ph + ky;
+          for (int kx = 0; kx < g.kw; ++kx) {
+            const int64_t ix = ox * g.sw - g.pw + kx;
+            uint8_t* d = dst + (static_cast<int64_t>(ky) * g.kw + kx) * g.c;
+            if (iy < 0 || iy >= g.h || ix < 0 || ix >= g.w) {
+              std::memset(d, 128, g.c);
+            } else {
+              const int8_t* s = x + ((n * g.h + iy) * g.w + ix) * g.c;
+              for (int c = 0; c < g.c; ++c) d[c] = static_cast<uint8_t>(s[c] + 128);
+            }
+          }
+        }
+        std::memset(dst + K, 128, static_cast<size_t>(Kp - K));
+      }
+    });
+  }
+
+  // Rows [r0, r0+rc) of im2col(x) as float values (int8 operands scaled). Pointwise convs with a
+  // float input return the input itself.
+  const float* im2col_f(const ConvGeom& g, Operand x, int64_t r0, int64_t rc, std::vector<float>* cols) {
+    const int64_t per_image = static_cast<int64_t>(g.oh) * g.ow, K = g.k();
+    if (is_pointwise(g) && x.dtype == DType::F32) return static_cast<const float*>(x.ptr) + r0 * K;
+    cols->resize(static_cast<size_t>(rc * K));
+    float* out = cols->data();
+    pool_.parallel_for(rc, 64, [&](int64_t b, int64_t e) {
+      for (int64_t r = b; r < e; ++r) {
+        const int64_t row = r0 + r, n = row / per_image, oy = (row % per_image) / g.ow, ox = row % g.ow;
+        float* dst = out + r * K;
+        for (int ky = 0; ky < g.kh; ++ky) {
+          const int64_t iy = oy * g.sh - g.ph + ky;
+          for (int kx = 0; kx < g.kw; ++kx) {
+            const int64_t ix = ox * g.sw - g.pw + kx;
+            float* d = dst + (static_cast<int64_t>(ky) * g.kw + kx) * g.c;
+            if (iy < 0 || iy >= g.h || ix < 0 || ix >= g.w) {
+              std::memset(d, 0, sizeof(float) * g.c);
+            } else {
+              const int64_t off = ((n * g.h + iy) * g.w + ix) * g.c;
+              if (x.dtype == DType::F32) {
+                std::memcpy(d, static_cast<const float*>(x.ptr) + off, sizeof(float) * g.c);
+              } else {
+                const int8_t* s = static_cast<const int8_t*>(x.ptr) + off;
+                for (int c = 0; c < g.c; ++c) d[c] = static_cast<float>(s[c]) * x.scale;
+              }
+            }
+          }
+        }
+      }
+    });
+    return out;
+  }
+
+  // dx += col2im(dcols) for images [n0, n0+nc); one task per image, so no two tasks touch one pixel.
+  void col2im(const ConvGeom& g, const float* dcols, int64_t n0, int64_t nc, float* dx) {
+    const int64_t per_image = static_cast<int64_t>(g.oh) * g.ow, K = g.k();
+    pool_.parallel_for(nc, 1, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) {
+        const int64_t n = n0 + i;
+        for (int64_t p = 0; p < per_image; ++p) {
+          const int64_t oy = p / g.ow, ox = p % g.ow;
+          const float* src = dcols + (i * per_image + p) * K;
+          for (int ky = 0; ky < g.kh; ++ky) {
+            const int64_t iy = oy * g.sh - g.ph + ky;
+            if (iy < 0 || iy >= g.h) continue;
+            for (int kx = 0; kx < g.kw; ++kx) {
+              const int64_t ix = ox * g.sw - g.pw + kx;
+              if (ix < 0 || ix >= g.w) continue;
+              float* d = dx + ((n * g.h + iy) * g.w + ix) * g.c;
+              const float* s = src + (static_cast<int64_t>(ky) * g.kw + kx) * g.c;
+              for (int c = 0; c < g.c; ++c) d[c] += s[c];
+            }
+          }
+        }
+      }
+    });
+  }
+
+  static std::vector<float> weights_float(const ConvGeom& g, Operand w) {
+    const int64_t n = g.oc * g.k();
+    std::vector<float> out(static_cast<size_t>(n));
+    if (w.dtype == DType::F32) {
+      std::memcpy(out.data(), w.ptr, sizeof(float) * n);
+    } else {
+      const int8_t* q = static_cast<const int8_t*>(w.ptr);
+      for (int64_t i = 0; i < n; ++i) out[i] = static_cast<float>(q[i]) * w.scale;
+    }
+    return out;
+  }
+  static std::vector<float> weights_transposed(const ConvGeom& g, Operand w) {
+    const int64_t K = g.k();
+    std::vector<float> wf = weights_float(g, w), out(static_cast<size_t>(K * g.oc));
+    for (int o = 0; o < g.oc; ++o)
+      for (int64_t k = 0; k < K; ++k) out[k * g.oc + o] = wf[o * K + k];
+    return out;
+  }
+
+  ThreadPool pool_;
+  std::atomic<size_t> in_use_{0};
+};
+
+}  // namespace
+
+Status make_cpu_backend(int threads, std::unique_ptr<Backend>* out) {
+  if (threads <= 0) {
+    threads = static_cast<int>(std::thread::hardware_concurrency());
+    if (threads <= 0) threads = 1;
+  }
+  *out = std::make_unique<CpuBackend>(threads);
+  return Status::ok();
+}
+
+}  // namespace tl

@@ -318,7 +318,7 @@ export class MetricsRecorder {
     this.stepStore.add(row, this.backendCode);
   }
 
-  /** Adds one epoch row (see `epochMeans` for the per-epoch means of the step columns). */
+  /** Adds one epoch row (`epochSummary(epoch)` gives the part the step rows imply). */
   addEpoch(row: Record<string, number>): void {
     this.epochStore.add(row, 0);
   }
@@ -348,19 +348,25 @@ export class MetricsRecorder {
   }
 
   /**
-   * The mean of every Float64 step column over the rows of `epoch`, NaNs skipped (NaN where a
-   * column has no finite value), with `step` the epoch's last step: the makings of an epoch row.
+   * The epoch-table row that the step rows of `epoch` imply: the means over the epoch of `loss`,
+   * `train_accuracy`, `images_per_s` and `flip_rate/<layer>` (NaNs skipped), and the last step's
+   * `step`, `wall_time`, `learning_rate` and `s_w/<layer>`. Add the test and validation figures
+   * and pass it to addEpoch(). Columns without a finite value over the epoch are NaN.
    */
-  epochMeans(epoch: number): Record<string, number> {
+  epochSummary(epoch: number): Record<string, number> {
     const ep = this.stepStore.column("epoch");
     const rows: number[] = [];
     for (let r = 0; r < ep.length; r++) if (ep[r] === epoch) rows.push(r);
     const out: Record<string, number> = { epoch };
-    const steps = this.stepStore.column("step");
-    out.step = rows.length ? steps[rows[rows.length - 1]] : NaN;
-    for (const name of this.stepStore.names) {
-      if (INT_COLUMNS.has(name)) continue;
+    const lastRow = rows.length ? rows[rows.length - 1] : -1;
+    for (const name of this.epochStore.names) {
+      if (name === "epoch" || !this.stepStore.has(name)) continue;
       const c = this.stepStore.column(name);
+      const mean = name === "loss" || name === "train_accuracy" || name === "images_per_s" || name.startsWith("flip_rate/");
+      if (!mean) {
+        out[name] = lastRow < 0 ? NaN : c[lastRow];
+        continue;
+      }
       let s = 0;
       let k = 0;
       for (const r of rows) {
@@ -372,6 +378,7 @@ export class MetricsRecorder {
       }
       out[name] = k ? s / k : NaN;
     }
+    if (lastRow < 0) delete out.step;
     return out;
   }
 

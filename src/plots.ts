@@ -428,7 +428,7 @@ const SPARSITY_METRICS: [string, string, string][] = [
   ["active_fraction", "active MACs", "dot"],
 ];
 
-function sparsityTraces(steps: arrow.Table, opts: LayerPlotOptions, axes: { xaxis?: string; yaxis?: string } = {}, showLegend = true): PlotlyTrace[] {
+function sparsityTraces(steps: arrow.Table, opts: LayerPlotOptions, axes: Record<string, string> = {}, showLegend = true): PlotlyTrace[] {
   const { x } = stepX(steps, opts.x);
   const present = SPARSITY_METRICS.filter(([m]) => layerColumns(steps, m).length > 0);
   if (present.length === 0) throw missingColumn(steps, "s_w/<layer>", "step table");
@@ -484,7 +484,8 @@ export function trainingDashboard(steps: arrow.Table, epochs: arrow.Table, opts:
   const data: PlotlyTrace[] = [];
 
   const loss = lossCurve(steps, { smooth: opts.smooth, maxPoints: opts.maxPoints });
-  for (const t of loss.data) data.push({ ...t, ...on(0), legendgroup: "loss" });
+  // Series in the top legend, layers in a second one beside the per-layer panels.
+  for (const t of loss.data) data.push({ ...t, ...on(0), legendgroup: "loss", line: { ...(t.line as object), color: "#444444" } });
 
   const acc = accuracyCurve(epochs);
   for (const t of acc.data) data.push({ ...t, ...on(1) });
@@ -492,7 +493,7 @@ export function trainingDashboard(steps: arrow.Table, epochs: arrow.Table, opts:
   const hasFlips = layerColumns(steps, "flip_rate").length > 0;
   if (hasFlips) {
     const fr = flipRates(steps, { maxPoints: opts.maxPoints });
-    for (const t of fr.data) data.push({ ...t, ...on(2), name: t.name });
+    for (const t of fr.data) data.push({ ...t, ...on(2), legend: "legend2" });
   }
 
   const acceptCols = layerColumns(steps, "accept_rate");
@@ -501,11 +502,11 @@ export function trainingDashboard(steps: arrow.Table, epochs: arrow.Table, opts:
   let y4Title = "accepted / proposed";
   if (hasAccept) {
     const ar = acceptRates(steps, { maxPoints: opts.maxPoints });
-    for (const t of ar.data) data.push({ ...t, ...on(3), showlegend: !hasFlips });
+    for (const t of ar.data) data.push({ ...t, ...on(3), showlegend: !hasFlips, legend: "legend2" });
   } else if (SPARSITY_METRICS.some(([m]) => layerColumns(steps, m).length > 0)) {
-    panel4 = "sparsity";
+    panel4 = "sparsity: s_w solid, s_a dashed, active MACs dotted";
     y4Title = "fraction";
-    data.push(...sparsityTraces(steps, { maxPoints: opts.maxPoints }, on(3), !hasFlips));
+    data.push(...sparsityTraces(steps, { maxPoints: opts.maxPoints }, { ...on(3), legend: "legend2" }, !hasFlips));
   }
 
   const panelTitles = ["training loss", "accuracy", "flip rate", panel4];
@@ -515,7 +516,8 @@ export function trainingDashboard(steps: arrow.Table, epochs: arrow.Table, opts:
     font: FONT,
     colorway: PALETTE,
     showlegend: true,
-    legend: { bgcolor: "rgba(255,255,255,0.85)", bordercolor: "#cccccc", borderwidth: 1 },
+    legend: { bgcolor: "rgba(255,255,255,0.85)", bordercolor: "#cccccc", borderwidth: 1, x: 1.02, xanchor: "left", y: 1, yanchor: "top" },
+    legend2: { bgcolor: "rgba(255,255,255,0.85)", bordercolor: "#cccccc", borderwidth: 1, x: 1.02, xanchor: "left", y: 0.42, yanchor: "top", title: { text: "layer" } },
     hovermode: "closest",
     height: 720,
     margin: { l: 70, r: 20, t: opts.title ? 90 : 50, b: 60 },

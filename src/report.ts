@@ -148,6 +148,7 @@ td { font-variant-numeric: tabular-nums; }
 table.kv th { font-weight: 600; }
 pre { background: #f7f7f7; padding: 1em; overflow: auto; font-size: 0.85em; }
 .missing { color: #999; font-style: italic; }
+.scroll { overflow-x: auto; max-width: 100%; }
 .ternlab-figure { margin: 0.5em 0; }
 `;
 
@@ -191,7 +192,7 @@ ${chart("Flip rate", () => flipRates(steps, { logY: true }))}
 <h2>Final epoch</h2>
 ${finalEpochTable(epochs)}
 <h2>Steps</h2>
-${tableToHtml(steps, { maxRows: 10 })}
+<div class="scroll">${tableToHtml(steps, { maxRows: 10 })}</div>
 <h2>Config</h2>
 <pre>${escapeHtml(configJson(config))}</pre>
 </body>

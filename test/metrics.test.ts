@@ -121,13 +121,19 @@ describe("metrics: MetricsRecorder", () => {
     assert.equal(l["flip_rate/fc2"], 0.02 * 6);
   });
 
-  it("epochMeans() averages the step columns of one epoch, skipping NaN", () => {
-    const m = recorder().epochMeans(2);
+  it("epochSummary() gives the epoch row the steps imply: means of loss and flip rates, the last step, wall time, s_w", () => {
+    const rec = recorder();
+    const m = rec.epochSummary(2);
     assert.equal(m.epoch, 2);
     assert.equal(m.step, 6);
+    assert.equal(m.wall_time, 1.5);
+    assert.equal(m["s_w/conv1"], 0.5);
     assert.ok(Math.abs(m.loss - (1 / 4 + 1 / 5 + 1 / 6) / 3) < 1e-15);
     assert.ok(Math.abs(m["flip_rate/conv1"] - 0.05) < 1e-15);
-    assert.ok(Number.isNaN(m["accept_rate/conv1"]));
+    assert.ok(Number.isNaN(m["s_w/fc2"]), "no finite value: NaN");
+    assert.ok(!("accept_rate/conv1" in m) && !("temperature" in m), "only epoch-table columns");
+    rec.addEpoch({ ...m, test_accuracy: 0.9 });
+    assert.equal(rec.epochs.numRows, 3);
   });
 
   it("truncateToStep drops later steps and epochs", () => {

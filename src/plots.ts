@@ -4,9 +4,7 @@
  * in report.ts.
  *
  * Columns are found by name (metrics.ts, ALGORITHM.md §4); accuracies are stored as fractions and
- * drawn in percent. Every figure also carries a (non-enumerable, so JSON and deep equality ignore
- * it) `Symbol.for("Jupyter.display")` method, so a figure left as a cell's value renders in the
- * notebook.
+ * drawn in percent. Figures stay plain data: display.ts recognises them by shape for notebooks.
  */
 import type * as arrow from "apache-arrow";
 import { TernlabError } from "./errors";
@@ -117,34 +115,8 @@ function optionError(name: string, value: unknown, allowed: string): TernlabErro
   return new TernlabError("E_OPTION", `plot option "${name}" = ${JSON.stringify(value) ?? String(value)} is invalid: it must be ${allowed}.`);
 }
 
-const DISPLAY = Symbol.for("Jupyter.display");
-
 function figure(data: PlotlyTrace[], layout: Record<string, unknown>): Figure {
-  const fig: Figure = { data, layout };
-  Object.defineProperty(fig, DISPLAY, {
-    enumerable: false,
-    value(this: Figure) {
-      return figureMimeBundle(this);
-    },
-  });
-  return fig;
-}
-
-/**
- * The MIME bundle of a figure: Plotly's own JSON MIME type (JupyterLab with the plotly renderer,
- * VS Code), an HTML div drawn with the page's plotly.js if it is loaded, and a text line.
- */
-export function figureMimeBundle(fig: Figure): Record<string, unknown> {
-  const title = (fig.layout.title as { text?: string } | undefined)?.text;
-  return {
-    "application/vnd.plotly.v1+json": { data: fig.data, layout: fig.layout },
-    "text/html": figureDiv(fig, `ternlab-fig-${randomId()}`),
-    "text/plain": `Figure${title ? ` "${title}"` : ""} (${fig.data.length} trace${fig.data.length === 1 ? "" : "s"})`,
-  };
-}
-
-function randomId(): string {
-  return Math.random().toString(36).slice(2, 10) + Date.now().toString(36);
+  return { data, layout };
 }
 
 /** JSON safe to embed in a <script>: no `</script>`, no `<!--`. */
@@ -157,8 +129,9 @@ export function scriptJson(v: unknown): string {
 }
 
 /**
- * A div and the script that draws `fig` into it with the page's `window.Plotly` (loaded once by
- * report.ts's plotly tag); without plotly.js the div says so instead of staying blank.
+ * A div and the script that draws `fig` into it with the page's `window.Plotly`. When plotly.js
+ * has not loaded yet the drawing waits in `window.__ternlabPlotlyQueue`, which the plotly.js tag
+ * of report.ts (and display.ts's figure output) runs once plotly.js is there.
  */
 export function figureDiv(fig: Figure, divId: string, config: Record<string, unknown> = {}): string {
   const id = divId.replace(/[^A-Za-z0-9_-]/g, "_");
@@ -166,9 +139,9 @@ export function figureDiv(fig: Figure, divId: string, config: Record<string, unk
   const cfg = { responsive: true, displaylogo: false, ...config };
   return (
     `<div id="${id}" class="ternlab-figure" style="width:100%;min-height:${height}"></div>` +
-    `<script type="text/javascript">(function(){var el=document.getElementById(${scriptJson(id)});` +
-    `if(!window.Plotly){el.textContent="plotly.js is not loaded in this page: display it once with figureToHtml(fig, { includePlotly: \\"inline\\" }).";return;}` +
-    `window.Plotly.newPlot(el,${scriptJson(fig.data)},${scriptJson(fig.layout)},${scriptJson(cfg)});})();</script>`
+    `<script type="text/javascript">(function(){` +
+    `function draw(){var el=document.getElementById(${scriptJson(id)});if(el)window.Plotly.newPlot(el,${scriptJson(fig.data)},${scriptJson(fig.layout)},${scriptJson(cfg)});}` +
+    `if(window.Plotly)draw();else(window.__ternlabPlotlyQueue=window.__ternlabPlotlyQueue||[]).push(draw);})();</script>`
   );
 }
 

@@ -1,9 +1,8 @@
 /**
- * Rendering of figures: the offline HTML report of a run (plotly.js inlined, so it opens without
- * a network), HTML snippets for notebooks, and PNG/SVG/PDF files through headless Chromium.
+ * The offline HTML report of a run (plotly.js inlined, so it opens without a network) and HTML
+ * snippets of figures. PNG/SVG/PDF files of figures: figures.ts.
  */
 import * as fs from "fs";
-import * as nodePath from "path";
 import type * as arrow from "apache-arrow";
 import { TernlabError, isTernlabError } from "./errors";
 import { escapeHtml, tableToHtml, writeFileAtomic } from "./metrics";
@@ -29,9 +28,17 @@ export function plotlyJs(): string {
   return plotlySource;
 }
 
-/** A <script> element holding plotly.js: put it once in a page (or notebook), before figure divs that use `includePlotly: "none"`. */
+/**
+ * A <script> element holding plotly.js: put it once in a page (or notebook), before or after the
+ * figure divs of `includePlotly: "none"` (those drawn before it loads wait in a queue it runs).
+ * The bundle runs with `define`, `module` and `exports` hidden, so a page with an AMD or CommonJS
+ * loader (classic Jupyter's require.js) still gets `window.Plotly`.
+ */
 export function plotlyScriptTag(): string {
-  return `<script type="text/javascript">${plotlyJs()}</script>`;
+  return (
+    `<script type="text/javascript">(function(define,module,exports){${plotlyJs()}\n}).call(window);` +
+    `(window.__ternlabPlotlyQueue||[]).splice(0).forEach(function(f){f();});</script>`
+  );
 }
 
 export interface FigureHtmlOptions {
@@ -201,97 +208,3 @@ ${finalEpochTable(epochs)}
   await writeFileAtomic(path, html, "report");
 }
 
-// ---------------------------------------------------------------------------------------------
-// Images through headless Chromium
-
-const CHROMIUM_CANDIDATES = ["/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome", "/usr/bin/google-chrome-stable"];
-
-/** The Chromium to render with: `TERNLAB_CHROMIUM`, else the first of the usual paths that exists. */
-export function findChromium(): string | null {
-  const env = process.env.TERNLAB_CHROMIUM;
-  if (env) return env;
-  return CHROMIUM_CANDIDATES.find((p) => fs.existsSync(p)) ?? null;
-}
-
-/** Flags for a headless Chromium that never talks to the network on its own. */
-export const CHROMIUM_ARGS = [
-  "--headless",
-  "--no-sandbox",
-  "--disable-gpu",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-  "--no-first-run",
-];
-
-export interface SaveFigureOptions {
-  /** png, svg, pdf, jpeg or webp (default: from the file's extension). */
-  format?: "png" | "svg" | "pdf" | "jpeg" | "webp";
-  /** Size in CSS pixels (default: the figure's, else 800 × 500). */
-  width?: number;
-  height?: number;
-  /** Pixel density of raster formats (default 2, for print). */
-  scale?: number;
-  /** Chromium executable (default: findChromium()). */
-  executablePath?: string;
-}
-
-/**
- * Renders a figure to an image or PDF file (atomically) in headless Chromium, offline: every
- * request that is not a local file is refused.
- */
-export async function saveFigure(fig: Figure, path: string, opts: SaveFigureOptions = {}): Promise<void> {
-  const ext = nodePath.extname(path).slice(1).toLowerCase();
-  const format = opts.format ?? (ext === "jpg" ? "jpeg" : ext);
-  const formats = ["png", "svg", "pdf", "jpeg", "webp"];
-  if (!formats.includes(format)) {
-    throw new TernlabError("E_OPTION", `saveFigure "${path}": format "${format}" is not supported; use one of ${formats.join(", ")} (option "format" or the file extension).`);
-  }
-  const width = opts.width ?? (typeof fig.layout.width === "number" ? fig.layout.width : 800);
-  const height = opts.height ?? (typeof fig.layout.height === "number" ? fig.layout.height : 500);
-  const scale = opts.scale ?? 2;
-  const exe = opts.executablePath ?? findChromium();
-  if (!exe) {
-    throw new TernlabError(
-      "E_IO",
-      `saveFigure "${path}": no Chromium found (looked at ${CHROMIUM_CANDIDATES.join(", ")}). Install it (Debian: apt-get install -y chromium) or set TERNLAB_CHROMIUM to a Chromium or Chrome executable.`,
-    );
-  }
-  const { chromium } = await import("playwright-core");
-  let browser;
-  try {
-    browser = await chromium.launch({ executablePath: exe, args: CHROMIUM_ARGS });
-  } catch (e) {
-    throw new TernlabError("E_IO", `saveFigure "${path}": cannot start Chromium "${exe}": ${(e as Error).message.split("\n")[0]}. Check the executable, or set TERNLAB_CHROMIUM.`, { cause: e });
-  }
-  try {
-    const page = await browser.newPage({ viewport: { width: Math.ceil(width), height: Math.ceil(height) } });
-    await page.route("**/*", (route) => (/^(file|data|about|blob):/.test(route.request().url()) ? route.continue() : route.abort()));
-    const sized = { ...fig, layout: { ...fig.layout, width, height } };
-    await page.setContent(
-      `<!DOCTYPE html><html><head><meta charset="utf-8"><style>html,body{margin:0;padding:0;background:white}</style>${plotlyScriptTag()}</head>` +
-        `<body><div id="fig"></div></body></html>`,
-    );
-    await page.evaluate(
-      ([data, layout]) => (window as unknown as { Plotly: { newPlot: (...a: unknown[]) => Promise<unknown> } }).Plotly.newPlot("fig", data, layout, { staticPlot: true }),
-      [sized.data, sized.layout] as const,
-    );
-    let bytes: Buffer;
-    if (format === "pdf") {
-      bytes = await page.pdf({ width: `${width}px`, height: `${height}px`, printBackground: true, pageRanges: "1" });
-    } else {
-      const url = (await page.evaluate(
-        ([f, w, h, s]) =>
-          (window as unknown as { Plotly: { toImage: (...a: unknown[]) => Promise<string> } }).Plotly.toImage("fig", { format: f, width: w, height: h, scale: s }),
-        [format, width, height, scale] as const,
-      )) as string;
-      const comma = url.indexOf(",");
-      const meta = url.slice(0, comma);
-      const payload = url.slice(comma + 1);
-      bytes = meta.endsWith(";base64") ? Buffer.from(payload, "base64") : Buffer.from(decodeURIComponent(payload), "utf8");
-    }
-    await writeFileAtomic(path, bytes, "figure");
-  } finally {
-    await browser.close().catch(() => undefined);
-  }
-}

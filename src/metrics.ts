@@ -288,6 +288,7 @@ export class MetricsRecorder {
   private readonly epochStore: ColumnStore;
   private readonly backendCode: number;
 
+  /** `extraEpochColumns`: further Float64 epoch columns (fromTables keeps those of a saved run). */
   constructor(opts: MetricsRecorderOptions, extraEpochColumns: string[] = []) {
     if (!opts || !Array.isArray(opts.layers)) {
       throw new TernlabError("E_OPTION", `MetricsRecorder: option "layers" must be an array of layer names.`);

@@ -20,8 +20,8 @@ export interface LiveRun {
   };
   /** The latest per-step scalars (loss, train_accuracy, learning_rate, flip_rate/<layer>, ...). */
   readonly latest: Readonly<Record<string, number>>;
-  /** A MIME bundle showing the run now (progress bar, metrics, charts). */
-  [Symbol.for("Jupyter.display")](): Record<string, unknown>;
+  // Runs also implement [Symbol.for("Jupyter.display")]() (a MIME bundle with a progress bar and
+  // charts); TypeScript cannot declare a Symbol.for() key in an interface.
   cancel(reason?: string): void;
 }
 

@@ -177,7 +177,7 @@ Status Model::ensure_capacity(int n) {
 }
 
 Operand Model::operand_of(int i) {
-  if (i == 0) return Operand{DType::F32, input_, 1.0f};
+  if (i == 0 || nodes_[i].alias == 0) return Operand{DType::F32, input_, 1.0f};
   Node& s = storage(i);
   return Operand{nodes_[i].dtype, s.out.data(), nodes_[i].scale};
 }

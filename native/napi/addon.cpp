@@ -317,6 +317,7 @@ Napi::Value ModelWrap::Train(const Napi::CallbackInfo& info) {
   Napi::Float32Array lr = p.Get("lr").As<Napi::Float32Array>();
   plan.lr.assign(lr.Data(), lr.Data() + lr.ElementLength());
   busy_ = true;
+  cancel_ = false;  // a cancel that arrived while idle belongs to no run (TS keeps its own flag)
   auto* w = new TrainWorker(env, this, Value(), data, std::move(plan), on_steps);
   w->on_steps_ref_ = Napi::Persistent(on_steps);
   Napi::Promise promise = w->promise();
@@ -365,6 +366,7 @@ Napi::Value ModelWrap::Evaluate(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   require_idle(env);
   busy_ = true;
+  cancel_ = false;
   auto* w = new EvalWorker(env, this, Value(), info[0].As<Napi::Object>(), info[1].As<Napi::Number>().Int32Value(),
                            static_cast<LossKind>(info[2].As<Napi::Number>().Int32Value()));
   Napi::Promise promise = w->promise();

@@ -93,7 +93,12 @@ export const trainOptionsSchema = z
     name: z.string().optional(),
   })
   .strict();
-export type TrainOptions = z.input<typeof trainOptionsSchema>;
+export type TrainOptions = Omit<z.input<typeof trainOptionsSchema>, "onProgress" | "signal"> & {
+  /** Called as step reports arrive (batched) and after each epoch's evaluation. */
+  onProgress?: (p: import("./train").Progress) => void;
+  /** Aborting it cancels the training at the next step. */
+  signal?: AbortSignal;
+};
 export type ResolvedTrainOptions = z.output<typeof trainOptionsSchema>;
 
 function valueAt(root: unknown, path: PropertyKey[]): unknown {

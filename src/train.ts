@@ -25,6 +25,8 @@ export interface TrainData {
 }
 
 export interface Progress {
+  /** "step": new step reports arrived; "epoch": an epoch ended and was evaluated. */
+  event: "step" | "epoch";
   step: number; // steps done in this run's schedule (global)
   totalSteps: number;
   epoch: number; // current epoch (0-based)
@@ -188,7 +190,7 @@ async function runTraining(run: Run, sets: TrainData): Promise<Run> {
   let stepsThisRun = 0;
   run.progress = { step: startEpoch * spe, totalSteps, epoch: startEpoch, epochs: opts.epochs, elapsedSeconds: 0, etaSeconds: null };
   const view: LiveView = beginLive(run);
-  const report = (extra: Partial<Progress> = {}) => {
+  const report = (event: Progress["event"]) => {
     const p = run.progress;
     const done = p.step - startEpoch * spe;
     p.elapsedSeconds = elapsed();
@@ -196,10 +198,10 @@ async function runTraining(run: Run, sets: TrainData): Promise<Run> {
     view.update();
     if (typeof opts.onProgress === "function") {
       (opts.onProgress as (p: Progress) => void)({
-        step: p.step, totalSteps: p.totalSteps, epoch: p.epoch, epochs: p.epochs,
+        event, step: p.step, totalSteps: p.totalSteps, epoch: p.epoch, epochs: p.epochs,
         loss: run.latest.loss ?? NaN, trainAccuracy: run.latest.train_accuracy ?? NaN,
         testAccuracy: run.testAccuracy, imagesPerSecond: run.latest.images_per_s ?? NaN,
-        elapsedSeconds: p.elapsedSeconds, etaSeconds: p.etaSeconds, ...extra,
+        elapsedSeconds: p.elapsedSeconds, etaSeconds: p.etaSeconds,
       });
     }
   };
@@ -221,7 +223,7 @@ async function runTraining(run: Run, sets: TrainData): Promise<Run> {
       run.progress.step = r.step + 1;
       stepsThisRun++;
     }
-    report();
+    report("step");
   };
   const dataOf = (d: Dataset) => ({ images: d.images, labels: d.labels, count: d.count, scale: opts.inputScale, offset: opts.inputOffset });
   const evaluate = async (d: Dataset | undefined) =>
@@ -248,7 +250,7 @@ async function runTraining(run: Run, sets: TrainData): Promise<Run> {
       row.wall_time = wallOffset + elapsed();
       recorder.addEpoch(row);
       if (run.outDir) await writeRunFolder(run, epoch, wallOffset + elapsed(), epoch === opts.epochs - 1);
-      report();
+      report("epoch");
     }
     run.status = "done";
   } catch (e) {

@@ -8,14 +8,13 @@
  * execute_result and the failure into an `error` message with ename/evalue/traceback.
  */
 import * as path from "path";
-import * as fs from "fs";
 import Module from "module";
 import { inspect } from "util";
 import type { Executor } from "tslab/dist/executor";
 import type { Converter } from "tslab/dist/converter";
 
-import { PACKAGE_ROOT } from "./paths";
-export { PACKAGE_ROOT };
+import { PACKAGE_ROOT, readPackageVersion } from "./paths";
+export { PACKAGE_ROOT, readPackageVersion };
 
 // tslab's own TypeScript (a patched 5.0), resolved the way tslab resolves it.
 const tslabDir = path.dirname(require.resolve("tslab/package.json"));
@@ -127,6 +126,7 @@ export class Engine {
 
   /** Transpile and run one cell. Never throws: failures come back as an Outcome. */
   async execute(code: string): Promise<Outcome> {
+    code = expandShorthandProperties(code);
     const c = (this.capture = { hasValue: false, hasError: false, diagnostics: [] as Diagnostic[] } as NonNullable<Engine["capture"]>);
     let ok: boolean;
     try {
@@ -170,6 +170,33 @@ export class Engine {
   close(): void {
     this.executor.close();
   }
+}
+
+/**
+ * Work around two bugs of tslab 1.0.22's rewriting of references to earlier cells' variables
+ * (`x` → `exports.x`): it misses shorthand properties (`{ epochs }` then fails with "epochs is
+ * not defined"), and it rewrites the property name of a renaming destructuring whose source has an
+ * earlier cell's type (`const { top1: acc } = r` becomes `const { exports, top1: acc } = ...`).
+ * Spelling the first out (`{ epochs: epochs }`) and quoting the second (`{ ["top1"]: acc }`)
+ * mean the same and compile correctly.
+ */
+export function expandShorthandProperties(code: string): string {
+  if (!code.includes("{")) return code;
+  const sf = ts.createSourceFile("cell.ts", code, ts.ScriptTarget.Latest, true, ts.ScriptKind.TS);
+  const edits: Array<{ start: number; end: number; text: string }> = [];
+  const visit = (n: any): void => {
+    if (n.kind === ts.SyntaxKind.ShorthandPropertyAssignment) {
+      edits.push({ start: n.name.end, end: n.name.end, text: `: ${n.name.text}` });
+    } else if (n.kind === ts.SyntaxKind.BindingElement && n.propertyName && n.propertyName.kind === ts.SyntaxKind.Identifier) {
+      edits.push({ start: n.propertyName.getStart(sf), end: n.propertyName.end, text: `[${JSON.stringify(n.propertyName.text)}]` });
+    }
+    ts.forEachChild(n, visit);
+  };
+  visit(sf);
+  if (edits.length === 0) return code;
+  let out = code;
+  for (const e of edits.sort((a, b) => b.start - a.start)) out = out.slice(0, e.start) + e.text + out.slice(e.end);
+  return out;
 }
 
 /** is_complete: tslab says complete/incomplete; a parse error elsewhere than at the end is invalid. */
@@ -231,12 +258,4 @@ export function compileErrorContent(diags: Diagnostic[]): ErrorContent {
     evalue: `⨯ Unable to compile TypeScript: ${lines[0]}${lines.length > 1 ? ` (and ${lines.length - 1} more)` : ""}`,
     traceback: [`${RED}TSError${RESET}: ⨯ Unable to compile TypeScript:`, ...lines],
   };
-}
-
-export function readPackageVersion(): string {
-  try {
-    return JSON.parse(fs.readFileSync(path.join(PACKAGE_ROOT, "package.json"), "utf8")).version ?? "0.0.0";
-  } catch {
-    return "0.0.0";
-  }
 }

@@ -132,6 +132,13 @@ describe("kernel: protocol over ZeroMQ", function () {
     assert.equal(rejected.reply.content.ename, "TypeError");
   });
 
+  it("lets cells use earlier cells' variables in shorthand properties and renaming destructuring (tslab bugs)", async () => {
+    await kc.execute(`let epochs = 3;\nconst result = { top1: 0.9, top5: 0.99 };`);
+    const r = await kc.execute(`const { top1: acc, ...others } = result;\n({ epochs, acc, others })`);
+    assert.equal(r.reply.content.status, "ok", JSON.stringify(r.reply.content));
+    assert.equal(of(r.iopub, "execute_result")[0].content.data["text/plain"], "{ epochs: 3, acc: 0.9, others: { top5: 0.99 } }");
+  });
+
   it("sends stdout and stderr as stream messages, in order", async () => {
     const r = await kc.execute(`console.log("out 1"); console.error("err 1"); console.log("out 2"); 5`);
     const streams = of(r.iopub, "stream").map((m) => [m.content.name, m.content.text]);

@@ -1,0 +1,223 @@
+/**
+ * Training as a whole: learning, determinism across thread counts, cancel, resume, checkpoints,
+ * the run folder and the CLI.
+ */
+import * as assert from "node:assert/strict";
+import { spawn, spawnSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { Dataset, loadMnist, subset } from "../src/datasets";
+import { TernlabError } from "../src/errors";
+import { loadMetrics } from "../src/metrics";
+import { Model } from "../src/model";
+import * as models from "../src/models";
+import { decodeCheckpoint, loadCheckpoint } from "../src/checkpoint";
+import { train, CHECKPOINT_FILE } from "../src/train";
+
+const CLI = path.resolve(__dirname, "../src/cli/main.js");
+const tmp = (name: string) => fs.mkdtempSync(path.join(os.tmpdir(), `ternlab-${name}-`));
+
+function weightsOf(m: Model): Map<string, string> {
+  return new Map(m.state().map((t) => [t.name, Buffer.from(t.data).toString("base64")]));
+}
+
+function assertSameWeights(a: Model, b: Model): void {
+  const wa = weightsOf(a), wb = weightsOf(b);
+  assert.deepEqual([...wa.keys()], [...wb.keys()]);
+  for (const [k, v] of wa) assert.equal(v, wb.get(k), `tensor ${k} differs`);
+}
+
+/** Columns that must be bit-identical between two runs of the same seed (not timings). */
+function deterministicColumns(t: import("apache-arrow").Table): Record<string, number[]> {
+  const out: Record<string, number[]> = {};
+  for (const f of t.schema.fields) {
+    if (["wall_time", "images_per_s", "backend"].includes(f.name)) continue;
+    out[f.name] = Array.from(t.getChild(f.name)!.toArray() as ArrayLike<number>);
+  }
+  return out;
+}
+
+describe("training", function () {
+  this.timeout(300_000);
+  let trainSet: Dataset;
+  let testSet: Dataset;
+  before(async () => {
+    trainSet = subset(await loadMnist("train", { limit: 3000 }), 0, 3000);
+    testSet = await loadMnist("test", { limit: 1000 });
+  });
+  const small = (o: Record<string, unknown> = {}) => models.mlp({ hidden: [64], seed: 7, backend: "cpu", ...o });
+
+  it("learns: a DST run beats a frozen-weights run, and flip rates start nonzero", async () => {
+    const frozen = small();
+    const learned = small();
+    const opts = { epochs: 3, batchSize: 50 };
+    const r0 = await train(frozen, { train: trainSet, test: testSet }, { ...opts, learningRate: 0 });
+    const r1 = await train(learned, { train: trainSet, test: testSet }, { ...opts, learningRate: { kind: "geometric", start: 0.02, end: 0.005 } });
+    const a0 = r0.testAccuracy!, a1 = r1.testAccuracy!;
+    assert.ok(a1 > a0 + 0.15, `DST ${a1} should clearly beat frozen weights ${a0}`);
+    assert.ok(a1 > 0.75, `DST reaches ${a1} on 3000 MNIST images`);
+    const flips = r1.metrics.getChild("flip_rate/dense1")!.toArray() as Float64Array;
+    assert.ok(flips[0] > 0, "flip rate of the first step is nonzero");
+    const frozenFlips = r0.metrics.getChild("flip_rate/dense1")!.toArray() as Float64Array;
+    assert.equal(Math.max(...frozenFlips), 0, "η = 0 moves no weight");
+    // Gated-XNOR counters are fractions, and exact for ternary inputs: active ≤ 1 − s_a.
+    const sa = r1.metrics.getChild("s_a/dense2")!.get(0) as number;
+    const act = r1.metrics.getChild("active_fraction/dense2")!.get(0) as number;
+    assert.ok(sa > 0 && sa < 1 && act > 0 && act <= 1 - sa + 1e-12, `s_a ${sa}, active ${act}`);
+    assert.ok(Number.isNaN(r1.metrics.getChild("s_a/dense1")!.get(0) as number), "the real-valued input has no s_a");
+  });
+
+  it("is bit-for-bit reproducible from its seed with 1 and 2 threads", async () => {
+    const m1 = small({ threads: 1 }), m2 = small({ threads: 2 });
+    const opts = { epochs: 1, batchSize: 100, learningRate: 0.02 };
+    const r1 = await train(m1, trainSet, opts);
+    const r2 = await train(m2, trainSet, opts);
+    assertSameWeights(m1, m2);
+    assert.deepEqual(deterministicColumns(r1.metrics), deterministicColumns(r2.metrics));
+    // and a different seed gives different weights (the test can fail)
+    const m3 = small({ seed: 8 });
+    await train(m3, trainSet, opts);
+    assert.notEqual(weightsOf(m1).get("dense1.weight"), weightsOf(m3).get("dense1.weight"));
+  });
+
+  it("a CNN with conv, max-pool and int8 products is reproducible across thread counts", async () => {
+    const data = subset(trainSet, 0, 400);
+    const a = models.mnistCnn({ width: 0.25, seed: 3, backend: "cpu", threads: 1 });
+    const b = models.mnistCnn({ width: 0.25, seed: 3, backend: "cpu", threads: 2 });
+    await train(a, data, { epochs: 1, batchSize: 50, learningRate: 0.02 });
+    await train(b, data, { epochs: 1, batchSize: 50, learningRate: 0.02 });
+    assertSameWeights(a, b);
+  });
+
+  it("cancels mid-training with E_CANCELLED; the model stays usable", async () => {
+    const m = small();
+    const job = train(m, trainSet, { epochs: 50, batchSize: 10, learningRate: 0.01, onProgress: (p) => { if (p.step >= 20) job.cancel(); } });
+    await assert.rejects(job, (e: unknown) => e instanceof TernlabError && e.code === "E_CANCELLED" && /cancelled at step/.test(e.message));
+    assert.equal(job.run.status, "cancelled");
+    const stepped = m.step;
+    assert.ok(stepped >= 20 && stepped < 50 * 300, `stopped at step ${stepped}`);
+    const ev = await m.evaluate(testSet);
+    assert.ok(ev.top1 > 0.1, "the model still evaluates");
+    const again = await train(m, subset(trainSet, 0, 200), { epochs: 1, batchSize: 100, learningRate: 0.01 });
+    assert.equal(again.status, "done");
+  });
+
+  it("an AbortSignal cancels too", async () => {
+    const m = small();
+    const ac = new AbortController();
+    const job = train(m, trainSet, { epochs: 20, batchSize: 10, signal: ac.signal, onProgress: (p) => { if (p.step > 5) ac.abort(); } });
+    await assert.rejects(job, (e: unknown) => (e as TernlabError).code === "E_CANCELLED");
+  });
+
+  it("resume from a checkpoint equals an uninterrupted run (weights and metrics)", async () => {
+    const dirA = tmp("full"), dirB = tmp("resumed");
+    const opts = { batchSize: 100, learningRate: { kind: "geometric" as const, start: 0.02, end: 0.002 } };
+    const full = small();
+    const rFull = await train(full, { train: trainSet, test: testSet }, { ...opts, epochs: 3, outDir: dirA });
+    // Interrupt a run after its first epoch's checkpoint, then resume with a fresh model.
+    const first = small();
+    const job1 = train(first, { train: trainSet, test: testSet }, { ...opts, epochs: 3, outDir: dirB, onProgress: (p) => { if (p.event === "epoch" && p.epoch === 0) job1.cancel(); } });
+    await assert.rejects(job1, (e: unknown) => (e as TernlabError).code === "E_CANCELLED");
+    const resumed = small();
+    const rRes = await train(resumed, { train: trainSet, test: testSet }, { ...opts, epochs: 3, outDir: dirB, resumeFrom: dirB });
+    assertSameWeights(full, resumed);
+    assert.deepEqual(deterministicColumns(rRes.metrics), deterministicColumns(rFull.metrics));
+    assert.deepEqual(deterministicColumns(rRes.epochMetrics), deterministicColumns(rFull.epochMetrics));
+    const saved = await loadMetrics(path.join(dirB, "metrics.arrow"));
+    assert.deepEqual(deterministicColumns(saved.steps), deterministicColumns(rFull.metrics));
+  });
+
+  it("checkpoints hold 2-bit packed ternary weights, BN and optimizer state; damage is reported", async () => {
+    const dir = tmp("ckpt");
+    const m = small();
+    await train(m, subset(trainSet, 0, 500), { epochs: 1, batchSize: 100, outDir: dir, report: false });
+    const file = path.join(dir, CHECKPOINT_FILE);
+    const bytes = fs.readFileSync(file);
+    const headerLen = Number(bytes.readBigUInt64LE(0));
+    const header = JSON.parse(bytes.subarray(8, 8 + headerLen).toString());
+    assert.equal(header["dense1.weight"].dtype, "U8");
+    assert.deepEqual(header["dense1.weight"].shape, [Math.ceil((784 * 64) / 4)]);
+    for (const k of ["bn1.gamma", "bn1.running_var", "dense1.weight.adam_m"]) assert.ok(header[k], k);
+    const ck = await loadCheckpoint(file);
+    assert.equal(ck.meta.step, 5);
+    const w = ck.tensors.find((t) => t.name === "dense1.weight")!;
+    assert.equal(Buffer.from(w.data).toString("base64"), weightsOf(m).get("dense1.weight"));
+    assert.throws(() => decodeCheckpoint(bytes.subarray(0, 100), file), (e: unknown) => (e as TernlabError).code === "E_CHECKPOINT" && (e as Error).message.includes(file));
+    const bad = Buffer.from(bytes);
+    bad.writeBigUInt64LE(BigInt(bytes.length * 2), 0);
+    assert.throws(() => decodeCheckpoint(bad, file), /header length/);
+    // a checkpoint of another model is refused before anything is loaded
+    const other = models.mlp({ hidden: [32], seed: 7, backend: "cpu" });
+    await assert.rejects(train(other, trainSet, { epochs: 2, resumeFrom: dir }), (e: unknown) => (e as TernlabError).code === "E_CHECKPOINT");
+  });
+
+  it("a crash in the middle of writing a checkpoint leaves the previous one intact", async () => {
+    const dir = tmp("crash");
+    const m = small();
+    await train(m, subset(trainSet, 0, 500), { epochs: 1, batchSize: 100, outDir: dir, report: false });
+    const file = path.join(dir, CHECKPOINT_FILE);
+    const before = fs.readFileSync(file);
+    // A child process rewrites the checkpoint with a large payload in a loop; kill it mid-write.
+    const script = `
+      const { writeFileAtomic } = require(${JSON.stringify(path.resolve(__dirname, "../src/metrics.js"))});
+      const big = Buffer.alloc(64 << 20, 7);
+      (async () => { for (;;) { process.send("writing"); await writeFileAtomic(${JSON.stringify(file)}, big, "checkpoint"); } })();`;
+    const child = spawn(process.execPath, ["-e", script], { stdio: ["ignore", "ignore", "inherit", "ipc"] });
+    await new Promise<void>((resolve) => child.once("message", () => setTimeout(resolve, 30)));
+    child.kill("SIGKILL");
+    await new Promise((r) => child.once("exit", r));
+    const after = fs.readFileSync(file);
+    const intact = after.equals(before) || after.length === 64 << 20;
+    assert.ok(intact, "the checkpoint is the old one or a complete new one, never a torn file");
+    if (after.equals(before)) {
+      const ck = await loadCheckpoint(file);
+      assert.equal(ck.meta.step, 5);
+    }
+  });
+
+  it("rejects bad options with E_OPTION naming the key", async () => {
+    const m = small();
+    assert.throws(() => train(m, trainSet, { epochs: 0 }), (e: unknown) => (e as TernlabError).code === "E_OPTION" && /train\.epochs/.test((e as Error).message));
+    assert.throws(() => train(m, trainSet, { epochs: 1, bogus: 1 } as never), /unknown key.*"bogus"/);
+    assert.throws(() => train(m, trainSet, { epochs: 1, learningRate: { kind: "geometric", start: -1, end: 1 } }), /train\.learningRate/);
+    assert.throws(() => models.mlp({ weightLevels: 9 }), /mlp\.weightLevels/);
+    assert.throws(() => models.mlp({ hidden: [0] }), /mlp\.hidden/);
+    const cifarShaped = { ...trainSet, height: 32, width: 32, channels: 3 };
+    assert.throws(() => train(m, cifarShaped, { epochs: 1 }), (e: unknown) => (e as TernlabError).code === "E_SHAPE");
+  });
+
+  it("summary shows one byte per discrete weight and no float copy", () => {
+    const m = models.mnistCnn({ backend: "cpu" });
+    const s = m.summary();
+    assert.equal(s.floatWeights, 0);
+    assert.equal(s.discreteWeights, 32 * 25 + 64 * 32 * 25 + 512 * 1024 + 10 * 512);
+    assert.match(s.toString(), /\{-1,0,\+1\}/);
+    assert.ok(s.rows.filter((r) => r.discrete).every((r) => r.bytesPerWeight === 1));
+    const sgd = models.mnistCnn({ backend: "cpu", sampler: { proposal: "sgd" } }).summary();
+    assert.equal(sgd.optimizerBytes, 0, "the sgd proposal keeps no per-weight state");
+  });
+});
+
+describe("ternlab CLI", function () {
+  this.timeout(120_000);
+  it("--help documents the training flags", () => {
+    const r = spawnSync(process.execPath, [CLI, "train", "--help"], { encoding: "utf8" });
+    assert.equal(r.status, 0);
+    for (const flag of ["--dataset", "--model", "--epochs", "--batch-size", "--lr", "--proposal", "--tau", "--seed", "--backend", "--out", "--resume"])
+      assert.ok(r.stdout.includes(flag), flag);
+  });
+  it("trains end to end and writes a run folder", () => {
+    const out = tmp("cli");
+    const r = spawnSync(process.execPath, [CLI, "train", "--model", "mlp", "--hidden", "32", "--limit", "600", "--test-limit", "200", "--epochs", "2", "--batch-size", "50", "--out", out, "--backend", "cpu"], { encoding: "utf8" });
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /epoch 2\/2: test accuracy \d+\.\d\d %/);
+    for (const f of ["metrics.arrow", "metrics-epochs.arrow", "checkpoint.safetensors", "report.html"]) assert.ok(fs.existsSync(path.join(out, f)), f);
+    assert.ok(fs.readFileSync(path.join(out, "report.html"), "utf8").includes("Plotly"));
+  });
+  it("bad flags fail with a clear message", () => {
+    const r = spawnSync(process.execPath, [CLI, "train", "--epochs", "zero"], { encoding: "utf8" });
+    assert.notEqual(r.status, 0);
+    assert.match(r.stderr, /--epochs must be a number/);
+  });
+});

@@ -98,6 +98,8 @@ function sparkline(xs: number[], ys: number[], color: string, w = 220, h = 90): 
 /** The MIME bundle of a run as it is now. */
 export function liveBundle(run: LiveRun, series: Series | null): DisplayOutput {
   const p = run.progress;
+  // progress.epoch counts from 0 (the epoch in progress); people count from 1.
+  const epoch = Math.min(p.epoch + 1, Math.max(1, p.epochs));
   const frac = p.totalSteps > 0 ? Math.min(1, p.step / p.totalSteps) : 0;
   const pct = Math.round(frac * 100);
   const scalars = pickScalars(run.latest ?? {});
@@ -108,14 +110,14 @@ export function liveBundle(run: LiveRun, series: Series | null): DisplayOutput {
   const filled = Math.round(frac * barWidth);
   const text =
     `run ${run.id} [${"=".repeat(filled)}${filled < barWidth ? ">" : ""}${" ".repeat(Math.max(0, barWidth - filled - 1))}] ${pct}% ` +
-    `epoch ${p.epoch}/${p.epochs} step ${p.step}/${p.totalSteps} ${formatDuration(p.elapsedSeconds)} elapsed, ${eta}` +
+    `epoch ${epoch}/${p.epochs} step ${p.step}/${p.totalSteps} ${formatDuration(p.elapsedSeconds)} elapsed, ${eta}` +
     (metricsLine ? `\n${metricsLine}` : "");
   const charts = series
     ? LIVE_SERIES.map((s) => `<div style="display:inline-block;margin:4px 8px 0 0"><div style="font-size:11px;color:#444">${s.title}</div>${sparkline(series.step, series.values[s.key], s.color)}</div>`).join("")
     : "";
   const html =
     `<div class="ternlab-live" style="font-family:sans-serif;font-size:12px">` +
-    `<div><b>run ${escapeHtml(run.id)}</b> <span style="color:${statusColor}">${escapeHtml(run.status)}</span> · epoch ${p.epoch}/${p.epochs} · step ${p.step}/${p.totalSteps} · ${formatDuration(p.elapsedSeconds)} elapsed · ${escapeHtml(eta)}</div>` +
+    `<div><b>run ${escapeHtml(run.id)}</b> <span style="color:${statusColor}">${escapeHtml(run.status)}</span> · epoch ${epoch}/${p.epochs} · step ${p.step}/${p.totalSteps} · ${formatDuration(p.elapsedSeconds)} elapsed · ${escapeHtml(eta)}</div>` +
     `<div style="width:400px;max-width:100%;height:12px;background:#eee;border-radius:3px;margin:4px 0"><div style="width:${pct}%;height:100%;background:${statusColor};border-radius:3px"></div></div>` +
     (metricsLine ? `<div>${escapeHtml(metricsLine)}</div>` : "") +
     `<div>${charts}</div></div>`;
@@ -152,7 +154,7 @@ export class LiveDisplay implements LiveHost {
   start(run: LiveRun): LiveView {
     // Every message of this run belongs to the cell that started it, even if it ends later.
     const parent = this.currentParent();
-    const displayId = `ternlab-run-${run.id}`;
+    const displayId = run.id.startsWith("ternlab-run-") ? run.id : `ternlab-run-${run.id}`;
     const series = new Series();
     let last = 0;
     let timer: NodeJS.Timeout | null = null;

@@ -318,4 +318,35 @@ describe("kernel: protocol over ZeroMQ", function () {
     const r = await cell;
     assert.equal(r.reply.content.ename, "KeyboardInterrupt");
   });
+
+  it("interrupting native training stops it at the next step; the model stays usable and nothing leaks", async () => {
+    const setup = await kc.execute(`const trainSet = await datasets.loadMnist("train", { limit: 20000 });
+const testSet = await datasets.loadMnist("test", { limit: 500 });
+const model = models.mlp({ hidden: [256], seed: 1, backend: "cpu" });`);
+    assert.equal(setup.reply.content.status, "ok", JSON.stringify(setup.reply.content));
+    const seen: Message[] = [];
+    const cell = kc.execute(`await train(model, { train: trainSet, test: testSet }, { epochs: 50, batchSize: 10, learningRate: 0.01 })`, { onMessage: (m) => seen.push(m), timeoutMs: 60_000 });
+    await waitFor(() => of(seen, "update_display_data").length >= 2, 30_000, "live updates of the native training");
+    const t0 = Date.now();
+    await kc.interrupt("message");
+    const r = await cell;
+    assert.ok(Date.now() - t0 < 5000, "the training stopped promptly");
+    assert.equal(r.reply.content.status, "error");
+    assert.equal(r.reply.content.ename, "KeyboardInterrupt");
+    assert.match(r.reply.content.evalue, /training was interrupted at step \d+/);
+    const id = of(r.iopub, "display_data")[0].content.transient.display_id;
+    const last = of(r.iopub, "update_display_data").pop()!.content;
+    assert.equal(last.transient.display_id, id);
+    assert.match(last.data["text/plain"], /cancelled/);
+    // The model is usable, no output of the cancelled run reaches later cells, and training again works.
+    const ev = await kc.execute(`const ev = await model.evaluate(testSet); ev.count`);
+    assert.equal(of(ev.iopub, "execute_result")[0].content.data["text/plain"], "500");
+    await sleep(700);
+    const quiet = await kc.execute(`1`);
+    assert.deepEqual(types(quiet.iopub), ["status", "execute_input", "execute_result", "status"]);
+    const again = await kc.execute(`const run2 = await train(model, { train: testSet }, { epochs: 1, batchSize: 100, learningRate: 0.01 }); run2.status`, { timeoutMs: 60_000 });
+    assert.equal(of(again.iopub, "execute_result")[0].content.data["text/plain"], "'done'");
+    assert.equal(of(again.iopub, "display_data").length, 1);
+    assert.notEqual(of(again.iopub, "display_data")[0].content.transient.display_id, id);
+  });
 });

@@ -192,4 +192,49 @@ describe("run: papermill-style notebook execution", function () {
     assert.ok(res.data["application/vnd.plotly.v1+json"]);
     assert.ok(res.data["image/png"]);
   });
+
+  describe("the quickstart notebook (real training, small parameters)", () => {
+    const QUICK = ["-p", "trainImages", "600", "-p", "testImages", "300", "-p", "epochs", "1", "-p", "hidden", "[64]"];
+
+    it("runs top to bottom through `ternlab run`: live output, tables, figures, files", async () => {
+      const out = path.join(dir, "quickstart.out.ipynb");
+      const runDir = path.join(dir, "quickstart-run");
+      const r = await runCli(["run", path.join(ROOT, "notebooks", "01-quickstart.ipynb"), out, ...QUICK, "-p", "outDir", runDir, "--cwd", dir]);
+      assert.equal(r.status, 0, r.stderr);
+      const nb = JSON.parse(fs.readFileSync(out, "utf8"));
+      const code = nb.cells.filter((c: any) => c.cell_type === "code");
+      assert.ok(code.every((c: any) => c.metadata.papermill.status === "completed"));
+      assert.ok(code.every((c: any) => !c.outputs.some((o: any) => o.output_type === "error")));
+      const trainCell = code.find((c: any) => /await train\(/.test(src(c)));
+      const live = trainCell.outputs.find((o: any) => o.output_type === "display_data");
+      assert.ok(live, "the live training output is kept");
+      assert.match(live.data["text/plain"].join(""), /done/, "the live output shows the final state");
+      assert.ok(live.data["application/vnd.plotly.v1+json"]);
+      const model = code.find((c: any) => /^model$/m.test(src(c)) && /models\.mlp/.test(src(c)));
+      assert.match(model.outputs[0].data["text/html"].join(""), /<table/);
+      const figure = code.find((c: any) => /^dashboard$/m.test(src(c))).outputs.find((o: any) => o.output_type === "execute_result");
+      assert.ok(figure.data["application/vnd.plotly.v1+json"] && figure.data["image/png"] && figure.data["text/html"]);
+      for (const f of ["metrics.arrow", "checkpoint.safetensors", "dashboard.svg", "dashboard.png"]) assert.ok(fs.existsSync(path.join(runDir, f)), f);
+    });
+
+    it("runs under jupyter nbconvert --execute with the ternlab kernelspec (parameters from --prepare-only)", () => {
+      const prefix = path.join(dir, "prefix-qs");
+      assert.equal(spawnSync(process.execPath, [CLI, "kernel", "install", "--prefix", prefix]).status, 0);
+      const prepared = path.join(dir, "quickstart.prepared.ipynb");
+      const runDir = path.join(dir, "quickstart-nbconvert");
+      const prep = spawnSync(process.execPath, [CLI, "run", path.join(ROOT, "notebooks", "01-quickstart.ipynb"), prepared, ...QUICK, "-p", "outDir", runDir, "--prepare-only"], { encoding: "utf8" });
+      assert.equal(prep.status, 0, prep.stderr);
+      const r = spawnSync("jupyter", ["nbconvert", "--to", "notebook", "--execute", prepared, "--output", "quickstart.nbconvert.ipynb", "--ExecutePreprocessor.timeout=300"], {
+        encoding: "utf8",
+        cwd: dir,
+        env: { ...process.env, JUPYTER_PATH: path.join(prefix, "share", "jupyter") },
+        timeout: 300_000,
+      });
+      assert.equal(r.status, 0, r.stderr);
+      const nb = JSON.parse(fs.readFileSync(path.join(dir, "quickstart.nbconvert.ipynb"), "utf8"));
+      const errors = nb.cells.flatMap((c: any) => (c.outputs ?? []).filter((o: any) => o.output_type === "error"));
+      assert.deepEqual(errors, []);
+      assert.ok(fs.existsSync(path.join(runDir, "metrics.arrow")));
+    });
+  });
 });

@@ -192,27 +192,29 @@ class CpuBackend final : public Backend {
 
   // ---- pooling
   Status maxpool_forward(const PoolGeom& g, const float* x, float* y, int32_t* argmax) override {
+    // Channels innermost (NHWC): each window position updates a contiguous row of c maxima.
     pool_.parallel_for(static_cast<int64_t>(g.n) * g.oh, 1, [&](int64_t b, int64_t e) {
       for (int64_t t = b; t < e; ++t) {
         const int64_t n = t / g.oh, oy = t % g.oh;
-        for (int ox = 0; ox < g.ow; ++ox)
-          for (int c = 0; c < g.c; ++c) {
-            float best = -std::numeric_limits<float>::infinity();
-            int32_t bi = -1;
-            for (int ky = 0; ky < g.kh; ++ky) {
-              const int64_t iy = oy * g.sh - g.ph + ky;
-              if (iy < 0 || iy >= g.h) continue;
-              for (int kx = 0; kx < g.kw; ++kx) {
-                const int64_t ix = static_cast<int64_t>(ox) * g.sw - g.pw + kx;
-                if (ix < 0 || ix >= g.w) continue;
-                const int64_t idx = ((n * g.h + iy) * g.w + ix) * g.c + c;
-                if (bi < 0 || x[idx] > best) { best = x[idx]; bi = static_cast<int32_t>(idx); }
-              }
+        for (int ox = 0; ox < g.ow; ++ox) {
+          const int64_t o = ((n * g.oh + oy) * g.ow + ox) * g.c;
+          float* yo = y + o;
+          int32_t* ao = argmax + o;
+          bool first = true;
+          for_window(g, oy, ox, [&](int64_t iy, int64_t ix) {
+            const int64_t base = ((n * g.h + iy) * g.w + ix) * g.c;
+            const float* xi = x + base;
+            if (first) {
+              for (int c = 0; c < g.c; ++c) { yo[c] = xi[c]; ao[c] = static_cast<int32_t>(base + c); }
+              first = false;
+            } else {
+              for (int c = 0; c < g.c; ++c)
+                if (xi[c] > yo[c]) { yo[c] = xi[c]; ao[c] = static_cast<int32_t>(base + c); }
             }
-            const int64_t o = ((n * g.oh + oy) * g.ow + ox) * g.c + c;
-            y[o] = best;
-            argmax[o] = bi;
-          }
+          });
+          if (first)
+            for (int c = 0; c < g.c; ++c) { yo[c] = -std::numeric_limits<float>::infinity(); ao[c] = -1; }
+        }
       }
     });
     return Status::ok();
@@ -336,6 +338,15 @@ class CpuBackend final : public Backend {
     return Status::ok();
   }
   Status act_backward(int64_t n, const float* x, const float* dq, const ActSpec& s, float* dx) override {
+    if (s.window == Window::Rectangular && s.levels.n == 1 && s.a < s.r) {
+      // The released code's case, vectorisable; the same float expressions as act_derivative
+      // (||x| − r| ≤ a is |x ∓ r| ≤ a exactly), so the result is bit-identical to it.
+      const float h = 1.0f / (2.0f * s.a);
+      pool_.parallel_for(n, 1 << 14, [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) dx[i] = std::fabs(std::fabs(x[i]) - s.r) <= s.a ? dq[i] * h : 0.0f;
+      });
+      return Status::ok();
+    }
     pool_.parallel_for(n, 1 << 14, [&](int64_t b, int64_t e) {
       for (int64_t i = b; i < e; ++i) dx[i] = dq[i] * act_derivative(x[i], s);
     });
@@ -395,13 +406,20 @@ class CpuBackend final : public Backend {
   Status dst_update(int64_t n, int8_t* q, const float* g, float* m, float* v, const DstParams& p,
                     int64_t* counters) override {
     std::atomic<int64_t> flips{0};
-    pool_.parallel_for(n, 1 << 12, [&](int64_t b, int64_t e) {
+    // Groups of four weights share one Philox call (dst_uniform's layout), so tasks start at a
+    // multiple of four.
+    const int64_t groups = (n + 3) / 4;
+    pool_.parallel_for(groups, 1 << 10, [&](int64_t gb, int64_t ge) {
       int64_t f = 0;
-      for (int64_t i = b; i < e; ++i) {
-        const int8_t nq = dst_update_one(q[i], g[i], m ? m + i : nullptr, v ? v + i : nullptr,
-                                         static_cast<uint32_t>(i), p);
-        f += nq != q[i];
-        q[i] = nq;
+      for (int64_t grp = gb; grp < ge; ++grp) {
+        const Philox4 r = philox_draw(p.seed, p.step, p.layer, static_cast<uint32_t>(grp), kStreamDst);
+        const int64_t i0 = grp * 4, i1 = std::min<int64_t>(n, i0 + 4);
+        for (int64_t i = i0; i < i1; ++i) {
+          const int8_t nq = dst_update_with_draw(q[i], g[i], m ? m + i : nullptr, v ? v + i : nullptr,
+                                                 uniform24(r.v[i - i0]), p);
+          f += nq != q[i];
+          q[i] = nq;
+        }
       }
       flips += f;
     });
@@ -478,15 +496,28 @@ class CpuBackend final : public Backend {
       for (int64_t r = b; r < e; ++r) {
         const int64_t row = r0 + r, n = row / per_image, oy = (row % per_image) / g.ow, ox = row % g.ow;
         uint8_t* dst = cols + r * Kp;
+        const int64_t ix0 = ox * g.sw - g.pw;
+        const bool inside_x = ix0 >= 0 && ix0 + g.kw <= g.w;
         for (int ky = 0; ky < g.kh; ++ky) {
           const int64_t iy = oy * g.sh - g.ph + ky;
+          uint8_t* drow = dst + static_cast<int64_t>(ky) * g.kw * g.c;
+          if (iy < 0 || iy >= g.h) {
+            std::memset(drow, 128, static_cast<size_t>(g.kw) * g.c);
+            continue;
+          }
+          const int8_t* srow = x + ((n * g.h + iy) * g.w) * g.c;
+          if (inside_x) {  // the window's row is kw·c contiguous bytes (NHWC)
+            const int8_t* s = srow + ix0 * g.c;
+            for (int64_t k = 0; k < static_cast<int64_t>(g.kw) * g.c; ++k) drow[k] = static_cast<uint8_t>(s[k] + 128);
+            continue;
+          }
           for (int kx = 0; kx < g.kw; ++kx) {
-            const int64_t ix = ox * g.sw - g.pw + kx;
-            uint8_t* d = dst + (static_cast<int64_t>(ky) * g.kw + kx) * g.c;
-            if (iy < 0 || iy >= g.h || ix < 0 || ix >= g.w) {
+            const int64_t ix = ix0 + kx;
+            uint8_t* d = drow + static_cast<int64_t>(kx) * g.c;
+            if (ix < 0 || ix >= g.w) {
               std::memset(d, 128, g.c);
             } else {
-              const int8_t* s = x + ((n * g.h + iy) * g.w + ix) * g.c;
+              const int8_t* s = srow + ix * g.c;
               for (int c = 0; c < g.c; ++c) d[c] = static_cast<uint8_t>(s[c] + 128);
             }
           }
@@ -507,22 +538,39 @@ class CpuBackend final : public Backend {
       for (int64_t r = b; r < e; ++r) {
         const int64_t row = r0 + r, n = row / per_image, oy = (row % per_image) / g.ow, ox = row % g.ow;
         float* dst = out + r * K;
+        const int64_t ix0 = ox * g.sw - g.pw;
+        const bool inside_x = ix0 >= 0 && ix0 + g.kw <= g.w;
+        const int64_t span = static_cast<int64_t>(g.kw) * g.c;
         for (int ky = 0; ky < g.kh; ++ky) {
           const int64_t iy = oy * g.sh - g.ph + ky;
-          for (int kx = 0; kx < g.kw; ++kx) {
-            const int64_t ix = ox * g.sw - g.pw + kx;
-            float* d = dst + (static_cast<int64_t>(ky) * g.kw + kx) * g.c;
-            if (iy < 0 || iy >= g.h || ix < 0 || ix >= g.w) {
-              std::memset(d, 0, sizeof(float) * g.c);
-            } else {
-              const int64_t off = ((n * g.h + iy) * g.w + ix) * g.c;
-              if (x.dtype == DType::F32) {
-                std::memcpy(d, static_cast<const float*>(x.ptr) + off, sizeof(float) * g.c);
-              } else {
-                const int8_t* s = static_cast<const int8_t*>(x.ptr) + off;
-                for (int c = 0; c < g.c; ++c) d[c] = static_cast<float>(s[c]) * x.scale;
+          float* drow = dst + ky * span;
+          if (iy < 0 || iy >= g.h) {
+            std::memset(drow, 0, sizeof(float) * span);
+            continue;
+          }
+          const int64_t row_off = ((n * g.h + iy) * g.w) * g.c;
+          for (int64_t kx0 = 0; kx0 < g.kw;) {
+            // the longest run of in-image pixels from kx0 is contiguous in NHWC
+            int64_t kx1 = kx0;
+            if (inside_x) kx1 = g.kw;
+            else {
+              const int64_t ix = ix0 + kx0;
+              if (ix < 0 || ix >= g.w) {
+                std::memset(drow + kx0 * g.c, 0, sizeof(float) * g.c);
+                ++kx0;
+                continue;
               }
+              while (kx1 < g.kw && ix0 + kx1 >= 0 && ix0 + kx1 < g.w) ++kx1;
             }
+            const int64_t off = row_off + (ix0 + kx0) * g.c, len = (kx1 - kx0) * g.c;
+            float* d = drow + kx0 * g.c;
+            if (x.dtype == DType::F32) {
+              std::memcpy(d, static_cast<const float*>(x.ptr) + off, sizeof(float) * len);
+            } else {
+              const int8_t* src = static_cast<const int8_t*>(x.ptr) + off;
+              for (int64_t k = 0; k < len; ++k) d[k] = static_cast<float>(src[k]) * x.scale;
+            }
+            kx0 = kx1;
           }
         }
       }

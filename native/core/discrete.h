@@ -7,6 +7,18 @@
 
 namespace tl {
 
+// A product that the compiler must not fuse with a neighbouring add into an FMA. nvcc contracts
+// a*b+c into one fma by default, the CPU build (ISO C++17, no -mfma) never does; the rounding then
+// differs in the last bit. Writing the products of the shared per-element formulas with mul_rn makes
+// both backends round identically (CUDA backend, issue 3).
+TL_HD float mul_rn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fmul_rn(a, b);
+#else
+  return a * b;
+#endif
+}
+
 // Z_N = { n/2^(N-1) - 1 : n = 0..2^N }. States are stored as the signed integer q = w/unit with
 // unit = 2^-max(N-1, 0), so q moves in steps of `qstep` (2 for binary, where Δ = 2; else 1).
 struct Levels {
@@ -50,7 +62,7 @@ TL_HD float act_derivative(float x, const ActSpec& s) {
   const float a = s.a;
   float d = 0.0f;
   for (int lo = -qmax; lo < qmax; lo += qstep) {
-    const float t = s.r * unit * static_cast<float>(2 * lo + qstep);
+    const float t = mul_rn(s.r * unit, static_cast<float>(2 * lo + qstep));
     const float z = x - t;
     const float az = z < 0 ? -z : z;
     float w = 0.0f;
@@ -64,7 +76,7 @@ TL_HD float act_derivative(float x, const ActSpec& s) {
         break;
       }
     }
-    d += height * w;
+    d += mul_rn(height, w);
   }
   return d;
 }
@@ -114,17 +126,26 @@ TL_HD int8_t dst_transition(int8_t q, float dw, float u, const DstParams& p) {
 
 // The Adam proposal (Lasagne's form): moments updated in place, ΔW = −α_t·m/(√v + ε).
 TL_HD float adam_proposal(float g, float* m, float* v, const DstParams& p) {
-  const float mm = p.beta1 * *m + (1.0f - p.beta1) * g;
-  const float vv = p.beta2 * *v + (1.0f - p.beta2) * g * g;
+  const float mm = mul_rn(p.beta1, *m) + mul_rn(1.0f - p.beta1, g);
+  const float vv = mul_rn(p.beta2, *v) + mul_rn(mul_rn(1.0f - p.beta2, g), g);
   *m = mm;
   *v = vv;
   return -p.lr * mm / (sqrtf(vv) + p.eps);
 }
 
-TL_HD int8_t dst_update_one(int8_t q, float g, float* m, float* v, uint32_t element, const DstParams& p) {
+// The DST draw of a weight: one Philox call serves four consecutive weights (element/4 is the
+// counter, element%4 the output word), which quarters the cost of the generator.
+TL_HD float dst_uniform(uint32_t element, const DstParams& p) {
+  return uniform24(philox_draw(p.seed, p.step, p.layer, element >> 2, kStreamDst).v[element & 3u]);
+}
+
+TL_HD int8_t dst_update_with_draw(int8_t q, float g, float* m, float* v, float u, const DstParams& p) {
   const float dw = p.proposal == Proposal::Adam ? adam_proposal(g, m, v, p) : -p.lr * g;
-  const float u = uniform24(philox_draw(p.seed, p.step, p.layer, element, kStreamDst).v[0]);
   return dst_transition(q, dw, u, p);
+}
+
+TL_HD int8_t dst_update_one(int8_t q, float g, float* m, float* v, uint32_t element, const DstParams& p) {
+  return dst_update_with_draw(q, g, m, v, dst_uniform(element, p), p);
 }
 
 // Full-precision parameters (BN γ, β; float weight layers) by Lasagne's Adam.
@@ -134,8 +155,8 @@ struct AdamParams {
 };
 
 TL_HD void adam_update_one(float* p, float g, float* m, float* v, const AdamParams& a) {
-  const float mm = a.beta1 * *m + (1.0f - a.beta1) * g;
-  const float vv = a.beta2 * *v + (1.0f - a.beta2) * g * g;
+  const float mm = mul_rn(a.beta1, *m) + mul_rn(1.0f - a.beta1, g);
+  const float vv = mul_rn(a.beta2, *v) + mul_rn(mul_rn(1.0f - a.beta2, g), g);
   *m = mm;
   *v = vv;
   *p -= a.lr_t * mm / (sqrtf(vv) + a.eps);
@@ -144,7 +165,7 @@ TL_HD void adam_update_one(float* p, float g, float* m, float* v, const AdamPara
 // Initial state (§1.1): u ~ U(−s, s), clipped to [−1, 1], rounded to the nearest state.
 TL_HD int8_t init_state(uint64_t seed, uint32_t layer, uint32_t element, float spread, const Levels& lv) {
   const float u = uniform24(philox_draw(seed, 0, layer, element, kStreamInit).v[0]);
-  float w = (2.0f * u - 1.0f) * spread;
+  float w = mul_rn(2.0f * u - 1.0f, spread);
   w = w < -1.0f ? -1.0f : (w > 1.0f ? 1.0f : w);
   if (lv.n == 0) return w >= 0.0f ? 1 : -1;
   const float unit = lv.unit();

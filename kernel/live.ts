@@ -112,8 +112,9 @@ export function liveBundle(run: LiveRun, series: Series | null): DisplayOutput {
     `run ${run.id} [${"=".repeat(filled)}${filled < barWidth ? ">" : ""}${" ".repeat(Math.max(0, barWidth - filled - 1))}] ${pct}% ` +
     `epoch ${epoch}/${p.epochs} step ${p.step}/${p.totalSteps} ${formatDuration(p.elapsedSeconds)} elapsed, ${eta}` +
     (metricsLine ? `\n${metricsLine}` : "");
+  // A chart without a single value (e.g. accept rate under DST, which has no accept step) is left out.
   const charts = series
-    ? LIVE_SERIES.map((s) => `<div style="display:inline-block;margin:4px 8px 0 0"><div style="font-size:11px;color:#444">${s.title}</div>${sparkline(series.step, series.values[s.key], s.color)}</div>`).join("")
+    ? LIVE_SERIES.filter((s) => series.values[s.key].some(Number.isFinite)).map((s) => `<div style="display:inline-block;margin:4px 8px 0 0"><div style="font-size:11px;color:#444">${s.title}</div>${sparkline(series.step, series.values[s.key], s.color)}</div>`).join("")
     : "";
   const html =
     `<div class="ternlab-live" style="font-family:sans-serif;font-size:12px">` +

@@ -504,7 +504,8 @@ export class Kernel {
    */
   interrupt(source: string): void {
     const run = this.running;
-    const n = cancelAll(`interrupted (${source})`);
+    const n = cancelAll("interrupted");
+    if (process.env.TERNLAB_KERNEL_DEBUG) this.log(`interrupt (${source}): ${n} training(s) cancelled`);
     if (!run) return;
     run.interrupted = true;
     if (n === 0) {

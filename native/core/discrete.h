@@ -98,11 +98,55 @@ struct DstParams {
   uint32_t layer = 0;
 };
 
+// exp and tanh written with plain float operations (every product through mul_rn): the same
+// bits on every CPU and on the GPU, and vectorisable, unlike libm's expf/tanhf whose last bit
+// differs between implementations. Relative error below 2e-7 (checked against libm in test/dst).
+TL_HD float pow2i(int n) {
+  const uint32_t bits = static_cast<uint32_t>(n + 127) << 23;
+#if defined(__CUDA_ARCH__)
+  return __uint_as_float(bits);
+#else
+  float f;
+  __builtin_memcpy(&f, &bits, sizeof f);
+  return f;
+#endif
+}
+
+TL_HD float tl_exp(float x) {
+  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+  const float n = floorf(mul_rn(x, 1.44269504088896341f) + 0.5f);
+  // r = x − n·ln2 in two parts (Cody–Waite), |r| ≤ ln2/2
+  const float r = (x - mul_rn(n, 0.693359375f)) + mul_rn(n, 2.12194440e-4f);
+  // degree-6 Taylor polynomial of e^r on |r| ≤ 0.347, Horner form
+  float pz = 1.0f / 720.0f;
+  pz = mul_rn(pz, r) + 1.0f / 120.0f;
+  pz = mul_rn(pz, r) + 1.0f / 24.0f;
+  pz = mul_rn(pz, r) + 1.0f / 6.0f;
+  pz = mul_rn(pz, r) + 0.5f;
+  pz = mul_rn(pz, r) + 1.0f;
+  pz = mul_rn(pz, r) + 1.0f;
+  return mul_rn(pz, pow2i(static_cast<int>(n)));
+}
+
+// tanh(y) for y ≥ 0: an odd Taylor series near 0 (no cancellation), (1 − e^−2y)/(1 + e^−2y) above.
+TL_HD float tl_tanh_pos(float y) {
+  if (y < 0.125f) {
+    const float y2 = mul_rn(y, y);
+    float s = 62.0f / 2835.0f;
+    s = mul_rn(s, y2) - 17.0f / 315.0f;
+    s = mul_rn(s, y2) + 2.0f / 15.0f;
+    s = mul_rn(s, y2) - 1.0f / 3.0f;
+    return y + mul_rn(mul_rn(s, y2), y);
+  }
+  const float e = tl_exp(-2.0f * y);
+  return (1.0f - e) / (1.0f + e);
+}
+
 TL_HD float dst_tau(float x /* |ν|/Δ in [0,1) */, const DstParams& p) {
   switch (p.tau) {
-    case Tau::Tanh: return tanhf(p.m * x);
+    case Tau::Tanh: return tl_tanh_pos(mul_rn(p.m, x));
     case Tau::Linear: return x;
-    default: return 1.0f / (1.0f + expf(-(x - 0.5f) / p.temperature));
+    default: return 1.0f / (1.0f + tl_exp(-(x - 0.5f) / p.temperature));
   }
 }
 
@@ -114,12 +158,13 @@ TL_HD int8_t dst_transition(int8_t q, float dw, float u, const DstParams& p) {
   // Boundary: ΔW ← clip(ΔW, −1 − w, 1 − w).
   float lo = -1.0f - w, hi = 1.0f - w;
   dw = dw < lo ? lo : (dw > hi ? hi : dw);
-  if (dw == 0.0f) return q;
+  // Branch-free from here on (so the CPU loop vectorises): ΔW = 0 gives sign 0, hence no move.
+  const int sign = dw < 0.0f ? -1 : (dw > 0.0f ? 1 : 0);
   const float x = (dw < 0 ? -dw : dw) / delta;
   const float kappa = floorf(x);
   const float frac = x - kappa;
   const int jump = static_cast<int>(kappa) + (u < dst_tau(frac, p) ? 1 : 0);
-  int nq = static_cast<int>(q) + (dw < 0 ? -jump : jump) * qstep;
+  int nq = static_cast<int>(q) + sign * jump * qstep;
   nq = nq < -qmax ? -qmax : (nq > qmax ? qmax : nq);
   return static_cast<int8_t>(nq);
 }

@@ -1,5 +1,6 @@
 // Compiled when the addon is built without nvcc (or with TERNLAB_CUDA=0): the CUDA backend's
 // factory explains how to get it instead of failing obscurely.
+#ifndef TERNLAB_WITH_CUDA  // with CUDA, cuda_backend.cu defines these
 #include "../core/backend.h"
 
 namespace tl {
@@ -13,3 +14,4 @@ Status make_cuda_backend(int, std::unique_ptr<Backend>*) {
 }
 
 }  // namespace tl
+#endif  // TERNLAB_WITH_CUDA

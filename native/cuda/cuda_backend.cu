@@ -1,0 +1,1021 @@
+// The CUDA backend: every op of backend.h as CUDA kernels on one stream per backend. The
+// per-element mathematics comes from core/discrete.h and core/philox.h (the same functions the CPU
+// calls), so both backends make the same discrete decisions. Where the CPU's float arithmetic is
+// replayable (batch norm's double sums in 512-row chunks, pooling, losses, elementwise ops) the
+// kernels replay it in the same order with the same roundings (explicit __fmul_rn/__fadd_rn: nvcc
+// would otherwise fuse a*b+c into one FMA), so those outputs are bit-identical to the CPU's.
+// The products: int8·int8 forward on tensor cores (exact, so bit-identical too); the backward
+// products on bf16 tensor cores with fp32 accumulation (TERNLAB_CUDA_MATH=fast, the default) or in
+// fp32 on the CUDA cores (TERNLAB_CUDA_MATH=exact); TERNLAB_CUDA_MATH=simple uses the CUDA-core
+// kernels for every product (a reference for the tensor-core paths).
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <type_traits>
+
+#include "../core/backend.h"
+#include "gemm.cuh"
+
+namespace tl {
+namespace cuda {
+namespace {
+
+using ull = unsigned long long;
+constexpr int kThreads = 256;
+constexpr int64_t kReduceChunk = 512;  // rows per partial sum: the CPU backend's chunk
+
+enum class Math { Fast, Exact, Simple };
+Math math_mode() {
+  const char* e = std::getenv("TERNLAB_CUDA_MATH");
+  if (!e || !*e || !std::strcmp(e, "fast")) return Math::Fast;
+  if (!std::strcmp(e, "exact")) return Math::Exact;
+  if (!std::strcmp(e, "simple")) return Math::Simple;
+  return Math::Fast;
+}
+
+int grid_for(int64_t n) {
+  const int64_t b = (n + kThreads - 1) / kThreads;
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(b, 132 * 32)));
+}
+#define GRID_STRIDE(i, n) \
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < (n); i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+
+// Block-wide sum of an integer, added once per block to a device counter (exact: order-free).
+__device__ void block_add(int64_t v, int64_t* counter) {
+  __shared__ int64_t part[32];
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  if (lane == 0) part[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    v = lane < static_cast<int>((blockDim.x + 31) / 32) ? part[lane] : 0;
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
+    if (lane == 0 && v) atomicAdd(reinterpret_cast<ull*>(counter), static_cast<ull>(v));
+  }
+}
+
+// ---------------------------------------------------------------- elementwise
+__global__ void k_normalize(int64_t n, const uint8_t* src, float scale, float offset, float* dst) {
+  GRID_STRIDE(i, n) dst[i] = __fadd_rn(__fmul_rn(static_cast<float>(src[i]), scale), offset);
+}
+__global__ void k_act_forward(int64_t n, const float* x, ActSpec s, int8_t* q) {
+  GRID_STRIDE(i, n) q[i] = tl::act_forward(x[i], s);
+}
+__global__ void k_act_backward(int64_t n, const float* x, const float* dq, ActSpec s, float* dx) {
+  GRID_STRIDE(i, n) dx[i] = __fmul_rn(dq[i], act_derivative(x[i], s));
+}
+__global__ void k_add(int64_t n, const float* a, const float* b, float* y) { GRID_STRIDE(i, n) y[i] = __fadd_rn(a[i], b[i]); }
+__global__ void k_accumulate(int64_t n, const float* s, float* d) { GRID_STRIDE(i, n) d[i] = __fadd_rn(d[i], s[i]); }
+
+// ---------------------------------------------------------------- updates (fused: one pass per tensor)
+__global__ void k_dst(int64_t n, int8_t* q, const float* g, float* m, float* v, DstParams p, int64_t* flips) {
+  int64_t f = 0;
+  GRID_STRIDE(i, n) {
+    const int8_t old = q[i];
+    const int8_t nq = dst_update_one(old, g[i], m ? m + i : nullptr, v ? v + i : nullptr, static_cast<uint32_t>(i), p);
+    f += nq != old;
+    q[i] = nq;
+  }
+  block_add(f, flips);
+}
+__global__ void k_adam(int64_t n, float* p, const float* g, float* m, float* v, AdamParams a) {
+  GRID_STRIDE(i, n) adam_update_one(p + i, g[i], m + i, v + i, a);
+}
+__global__ void k_init_states(int64_t n, int8_t* q, uint64_t seed, uint32_t layer, float spread, Levels lv) {
+  GRID_STRIDE(i, n) q[i] = init_state(seed, layer, static_cast<uint32_t>(i), spread, lv);
+}
+__global__ void k_init_uniform(int64_t n, float* p, uint64_t seed, uint32_t layer, float limit) {
+  GRID_STRIDE(i, n)
+  p[i] = __fmul_rn(2.0f * uniform24(philox_draw(seed, 0, layer, static_cast<uint32_t>(i), kStreamInit).v[0]) - 1.0f, limit);
+}
+__global__ void k_count_zeros(int64_t n, const int8_t* q, int64_t* counter) {
+  int64_t z = 0;
+  GRID_STRIDE(i, n) z += q[i] == 0;
+  block_add(z, counter);
+}
+
+// ---------------------------------------------------------------- Gated-XNOR counters
+// P[pixel·c + ch] = images whose input there is nonzero; zeros counted on the way.
+__global__ void k_nonzero_over_images(int n, int64_t hwc, const int8_t* x, int32_t* P, int64_t* zero_inputs) {
+  int64_t z = 0;
+  GRID_STRIDE(i, hwc) {
+    int s = 0;
+    for (int b = 0; b < n; ++b) s += x[b * hwc + i] != 0;
+    P[i] = s;
+    z += n - s;
+  }
+  block_add(z, zero_inputs);
+}
+__global__ void k_weight_nonzero(int oc, int64_t K, const int8_t* w, int32_t* nzw, int64_t* zero_weights) {
+  int64_t z = 0;
+  GRID_STRIDE(k, K) {
+    int s = 0;
+    for (int o = 0; o < oc; ++o) s += w[o * K + k] != 0;
+    nzw[k] = s;
+    z += oc - s;
+  }
+  block_add(z, zero_weights);
+}
+// active MACs = Σ_k (output positions whose im2col entry k is nonzero) · (nonzero weights at k)
+__global__ void k_active_macs(ConvGeom g, const int32_t* P, const int32_t* nzw, int64_t* active) {
+  const int64_t K = static_cast<int64_t>(g.kh) * g.kw * g.c;
+  int64_t a = 0;
+  GRID_STRIDE(t, K * g.oh) {
+    const int64_t k = t % K;
+    const int oy = static_cast<int>(t / K);
+    const int ky = static_cast<int>(k / (g.kw * g.c)), kx = static_cast<int>((k / g.c) % g.kw), ch = static_cast<int>(k % g.c);
+    const int iy = oy * g.sh - g.ph + ky;
+    if (iy < 0 || iy >= g.h || nzw[k] == 0) continue;
+    int64_t s = 0;
+    for (int ox = 0; ox < g.ow; ++ox) {
+      const int ix = ox * g.sw - g.pw + kx;
+      if (ix >= 0 && ix < g.w) s += P[(static_cast<int64_t>(iy) * g.w + ix) * g.c + ch];
+    }
+    a += s * nzw[k];
+  }
+  block_add(a, active);
+}
+
+// ---------------------------------------------------------------- pooling (the CPU's order and roundings)
+__global__ void k_maxpool(PoolGeom g, const float* x, float* y, int32_t* argmax) {
+  const int64_t total = static_cast<int64_t>(g.n) * g.oh * g.ow * g.c;
+  GRID_STRIDE(o, total) {
+    const int c = static_cast<int>(o % g.c);
+    int64_t t = o / g.c;
+    const int ox = static_cast<int>(t % g.ow); t /= g.ow;
+    const int oy = static_cast<int>(t % g.oh);
+    const int64_t n = t / g.oh;
+    float best = -INFINITY;
+    int32_t bi = -1;
+    for (int ky = 0; ky < g.kh; ++ky) {
+      const int iy = oy * g.sh - g.ph + ky;
+      if (iy < 0 || iy >= g.h) continue;
+      for (int kx = 0; kx < g.kw; ++kx) {
+        const int ix = ox * g.sw - g.pw + kx;
+        if (ix < 0 || ix >= g.w) continue;
+        const int64_t idx = ((n * g.h + iy) * g.w + ix) * g.c + c;
+        if (bi < 0 || x[idx] > best) { best = x[idx]; bi = static_cast<int32_t>(idx); }
+      }
+    }
+    y[o] = best;
+    argmax[o] = bi;
+  }
+}
+// The outputs whose window holds input (iy, ix), in ascending order (the CPU's accumulation order).
+__device__ __forceinline__ void window_range(int i, int k, int s, int p, int on, int* lo, int* hi) {
+  // o·s − p ≤ i ≤ o·s − p + k − 1
+  const int a = i + p - k + 1;
+  *lo = a <= 0 ? 0 : (a + s - 1) / s;
+  *hi = min(on - 1, (i + p) / s);
+}
+__global__ void k_maxpool_backward(PoolGeom g, const float* dy, const int32_t* argmax, float* dx) {
+  const int64_t total = static_cast<int64_t>(g.n) * g.h * g.w * g.c;
+  GRID_STRIDE(idx, total) {
+    const int c = static_cast<int>(idx % g.c);
+    int64_t t = idx / g.c;
+    const int ix = static_cast<int>(t % g.w); t /= g.w;
+    const int iy = static_cast<int>(t % g.h);
+    const int64_t n = t / g.h;
+    int y0, y1, x0, x1;
+    window_range(iy, g.kh, g.sh, g.ph, g.oh, &y0, &y1);
+    window_range(ix, g.kw, g.sw, g.pw, g.ow, &x0, &x1);
+    float s = 0.0f;
+    for (int oy = y0; oy <= y1; ++oy)
+      for (int ox = x0; ox <= x1; ++ox) {
+        const int64_t o = ((n * g.oh + oy) * g.ow + ox) * g.c + c;
+        if (argmax[o] == idx) s = __fadd_rn(s, dy[o]);
+      }
+    dx[idx] = s;
+  }
+}
+__device__ __forceinline__ int window_count(const PoolGeom& g, int oy, int ox) {
+  int cy = 0, cx = 0;
+  for (int ky = 0; ky < g.kh; ++ky) { const int iy = oy * g.sh - g.ph + ky; cy += iy >= 0 && iy < g.h; }
+  for (int kx = 0; kx < g.kw; ++kx) { const int ix = ox * g.sw - g.pw + kx; cx += ix >= 0 && ix < g.w; }
+  return cy * cx;
+}
+__global__ void k_avgpool(PoolGeom g, const float* x, float* y) {
+  const int64_t total = static_cast<int64_t>(g.n) * g.oh * g.ow * g.c;
+  GRID_STRIDE(o, total) {
+    const int c = static_cast<int>(o % g.c);
+    int64_t t = o / g.c;
+    const int ox = static_cast<int>(t % g.ow); t /= g.ow;
+    const int oy = static_cast<int>(t % g.oh);
+    const int64_t n = t / g.oh;
+    double s = 0;
+    int cnt = 0;
+    for (int ky = 0; ky < g.kh; ++ky) {
+      const int iy = oy * g.sh - g.ph + ky;
+      if (iy < 0 || iy >= g.h) continue;
+      for (int kx = 0; kx < g.kw; ++kx) {
+        const int ix = ox * g.sw - g.pw + kx;
+        if (ix < 0 || ix >= g.w) continue;
+        s += x[((n * g.h + iy) * g.w + ix) * g.c + c];
+        ++cnt;
+      }
+    }
+    y[o] = cnt ? static_cast<float>(s / cnt) : 0.0f;
+  }
+}
+__global__ void k_avgpool_backward(PoolGeom g, const float* dy, float* dx) {
+  const int64_t total = static_cast<int64_t>(g.n) * g.h * g.w * g.c;
+  GRID_STRIDE(idx, total) {
+    const int c = static_cast<int>(idx % g.c);
+    int64_t t = idx / g.c;
+    const int ix = static_cast<int>(t % g.w); t /= g.w;
+    const int iy = static_cast<int>(t % g.h);
+    const int64_t n = t / g.h;
+    int y0, y1, x0, x1;
+    window_range(iy, g.kh, g.sh, g.ph, g.oh, &y0, &y1);
+    window_range(ix, g.kw, g.sw, g.pw, g.ow, &x0, &x1);
+    float s = 0.0f;
+    for (int oy = y0; oy <= y1; ++oy)
+      for (int ox = x0; ox <= x1; ++ox) {
+        const int cnt = window_count(g, oy, ox);
+        if (cnt) s = __fadd_rn(s, dy[((n * g.oh + oy) * g.ow + ox) * g.c + c] / static_cast<float>(cnt));
+      }
+    dx[idx] = s;
+  }
+}
+
+// ---------------------------------------------------------------- batch norm (the CPU's sums, replayed)
+// part[chunk·c + ch] = Σ over the chunk's rows, in row order, in double — as CpuBackend::column_sums.
+enum class ColSum { X, SqDev, Dy, DyXhat };
+template <ColSum kWhat>
+__global__ void k_column_partials(int64_t rows, int c, const float* a, const float* b, const double* mean, double* part) {
+  const int64_t chunks = (rows + kReduceChunk - 1) / kReduceChunk;
+  GRID_STRIDE(t, chunks * c) {
+    const int ch = static_cast<int>(t % c);
+    const int64_t k = t / c, r1 = min(rows, (k + 1) * kReduceChunk);
+    double s = 0.0;
+    for (int64_t r = k * kReduceChunk; r < r1; ++r) {
+      const float v = a[r * c + ch];
+      if (kWhat == ColSum::X || kWhat == ColSum::Dy) {
+        s = __dadd_rn(s, static_cast<double>(v));
+      } else if (kWhat == ColSum::SqDev) {
+        const double d = __dsub_rn(static_cast<double>(v), mean[ch]);
+        s = __dadd_rn(s, __dmul_rn(d, d));
+      } else {
+        s = __dadd_rn(s, __dmul_rn(static_cast<double>(v), static_cast<double>(b[r * c + ch])));
+      }
+    }
+    part[t] = s;
+  }
+}
+// out[ch] = Σ_chunks part (chunk order), then / rows when `divide`.
+__global__ void k_column_combine(int64_t rows, int c, const double* part, bool divide, double* out) {
+  const int64_t chunks = (rows + kReduceChunk - 1) / kReduceChunk;
+  GRID_STRIDE(ch, c) {
+    double s = 0.0;
+    for (int64_t k = 0; k < chunks; ++k) s = __dadd_rn(s, part[k * c + ch]);
+    out[ch] = divide ? s / static_cast<double>(rows) : s;
+  }
+}
+__global__ void k_bn_stats(int c, const double* mean, const double* var, float eps, float momentum, float* run_mean,
+                           float* run_var, float* mf, float* invstd) {
+  GRID_STRIDE(ch, c) {
+    const float m = static_cast<float>(mean[ch]);
+    const float is = static_cast<float>(1.0 / sqrt(__dadd_rn(var[ch], static_cast<double>(eps))));
+    mf[ch] = m;
+    invstd[ch] = is;
+    run_mean[ch] = __fadd_rn(__fmul_rn(1.0f - momentum, run_mean[ch]), __fmul_rn(momentum, m));
+    run_var[ch] = __fadd_rn(__fmul_rn(1.0f - momentum, run_var[ch]), __fmul_rn(momentum, static_cast<float>(var[ch])));
+  }
+}
+__global__ void k_bn_apply(int64_t n, int c, const float* x, const float* mf, const float* is, const float* gamma,
+                           const float* beta, float* xhat, float* y) {
+  GRID_STRIDE(i, n) {
+    const int ch = static_cast<int>(i % c);
+    const float h = __fmul_rn(__fsub_rn(x[i], mf[ch]), is[ch]);
+    xhat[i] = h;
+    y[i] = __fadd_rn(__fmul_rn(gamma[ch], h), beta[ch]);
+  }
+}
+__global__ void k_bn_infer(int64_t n, int c, const float* x, const float* gamma, const float* beta, const float* rm,
+                           const float* rv, float eps, float* y) {
+  GRID_STRIDE(i, n) {
+    const int ch = static_cast<int>(i % c);
+    const float sc = gamma[ch] / sqrtf(__fadd_rn(rv[ch], eps));
+    const float sh = __fsub_rn(beta[ch], __fmul_rn(rm[ch], sc));
+    y[i] = __fadd_rn(__fmul_rn(x[i], sc), sh);
+  }
+}
+__global__ void k_bn_backward_coeffs(int64_t rows, int c, const double* db, const double* dg, const float* gamma,
+                                     const float* invstd, float* dgamma, float* dbeta, float* k) {
+  GRID_STRIDE(ch, c) {
+    dgamma[ch] = static_cast<float>(dg[ch]);
+    dbeta[ch] = static_cast<float>(db[ch]);
+    k[ch] = __fmul_rn(gamma[ch], invstd[ch]);
+    k[c + ch] = static_cast<float>(db[ch] / static_cast<double>(rows));
+    k[2 * c + ch] = static_cast<float>(dg[ch] / static_cast<double>(rows));
+  }
+}
+__global__ void k_bn_backward_apply(int64_t n, int c, const float* dy, const float* xhat, const float* k, float* dx) {
+  GRID_STRIDE(i, n) {
+    const int ch = static_cast<int>(i % c);
+    dx[i] = __fmul_rn(k[ch], __fsub_rn(__fsub_rn(dy[i], k[c + ch]), __fmul_rn(xhat[i], k[2 * c + ch])));
+  }
+}
+
+// ---------------------------------------------------------------- loss (one thread per row, as the CPU)
+__global__ void k_loss(int64_t n, int c, const float* y, const int32_t* labels, LossKind kind, float inv, float* dy,
+                       float* row_loss, int32_t* rank) {
+  GRID_STRIDE(r, n) {
+    const float* yr = y + r * c;
+    float* dr = dy + r * c;
+    const int lab = labels[r];
+    int rk = 0;
+    for (int j = 0; j < c; ++j) rk += (yr[j] > yr[lab]) || (j < lab && yr[j] == yr[lab]);
+    rank[r] = rk;
+    if (kind == LossKind::SquaredHinge) {
+      double l = 0;
+      for (int j = 0; j < c; ++j) {
+        const float t = j == lab ? 1.0f : -1.0f;
+        const float h = fmaxf(0.0f, __fsub_rn(1.0f, __fmul_rn(t, yr[j])));
+        l = __dadd_rn(l, __dmul_rn(static_cast<double>(h), static_cast<double>(h)));
+        dr[j] = __fmul_rn(__fmul_rn(-2.0f * t, h), inv);
+      }
+      row_loss[r] = static_cast<float>(l / c);
+    } else {
+      float mx = yr[0];
+      for (int j = 1; j < c; ++j) mx = fmaxf(mx, yr[j]);
+      double s = 0;
+      for (int j = 0; j < c; ++j) s = __dadd_rn(s, exp(static_cast<double>(__fsub_rn(yr[j], mx))));
+      for (int j = 0; j < c; ++j) {
+        const double p = exp(static_cast<double>(__fsub_rn(yr[j], mx))) / s;
+        dr[j] = static_cast<float>(__dmul_rn(__dsub_rn(p, j == lab ? 1.0 : 0.0), static_cast<double>(inv)));
+      }
+      row_loss[r] = static_cast<float>(__dsub_rn(log(s), static_cast<double>(__fsub_rn(yr[lab], mx))));
+    }
+  }
+}
+
+// ---------------------------------------------------------------- product operands (loaders)
+template <class Acc>
+__device__ __forceinline__ Acc value_of(const void* p, bool i8, float scale, int64_t i) {
+  if (i8) {
+    const int8_t q = static_cast<const int8_t*>(p)[i];
+    if constexpr (std::is_same<Acc, int32_t>::value) return q;
+    else return __fmul_rn(static_cast<float>(q), scale);
+  }
+  if constexpr (std::is_same<Acc, int32_t>::value) return 0;  // not used: integer products take int8 operands
+  else return static_cast<const float*>(p)[i];
+}
+
+// A(m = output position, k = (ky, kx, c)) = im2col(x)
+struct Im2colA {
+  static constexpr bool kMajorK = true;
+  ConvGeom g;
+  const void* x;
+  bool i8;
+  float scale;
+  template <class Acc>
+  __device__ Acc get(int64_t m, int64_t k) const {
+    const int per = g.oh * g.ow;
+    const int64_t n = m / per;
+    const int p = static_cast<int>(m % per), oy = p / g.ow, ox = p % g.ow;
+    const int kwc = g.kw * g.c;
+    const int ky = static_cast<int>(k / kwc), rem = static_cast<int>(k % kwc), kx = rem / g.c, ch = rem % g.c;
+    const int iy = oy * g.sh - g.ph + ky, ix = ox * g.sw - g.pw + kx;
+    if (iy < 0 || iy >= g.h || ix < 0 || ix >= g.w) return Acc(0);
+    return value_of<Acc>(x, i8, scale, ((n * g.h + iy) * g.w + ix) * g.c + ch);
+  }
+};
+// B(k, n = o) = w[o][k]
+struct WeightKN {
+  static constexpr bool kMajorK = true;
+  const void* w;
+  bool i8;
+  float scale;
+  int64_t K;
+  template <class Acc>
+  __device__ Acc get(int64_t k, int64_t n) const { return value_of<Acc>(w, i8, scale, n * K + k); }
+};
+// backward data: A(m = input pixel, k = (ky, kx, o)) = dy at the output that pixel feeds through (ky, kx)
+struct DyGatherA {
+  static constexpr bool kMajorK = true;
+  ConvGeom g;
+  const float* dy;
+  template <class Acc>
+  __device__ Acc get(int64_t m, int64_t k) const {
+    const int64_t hw = static_cast<int64_t>(g.h) * g.w;
+    const int64_t n = m / hw;
+    const int p = static_cast<int>(m % hw), iy = p / g.w, ix = p % g.w;
+    const int kwo = g.kw * g.oc;
+    const int ky = static_cast<int>(k / kwo), rem = static_cast<int>(k % kwo), kx = rem / g.oc, o = rem % g.oc;
+    const int ty = iy + g.ph - ky, tx = ix + g.pw - kx;
+    if (ty < 0 || tx < 0 || ty % g.sh || tx % g.sw) return Acc(0);
+    const int oy = ty / g.sh, ox = tx / g.sw;
+    if (oy >= g.oh || ox >= g.ow) return Acc(0);
+    return dy[((n * g.oh + oy) * g.ow + ox) * g.oc + o];
+  }
+};
+// backward data: B(k = (ky, kx, o), n = c) = w[o][ky][kx][c]
+struct WeightBD {
+  static constexpr bool kMajorK = false;
+  ConvGeom g;
+  const void* w;
+  bool i8;
+  float scale;
+  template <class Acc>
+  __device__ Acc get(int64_t k, int64_t n) const {
+    const int kk = static_cast<int>(k / g.oc), o = static_cast<int>(k % g.oc);
+    return value_of<Acc>(w, i8, scale, (static_cast<int64_t>(o) * g.kh * g.kw + kk) * g.c + n);
+  }
+};
+// backward filter: A(m = o, k = r) = dy[r][o]
+struct DyT {
+  static constexpr bool kMajorK = false;
+  const float* dy;
+  int oc;
+  template <class Acc>
+  __device__ Acc get(int64_t m, int64_t k) const { return dy[k * oc + m]; }
+};
+// backward filter: B(k = r, n = column of im2col) = im2col(x)[r][n]
+struct Im2colB {
+  static constexpr bool kMajorK = false;
+  Im2colA a;
+  template <class Acc>
+  __device__ Acc get(int64_t k, int64_t n) const { return a.template get<Acc>(k, n); }
+};
+
+struct StoreF {
+  float* y;
+  int ld;
+  float scale;
+  template <class Acc>
+  __device__ void operator()(int, int m, int n, Acc v) const {
+    y[static_cast<int64_t>(m) * ld + n] = __fmul_rn(static_cast<float>(v), scale);
+  }
+};
+struct StoreSplit {
+  float* ws;
+  int64_t mn;
+  int ld;
+  __device__ void operator()(int z, int m, int n, float v) const { ws[z * mn + static_cast<int64_t>(m) * ld + n] = v; }
+};
+__global__ void k_split_combine(int64_t mn, int z, const float* ws, float* out) {
+  GRID_STRIDE(i, mn) {
+    float s = 0.0f;
+    for (int k = 0; k < z; ++k) s = __fadd_rn(s, ws[k * mn + i]);
+    out[i] = s;
+  }
+}
+
+// ---- tensor-core loaders: 16-byte chunks of k
+__device__ __forceinline__ uint32_t pack_s8(const int8_t* v) {
+  return static_cast<uint32_t>(static_cast<uint8_t>(v[0])) | (static_cast<uint32_t>(static_cast<uint8_t>(v[1])) << 8) |
+         (static_cast<uint32_t>(static_cast<uint8_t>(v[2])) << 16) | (static_cast<uint32_t>(static_cast<uint8_t>(v[3])) << 24);
+}
+struct S8Im2col {  // A of the int8 forward
+  ConvGeom g;
+  const int8_t* x;
+  struct Row { int64_t n; int iy0, ix0; bool ok; };
+  __device__ Row row(int m, int M) const {
+    Row r;
+    r.ok = m < M;
+    const int per = g.oh * g.ow;
+    const int mm = r.ok ? m : 0;
+    r.n = mm / per;
+    const int p = mm % per;
+    r.iy0 = (p / g.ow) * g.sh - g.ph;
+    r.ix0 = (p % g.ow) * g.sw - g.pw;
+    return r;
+  }
+  __device__ int8_t at(const Row& r, int64_t k) const {
+    const int kwc = g.kw * g.c;
+    const int ky = static_cast<int>(k / kwc), rem = static_cast<int>(k % kwc), kx = rem / g.c, ch = rem % g.c;
+    const int iy = r.iy0 + ky, ix = r.ix0 + kx;
+    if (iy < 0 || iy >= g.h || ix < 0 || ix >= g.w) return 0;
+    return x[((r.n * g.h + iy) * g.w + ix) * g.c + ch];
+  }
+  __device__ uint4 chunk(const Row& r, int64_t k0) const {
+    const int64_t K = static_cast<int64_t>(g.kh) * g.kw * g.c;
+    if (!r.ok || k0 >= K) return make_uint4(0, 0, 0, 0);
+    if ((g.c & 15) == 0) {
+      const int kwc = g.kw * g.c;
+      const int ky = static_cast<int>(k0 / kwc), rem = static_cast<int>(k0 % kwc), kx = rem / g.c, ch = rem % g.c;
+      const int iy = r.iy0 + ky, ix = r.ix0 + kx;
+      if (iy < 0 || iy >= g.h || ix < 0 || ix >= g.w) return make_uint4(0, 0, 0, 0);
+      return __ldg(reinterpret_cast<const uint4*>(x + ((r.n * g.h + iy) * g.w + ix) * g.c + ch));
+    }
+    int8_t v[16];
+#pragma unroll
+    for (int j = 0; j < 16; ++j) v[j] = k0 + j < K ? at(r, k0 + j) : 0;
+    return make_uint4(pack_s8(v), pack_s8(v + 4), pack_s8(v + 8), pack_s8(v + 12));
+  }
+};
+struct S8Rows {  // B of the int8 forward: w[o][k], k contiguous
+  const int8_t* w;
+  int64_t K;
+  struct Row { const int8_t* p; bool ok; };
+  __device__ Row row(int n, int N) const { return Row{w + static_cast<int64_t>(n < N ? n : 0) * K, n < N}; }
+  __device__ uint4 chunk(const Row& r, int64_t k0) const {
+    if (!r.ok || k0 >= K) return make_uint4(0, 0, 0, 0);
+    if ((K & 15) == 0) return __ldg(reinterpret_cast<const uint4*>(r.p + k0));
+    int8_t v[16];
+#pragma unroll
+    for (int j = 0; j < 16; ++j) v[j] = k0 + j < K ? r.p[k0 + j] : 0;
+    return make_uint4(pack_s8(v), pack_s8(v + 4), pack_s8(v + 8), pack_s8(v + 12));
+  }
+};
+struct Bf16DyGather {  // A of the bf16 backward data
+  DyGatherA a;
+  struct Row { int64_t m; bool ok; int64_t n; int iy, ix; };
+  __device__ Row row(int m, int M) const {
+    Row r;
+    r.ok = m < M;
+    r.m = r.ok ? m : 0;
+    const int64_t hw = static_cast<int64_t>(a.g.h) * a.g.w;
+    r.n = r.m / hw;
+    const int p = static_cast<int>(r.m % hw);
+    r.iy = p / a.g.w;
+    r.ix = p % a.g.w;
+    return r;
+  }
+  __device__ uint4 chunk(const Row& r, int64_t k0) const {
+    const ConvGeom& g = a.g;
+    const int64_t K = static_cast<int64_t>(g.kh) * g.kw * g.oc;
+    if (!r.ok || k0 >= K) return make_uint4(0, 0, 0, 0);
+    if ((g.oc & 7) == 0) {
+      const int kwo = g.kw * g.oc;
+      const int ky = static_cast<int>(k0 / kwo), rem = static_cast<int>(k0 % kwo), kx = rem / g.oc, o = rem % g.oc;
+      const int ty = r.iy + g.ph - ky, tx = r.ix + g.pw - kx;
+      if (ty < 0 || tx < 0 || ty % g.sh || tx % g.sw) return make_uint4(0, 0, 0, 0);
+      const int oy = ty / g.sh, ox = tx / g.sw;
+      if (oy >= g.oh || ox >= g.ow) return make_uint4(0, 0, 0, 0);
+      const float4* p = reinterpret_cast<const float4*>(a.dy + ((r.n * g.oh + oy) * g.ow + ox) * g.oc + o);
+      const float4 u = __ldg(p), w = __ldg(p + 1);
+      return make_uint4(pack_bf16(u.x, u.y), pack_bf16(u.z, u.w), pack_bf16(w.x, w.y), pack_bf16(w.z, w.w));
+    }
+    float v[8];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) v[j] = k0 + j < K ? a.get<float>(r.m, k0 + j) : 0.0f;
+    return make_uint4(pack_bf16(v[0], v[1]), pack_bf16(v[2], v[3]), pack_bf16(v[4], v[5]), pack_bf16(v[6], v[7]));
+  }
+};
+struct Bf16Rows {  // B of the bf16 backward data: transposed weights wt[c][(ky, kx, o)]
+  const __nv_bfloat16* w;
+  int64_t K;
+  struct Row { const __nv_bfloat16* p; bool ok; };
+  __device__ Row row(int n, int N) const { return Row{w + static_cast<int64_t>(n < N ? n : 0) * K, n < N}; }
+  __device__ uint4 chunk(const Row& r, int64_t k0) const {
+    if (!r.ok || k0 >= K) return make_uint4(0, 0, 0, 0);
+    if ((K & 7) == 0) return __ldg(reinterpret_cast<const uint4*>(r.p + k0));
+    uint16_t v[8];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) v[j] = k0 + j < K ? reinterpret_cast<const uint16_t*>(r.p)[k0 + j] : 0;
+    return make_uint4(v[0] | (uint32_t(v[1]) << 16), v[2] | (uint32_t(v[3]) << 16), v[4] | (uint32_t(v[5]) << 16),
+                      v[6] | (uint32_t(v[7]) << 16));
+  }
+};
+// wt[c][(ky·kw + kx)·oc + o] = bf16(w[o][ky][kx][c]·scale): exact for ternary and multi-level states.
+__global__ void k_weights_bd(ConvGeom g, const void* w, bool i8, float scale, __nv_bfloat16* wt) {
+  const int64_t K2 = static_cast<int64_t>(g.kh) * g.kw * g.oc, total = K2 * g.c;
+  GRID_STRIDE(i, total) {
+    const int64_t c = i / K2, k = i % K2;
+    const int64_t kk = k / g.oc, o = k % g.oc;
+    const float v = value_of<float>(w, i8, scale, (o * g.kh * g.kw + kk) * g.c + c);
+    wt[i] = __float2bfloat16_rn(v);
+  }
+}
+struct TnDy {  // A of the bf16 filter gradient: dy[r][o], 8 o's
+  const float* dy;
+  int oc;
+  __device__ uint4 chunk(int64_t r, int m0, int M) const {
+    const float* p = dy + r * oc + m0;
+    if ((oc & 7) == 0 && m0 + 8 <= M) {
+      const float4 u = __ldg(reinterpret_cast<const float4*>(p)), w = __ldg(reinterpret_cast<const float4*>(p) + 1);
+      return make_uint4(pack_bf16(u.x, u.y), pack_bf16(u.z, u.w), pack_bf16(w.x, w.y), pack_bf16(w.z, w.w));
+    }
+    float v[8];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) v[j] = m0 + j < M ? p[j] : 0.0f;
+    return make_uint4(pack_bf16(v[0], v[1]), pack_bf16(v[2], v[3]), pack_bf16(v[4], v[5]), pack_bf16(v[6], v[7]));
+  }
+};
+struct TnIm2col {  // B of the bf16 filter gradient: im2col(x)[r][8 columns]
+  Im2colA a;
+  struct Col { int ky, kx, ch; };
+  __device__ Col col(int n0, int N) const {
+    const int kwc = a.g.kw * a.g.c;
+    const int nn = n0 < N ? n0 : 0;
+    return Col{nn / kwc, (nn % kwc) / a.g.c, (nn % kwc) % a.g.c};
+  }
+  __device__ uint4 chunk(const Col& cc, int64_t r, int n0, int N) const {
+    const ConvGeom& g = a.g;
+    if ((g.c & 7) == 0 && n0 + 8 <= N) {
+      const int per = g.oh * g.ow;
+      const int64_t n = r / per;
+      const int p = static_cast<int>(r % per);
+      const int iy = (p / g.ow) * g.sh - g.ph + cc.ky, ix = (p % g.ow) * g.sw - g.pw + cc.kx;
+      if (iy < 0 || iy >= g.h || ix < 0 || ix >= g.w) return make_uint4(0, 0, 0, 0);
+      const int64_t off = ((n * g.h + iy) * g.w + ix) * g.c + cc.ch;
+      float v[8];
+      if (a.i8) {
+        const uint2 q = __ldg(reinterpret_cast<const uint2*>(static_cast<const int8_t*>(a.x) + off));
+        const int8_t* b = reinterpret_cast<const int8_t*>(&q);
+#pragma unroll
+        for (int j = 0; j < 8; ++j) v[j] = __fmul_rn(static_cast<float>(b[j]), a.scale);
+      } else {
+        const float4* f = reinterpret_cast<const float4*>(static_cast<const float*>(a.x) + off);
+        const float4 u = __ldg(f), w = __ldg(f + 1);
+        v[0] = u.x; v[1] = u.y; v[2] = u.z; v[3] = u.w; v[4] = w.x; v[5] = w.y; v[6] = w.z; v[7] = w.w;
+      }
+      return make_uint4(pack_bf16(v[0], v[1]), pack_bf16(v[2], v[3]), pack_bf16(v[4], v[5]), pack_bf16(v[6], v[7]));
+    }
+    float v[8];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) v[j] = n0 + j < N ? a.get<float>(r, n0 + j) : 0.0f;
+    return make_uint4(pack_bf16(v[0], v[1]), pack_bf16(v[2], v[3]), pack_bf16(v[4], v[5]), pack_bf16(v[6], v[7]));
+  }
+};
+
+int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// A reduction of length R split into chunks of a multiple of `align`, aiming at `target` blocks in
+// all: a function of the shape only, so the float result never depends on the card.
+int64_t split_chunk(int64_t R, int64_t tiles, int64_t align, int64_t min_chunk) {
+  const int64_t target = 1024;
+  const int64_t z = std::max<int64_t>(1, std::min<int64_t>(cdiv(target, tiles), cdiv(R, min_chunk)));
+  return cdiv(cdiv(R, z), align) * align;
+}
+
+Status cuda_status(const char* what, cudaError_t e) {
+  return Status(Code::Cuda, std::string("cuda: ") + what + " failed: " + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")");
+}
+#define CU(call)                                              \
+  do {                                                        \
+    cudaError_t e_ = (call);                                  \
+    if (e_ != cudaSuccess) return ::tl::cuda::cuda_status(#call, e_);     \
+  } while (0)
+#define LAUNCHED(op)                                          \
+  do {                                                        \
+    cudaError_t e_ = cudaGetLastError();                      \
+    if (e_ != cudaSuccess) return ::tl::cuda::cuda_status(op, e_);        \
+  } while (0)
+
+class CudaBackend final : public Backend {
+ public:
+  CudaBackend(int device, cudaStream_t stream, const cudaDeviceProp& prop) : device_(device), stream_(stream), prop_(prop) {}
+  ~CudaBackend() override {
+    cudaStreamSynchronize(stream_);
+    for (Scratch* s : {&split_, &wt_, &part_, &counts_}) if (s->p) cudaFree(s->p);
+    cudaStreamDestroy(stream_);
+  }
+  std::string name() const override { return "cuda"; }
+  std::string describe() const override {
+    return std::string("cuda (") + prop_.name + ", sm_" + std::to_string(prop_.major) + std::to_string(prop_.minor) + ", " +
+           std::to_string(prop_.multiProcessorCount) + " SMs, " + std::to_string(prop_.totalGlobalMem >> 20) + " MiB)";
+  }
+
+  // ---- memory
+  Status alloc(size_t bytes, const char* what, Buffer* out) override {
+    const size_t rounded = (bytes + 255) / 256 * 256;
+    void* p = nullptr;
+    if (rounded) {
+      cudaError_t e = cudaMalloc(&p, rounded);
+      if (e != cudaSuccess) {
+        cudaGetLastError();  // clear it: the next call must still work
+        size_t free_b = 0, total_b = 0;
+        cudaMemGetInfo(&free_b, &total_b);
+        return Status(Code::Oom, "cuda: allocating " + std::to_string(bytes) + " bytes for " + what + " failed (" +
+                                     cudaGetErrorName(e) + ") with " + std::to_string(in_use_.load()) +
+                                     " bytes in use by ternlab and " + std::to_string(free_b) + " of " + std::to_string(total_b) +
+                                     " bytes free on " + prop_.name + ". Use a smaller batch size or model.");
+      }
+      CU(cudaMemsetAsync(p, 0, rounded, stream_));
+    }
+    in_use_ += rounded;
+    *out = Buffer(this, p, rounded);
+    return Status::ok();
+  }
+  void release(void* p, size_t bytes) override {
+    in_use_ -= bytes;
+    cudaFree(p);
+  }
+  Status upload(void* dst, const void* src, size_t bytes) override {
+    CU(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream_));
+    return Status::ok();
+  }
+  Status download(void* dst, const void* src, size_t bytes) override {
+    CU(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream_));
+    CU(cudaStreamSynchronize(stream_));
+    return Status::ok();
+  }
+  Status zero(void* dst, size_t bytes) override {
+    CU(cudaMemsetAsync(dst, 0, bytes, stream_));
+    return Status::ok();
+  }
+  Status copy(void* dst, const void* src, size_t bytes) override {
+    CU(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_));
+    return Status::ok();
+  }
+  Status synchronize() override {
+    CU(cudaStreamSynchronize(stream_));
+    return Status::ok();
+  }
+  size_t bytes_in_use() const override { return in_use_.load(); }
+
+  Status normalize_u8(int64_t n, const uint8_t* src, float scale, float offset, float* dst) override {
+    k_normalize<<<grid_for(n), kThreads, 0, stream_>>>(n, src, scale, offset, dst);
+    LAUNCHED("normalize_u8");
+    return Status::ok();
+  }
+
+  // ---- products
+  Status conv_forward(const ConvGeom& g, Operand x, Operand w, float* y) override {
+    const int64_t M = g.rows(), K = g.k();
+    const bool xi = x.dtype == DType::I8, wi = w.dtype == DType::I8;
+    if (M == 0 || g.oc == 0) return Status::ok();
+    if (xi && wi) {
+      const float scale = x.scale * w.scale;  // as the CPU: one float product, applied once
+      if (math_mode() == Math::Simple) {
+        return simt<int32_t>("conv_forward", M, g.oc, K, K, Im2colA{g, x.ptr, true, 1.0f}, WeightKN{w.ptr, true, 1.0f, K},
+                             StoreF{y, g.oc, scale});
+      }
+      dim3 grid(static_cast<unsigned>(cdiv(M, kMmaBM)), static_cast<unsigned>(cdiv(g.oc, kMmaBN)));
+      mma_nt<S8Policy><<<grid, 256, 0, stream_>>>(static_cast<int>(M), g.oc, K,
+                                                  S8Im2col{g, static_cast<const int8_t*>(x.ptr)},
+                                                  S8Rows{static_cast<const int8_t*>(w.ptr), K}, StoreF{y, g.oc, scale});
+      LAUNCHED("conv_forward (int8 tensor cores)");
+      return Status::ok();
+    }
+    return simt<float>("conv_forward", M, g.oc, K, K, Im2colA{g, x.ptr, xi, x.scale}, WeightKN{w.ptr, wi, w.scale, K},
+                       StoreF{y, g.oc, 1.0f});
+  }
+
+  Status conv_backward_data(const ConvGeom& g, const float* dy, Operand w, float* dx) override {
+    const int64_t M = g.in_elems() / g.c, K2 = static_cast<int64_t>(g.kh) * g.kw * g.oc;
+    const bool wi = w.dtype == DType::I8;
+    if (M == 0 || g.c == 0) return Status::ok();
+    if (math_mode() == Math::Fast) {
+      TL_TRY(scratch(&wt_, sizeof(__nv_bfloat16) * K2 * g.c, "transposed weights"));
+      auto* wt = static_cast<__nv_bfloat16*>(wt_.p);
+      k_weights_bd<<<grid_for(K2 * g.c), kThreads, 0, stream_>>>(g, w.ptr, wi, w.scale, wt);
+      LAUNCHED("conv_backward_data (weights)");
+      dim3 grid(static_cast<unsigned>(cdiv(M, kMmaBM)), static_cast<unsigned>(cdiv(g.c, kMmaBN)));
+      mma_nt<Bf16Policy><<<grid, 256, 0, stream_>>>(static_cast<int>(M), g.c, K2, Bf16DyGather{DyGatherA{g, dy}},
+                                                    Bf16Rows{wt, K2}, StoreF{dx, g.c, 1.0f});
+      LAUNCHED("conv_backward_data (bf16 tensor cores)");
+      return Status::ok();
+    }
+    return simt<float>("conv_backward_data", M, g.c, K2, K2, DyGatherA{g, dy}, WeightBD{g, w.ptr, wi, w.scale},
+                       StoreF{dx, g.c, 1.0f});
+  }
+
+  Status conv_backward_filter(const ConvGeom& g, Operand x, const float* dy, float* dw) override {
+    const int64_t R = g.rows(), M = g.oc, N = g.k();
+    const Im2colA xa{g, x.ptr, x.dtype == DType::I8, x.scale};
+    if (M == 0 || N == 0) return Status::ok();
+    if (R == 0) return zero(dw, sizeof(float) * M * N);
+    if (math_mode() == Math::Fast) {
+      const int64_t tiles = cdiv(M, kMmaBM) * cdiv(N, kMmaBN);
+      const int64_t chunk = split_chunk(R, tiles, kTnBK, 256);
+      const int64_t z = cdiv(R, chunk);
+      dim3 grid(static_cast<unsigned>(cdiv(M, kMmaBM)), static_cast<unsigned>(cdiv(N, kMmaBN)), static_cast<unsigned>(z));
+      if (z == 1) {
+        mma_tn<<<grid, 256, 0, stream_>>>(static_cast<int>(M), static_cast<int>(N), R, chunk, TnDy{dy, g.oc}, TnIm2col{xa},
+                                          StoreF{dw, static_cast<int>(N), 1.0f});
+        LAUNCHED("conv_backward_filter (bf16 tensor cores)");
+        return Status::ok();
+      }
+      TL_TRY(scratch(&split_, sizeof(float) * z * M * N, "split-reduction partials"));
+      mma_tn<<<grid, 256, 0, stream_>>>(static_cast<int>(M), static_cast<int>(N), R, chunk, TnDy{dy, g.oc}, TnIm2col{xa},
+                                        StoreSplit{static_cast<float*>(split_.p), M * N, static_cast<int>(N)});
+      LAUNCHED("conv_backward_filter (bf16 tensor cores)");
+      k_split_combine<<<grid_for(M * N), kThreads, 0, stream_>>>(M * N, static_cast<int>(z), static_cast<float*>(split_.p), dw);
+      LAUNCHED("conv_backward_filter (combine)");
+      return Status::ok();
+    }
+    const int64_t tiles = cdiv(M, kSimtBM) * cdiv(N, kSimtBN);
+    const int64_t chunk = split_chunk(R, tiles, kSimtBK, 256);
+    const int64_t z = cdiv(R, chunk);
+    TL_TRY(scratch(&split_, sizeof(float) * z * M * N, "split-reduction partials"));
+    TL_TRY(simt<float>("conv_backward_filter", M, N, R, chunk, DyT{dy, g.oc}, Im2colB{xa},
+                       StoreSplit{static_cast<float*>(split_.p), M * N, static_cast<int>(N)}));
+    k_split_combine<<<grid_for(M * N), kThreads, 0, stream_>>>(M * N, static_cast<int>(z), static_cast<float*>(split_.p), dw);
+    LAUNCHED("conv_backward_filter (combine)");
+    return Status::ok();
+  }
+
+  Status conv_counters(const ConvGeom& g, const int8_t* x, const int8_t* w, int64_t* counters) override {
+    const int64_t hwc = static_cast<int64_t>(g.h) * g.w * g.c, K = g.k();
+    TL_TRY(scratch(&counts_, sizeof(int32_t) * (hwc + K), "activity counts"));
+    int32_t* P = static_cast<int32_t*>(counts_.p);
+    int32_t* nzw = P + hwc;
+    k_nonzero_over_images<<<grid_for(hwc), kThreads, 0, stream_>>>(g.n, hwc, x, P, counters + kZeroInputs);
+    k_weight_nonzero<<<grid_for(K), kThreads, 0, stream_>>>(g.oc, K, w, nzw, counters + kZeroWeights);
+    k_active_macs<<<grid_for(K * g.oh), kThreads, 0, stream_>>>(g, P, nzw, counters + kActiveMacs);
+    LAUNCHED("conv_counters");
+    return Status::ok();
+  }
+
+  // ---- pooling
+  Status maxpool_forward(const PoolGeom& g, const float* x, float* y, int32_t* argmax) override {
+    k_maxpool<<<grid_for(static_cast<int64_t>(g.n) * g.oh * g.ow * g.c), kThreads, 0, stream_>>>(g, x, y, argmax);
+    LAUNCHED("maxpool_forward");
+    return Status::ok();
+  }
+  Status maxpool_backward(const PoolGeom& g, const float* dy, const int32_t* argmax, float* dx) override {
+    k_maxpool_backward<<<grid_for(static_cast<int64_t>(g.n) * g.h * g.w * g.c), kThreads, 0, stream_>>>(g, dy, argmax, dx);
+    LAUNCHED("maxpool_backward");
+    return Status::ok();
+  }
+  Status avgpool_forward(const PoolGeom& g, const float* x, float* y) override {
+    k_avgpool<<<grid_for(static_cast<int64_t>(g.n) * g.oh * g.ow * g.c), kThreads, 0, stream_>>>(g, x, y);
+    LAUNCHED("avgpool_forward");
+    return Status::ok();
+  }
+  Status avgpool_backward(const PoolGeom& g, const float* dy, float* dx) override {
+    k_avgpool_backward<<<grid_for(static_cast<int64_t>(g.n) * g.h * g.w * g.c), kThreads, 0, stream_>>>(g, dy, dx);
+    LAUNCHED("avgpool_backward");
+    return Status::ok();
+  }
+
+  // ---- batch norm
+  Status bn_forward_train(int64_t rows, int c, const float* x, const float* gamma, const float* beta, float eps,
+                          float momentum, float* run_mean, float* run_var, float* y, float* xhat,
+                          float* invstd) override {
+    const int64_t chunks = cdiv(rows, kReduceChunk);
+    TL_TRY(scratch(&part_, sizeof(double) * (chunks * c + 2 * c) + sizeof(float) * c, "batch-norm partial sums"));
+    double* part = static_cast<double*>(part_.p);
+    double* mean = part + chunks * c;
+    double* var = mean + c;
+    float* mf = reinterpret_cast<float*>(var + c);
+    k_column_partials<ColSum::X><<<grid_for(chunks * c), kThreads, 0, stream_>>>(rows, c, x, nullptr, nullptr, part);
+    k_column_combine<<<grid_for(c), kThreads, 0, stream_>>>(rows, c, part, true, mean);
+    k_column_partials<ColSum::SqDev><<<grid_for(chunks * c), kThreads, 0, stream_>>>(rows, c, x, nullptr, mean, part);
+    k_column_combine<<<grid_for(c), kThreads, 0, stream_>>>(rows, c, part, true, var);
+    k_bn_stats<<<grid_for(c), kThreads, 0, stream_>>>(c, mean, var, eps, momentum, run_mean, run_var, mf, invstd);
+    k_bn_apply<<<grid_for(rows * c), kThreads, 0, stream_>>>(rows * c, c, x, mf, invstd, gamma, beta, xhat, y);
+    LAUNCHED("bn_forward_train");
+    return Status::ok();
+  }
+  Status bn_forward_infer(int64_t rows, int c, const float* x, const float* gamma, const float* beta,
+                          const float* run_mean, const float* run_var, float eps, float* y) override {
+    k_bn_infer<<<grid_for(rows * c), kThreads, 0, stream_>>>(rows * c, c, x, gamma, beta, run_mean, run_var, eps, y);
+    LAUNCHED("bn_forward_infer");
+    return Status::ok();
+  }
+  Status bn_backward(int64_t rows, int c, const float* dy, const float* xhat, const float* gamma, const float* invstd,
+                     float* dx, float* dgamma, float* dbeta) override {
+    const int64_t chunks = cdiv(rows, kReduceChunk);
+    TL_TRY(scratch(&part_, sizeof(double) * (chunks * c + 2 * c) + sizeof(float) * 3 * c, "batch-norm partial sums"));
+    double* part = static_cast<double*>(part_.p);
+    double* db = part + chunks * c;
+    double* dg = db + c;
+    float* k = reinterpret_cast<float*>(dg + c);
+    k_column_partials<ColSum::Dy><<<grid_for(chunks * c), kThreads, 0, stream_>>>(rows, c, dy, nullptr, nullptr, part);
+    k_column_combine<<<grid_for(c), kThreads, 0, stream_>>>(rows, c, part, false, db);
+    k_column_partials<ColSum::DyXhat><<<grid_for(chunks * c), kThreads, 0, stream_>>>(rows, c, dy, xhat, nullptr, part);
+    k_column_combine<<<grid_for(c), kThreads, 0, stream_>>>(rows, c, part, false, dg);
+    k_bn_backward_coeffs<<<grid_for(c), kThreads, 0, stream_>>>(rows, c, db, dg, gamma, invstd, dgamma, dbeta, k);
+    k_bn_backward_apply<<<grid_for(rows * c), kThreads, 0, stream_>>>(rows * c, c, dy, xhat, k, dx);
+    LAUNCHED("bn_backward");
+    return Status::ok();
+  }
+
+  // ---- activation, elementwise
+  Status act_forward(int64_t n, const float* x, const ActSpec& s, int8_t* q) override {
+    k_act_forward<<<grid_for(n), kThreads, 0, stream_>>>(n, x, s, q);
+    LAUNCHED("act_forward");
+    return Status::ok();
+  }
+  Status act_backward(int64_t n, const float* x, const float* dq, const ActSpec& s, float* dx) override {
+    k_act_backward<<<grid_for(n), kThreads, 0, stream_>>>(n, x, dq, s, dx);
+    LAUNCHED("act_backward");
+    return Status::ok();
+  }
+  Status add(int64_t n, const float* a, const float* b, float* y) override {
+    k_add<<<grid_for(n), kThreads, 0, stream_>>>(n, a, b, y);
+    LAUNCHED("add");
+    return Status::ok();
+  }
+  Status accumulate(int64_t n, const float* src, float* dst) override {
+    k_accumulate<<<grid_for(n), kThreads, 0, stream_>>>(n, src, dst);
+    LAUNCHED("accumulate");
+    return Status::ok();
+  }
+
+  Status loss(int64_t n, int c, const float* y, const int32_t* labels, LossKind kind, float* dy, float* row_loss,
+              int32_t* rank) override {
+    const float inv = kind == LossKind::SquaredHinge ? 1.0f / (static_cast<float>(n) * c) : 1.0f / static_cast<float>(n);
+    if (n <= 0) return Status::ok();
+    k_loss<<<static_cast<int>(cdiv(n, 128)), 128, 0, stream_>>>(n, c, y, labels, kind, inv, dy, row_loss, rank);
+    LAUNCHED("loss");
+    return Status::ok();
+  }
+
+  // ---- updates
+  Status dst_update(int64_t n, int8_t* q, const float* g, float* m, float* v, const DstParams& p,
+                    int64_t* counters) override {
+    k_dst<<<grid_for(n), kThreads, 0, stream_>>>(n, q, g, m, v, p, counters + kFlips);
+    LAUNCHED("dst_update");
+    return Status::ok();
+  }
+  Status adam_update(int64_t n, float* p, const float* g, float* m, float* v, const AdamParams& a) override {
+    k_adam<<<grid_for(n), kThreads, 0, stream_>>>(n, p, g, m, v, a);
+    LAUNCHED("adam_update");
+    return Status::ok();
+  }
+  Status init_states(int64_t n, int8_t* q, uint64_t seed, uint32_t layer, float spread, const Levels& lv) override {
+    k_init_states<<<grid_for(n), kThreads, 0, stream_>>>(n, q, seed, layer, spread, lv);
+    LAUNCHED("init_states");
+    return Status::ok();
+  }
+  Status init_uniform(int64_t n, float* p, uint64_t seed, uint32_t layer, float limit) override {
+    k_init_uniform<<<grid_for(n), kThreads, 0, stream_>>>(n, p, seed, layer, limit);
+    LAUNCHED("init_uniform");
+    return Status::ok();
+  }
+  Status count_zeros(int64_t n, const int8_t* q, int64_t* counters) override {
+    k_count_zeros<<<grid_for(n), kThreads, 0, stream_>>>(n, q, counters + kZeroWeights);
+    LAUNCHED("count_zeros");
+    return Status::ok();
+  }
+
+ private:
+  // Grow-only device scratch owned by the backend (reused op after op: one stream orders them).
+  struct Scratch {
+    void* p = nullptr;
+    size_t bytes = 0;
+  };
+  Status scratch(Scratch* s, size_t bytes, const char* what) {
+    if (s->bytes >= bytes) return Status::ok();
+    if (s->p) {
+      CU(cudaStreamSynchronize(stream_));
+      cudaFree(s->p);
+      in_use_ -= s->bytes;
+      s->p = nullptr;
+      s->bytes = 0;
+    }
+    const size_t want = std::max(bytes, static_cast<size_t>(1) << 20);
+    cudaError_t e = cudaMalloc(&s->p, want);
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      s->p = nullptr;
+      size_t free_b = 0, total_b = 0;
+      cudaMemGetInfo(&free_b, &total_b);
+      return Status(Code::Oom, std::string("cuda: allocating ") + std::to_string(want) + " bytes of scratch for " + what +
+                                   " failed with " + std::to_string(in_use_.load()) + " bytes in use by ternlab and " +
+                                   std::to_string(free_b) + " bytes free. Use a smaller batch size or model.");
+    }
+    s->bytes = want;
+    in_use_ += want;
+    return Status::ok();
+  }
+
+  template <class Acc, class LA, class LB, class Epi>
+  Status simt(const char* op, int64_t M, int64_t N, int64_t K, int64_t kchunk, LA la, LB lb, Epi epi) {
+    const int64_t z = cdiv(K, kchunk);
+    dim3 grid(static_cast<unsigned>(cdiv(M, kSimtBM)), static_cast<unsigned>(cdiv(N, kSimtBN)), static_cast<unsigned>(z));
+    simt_gemm<Acc><<<grid, 256, 0, stream_>>>(static_cast<int>(M), static_cast<int>(N), K, kchunk, la, lb, epi);
+    LAUNCHED(op);
+    return Status::ok();
+  }
+
+  int device_;
+  cudaStream_t stream_;
+  cudaDeviceProp prop_;
+  std::atomic<size_t> in_use_{0};
+  Scratch split_, wt_, part_, counts_;
+};
+
+}  // namespace
+}  // namespace cuda
+
+bool cuda_compiled() { return true; }
+
+Status make_cuda_backend(int device, std::unique_ptr<Backend>* out) {
+  int count = 0;
+  cudaError_t e = cudaGetDeviceCount(&count);
+  if (e != cudaSuccess || count == 0) {
+    cudaGetLastError();
+    return Status(Code::Backend, std::string("backend \"cuda\" is not available: no usable CUDA device (") +
+                                     (e != cudaSuccess ? std::string(cudaGetErrorName(e)) + ": " + cudaGetErrorString(e)
+                                                       : std::string("the driver reports 0 devices")) +
+                                     "). Run on a machine with an NVIDIA GPU and driver, or use backend \"cpu\".");
+  }
+  if (device < 0 || device >= count)
+    return Status(Code::Backend, "backend \"cuda\": device " + std::to_string(device) + " does not exist (" + std::to_string(count) +
+                                     " device(s))");
+  CU(cudaSetDevice(device));
+  cudaDeviceProp prop;
+  CU(cudaGetDeviceProperties(&prop, device));
+  if (prop.major < 8)
+    return Status(Code::Backend, std::string("backend \"cuda\": ") + prop.name + " has compute capability " + std::to_string(prop.major) +
+                                     "." + std::to_string(prop.minor) + "; ternlab's kernels need 8.0 or newer (Ampere, Hopper)");
+  cudaStream_t stream;
+  CU(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  *out = std::make_unique<cuda::CudaBackend>(device, stream, prop);
+  return Status::ok();
+}
+
+}  // namespace tl

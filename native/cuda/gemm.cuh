@@ -1,0 +1,277 @@
+// The products of the CUDA backend as implicit GEMMs: C[m][n] = Σ_k A(m,k)·B(k,n), where the
+// operands are never materialised (no im2col buffer): loaders gather them from the NHWC tensors
+// tile by tile. Three kernels:
+//   simt_gemm  fp32 or int32 FMA on the CUDA cores: any operand, any shape; the "exact" path and the
+//              first layer (float input).
+//   mma_nt     tensor cores through mma.sync, both operands k-contiguous in shared memory:
+//              s8·s8 → s32 (m16n8k32, exact) for the ternary forward, bf16·bf16 → f32 (m16n8k16)
+//              for the backward data product.
+//   mma_tn     bf16 tensor cores with both operands reduction-major in global memory (the filter
+//              gradient Σ_r dy[r][o]·x̂[r][k]), loaded into shared memory as they lie and transposed
+//              by ldmatrix.trans; split over r into fixed-size chunks combined in chunk order.
+// The split of a reduction is a function of the shape alone (never of the device), so results are
+// reproducible run to run and card to card.
+#pragma once
+#include <cuda_bf16.h>
+#include <cstdint>
+
+#include "../core/backend.h"
+
+namespace tl {
+namespace cuda {
+
+// ---------------------------------------------------------------- SIMT
+constexpr int kSimtBM = 64, kSimtBN = 64, kSimtBK = 16;
+
+// Loaders: a(m, k) / b(k, n) return the operand's value (as Acc); kMajorK says whether
+// neighbouring k (true) or neighbouring m/n (false) are adjacent in memory, for coalescing.
+template <class Acc, class LA, class LB, class Epi>
+__global__ void __launch_bounds__(256) simt_gemm(int M, int N, int64_t K, int64_t kchunk, LA la, LB lb, Epi epi) {
+  __shared__ Acc As[kSimtBK][kSimtBM + 4];
+  __shared__ Acc Bs[kSimtBK][kSimtBN + 4];
+  const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
+  const int m0 = blockIdx.x * kSimtBM, n0 = blockIdx.y * kSimtBN;  // x: M (may exceed 65535 tiles)
+  const int64_t kb = static_cast<int64_t>(blockIdx.z) * kchunk;
+  const int64_t ke = kb + kchunk < K ? kb + kchunk : K;
+  Acc acc[4][4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i)
+#pragma unroll
+    for (int j = 0; j < 4; ++j) acc[i][j] = Acc(0);
+  for (int64_t k0 = kb; k0 < ke; k0 += kSimtBK) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int i = tid + e * 256;
+      int mm, kk;
+      if (LA::kMajorK) { mm = i / kSimtBK; kk = i % kSimtBK; } else { kk = i / kSimtBM; mm = i % kSimtBM; }
+      const int64_t k = k0 + kk;
+      As[kk][mm] = (m0 + mm < M && k < ke) ? la.template get<Acc>(m0 + mm, k) : Acc(0);
+      int nn;
+      if (LB::kMajorK) { nn = i / kSimtBK; kk = i % kSimtBK; } else { kk = i / kSimtBN; nn = i % kSimtBN; }
+      const int64_t k2 = k0 + kk;
+      Bs[kk][nn] = (n0 + nn < N && k2 < ke) ? lb.template get<Acc>(k2, n0 + nn) : Acc(0);
+    }
+    __syncthreads();
+#pragma unroll
+    for (int kk = 0; kk < kSimtBK; ++kk) {
+      Acc a[4], b[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) { a[i] = As[kk][ty + 16 * i]; b[i] = Bs[kk][tx + 16 * i]; }
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) acc[i][j] += a[i] * b[j];
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int i = 0; i < 4; ++i)
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int m = m0 + ty + 16 * i, n = n0 + tx + 16 * j;
+      if (m < M && n < N) epi(blockIdx.z, m, n, acc[i][j]);
+    }
+}
+
+// ---------------------------------------------------------------- tensor cores (mma.sync)
+struct S8Policy {
+  using Acc = int32_t;
+  static constexpr int kElems = 16;  // elements per 16-byte chunk
+  static __device__ __forceinline__ void mma(int32_t* c, const uint32_t* a, const uint32_t* b) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+  }
+};
+struct Bf16Policy {
+  using Acc = float;
+  static constexpr int kElems = 8;
+  static __device__ __forceinline__ void mma(float* c, const uint32_t* a, const uint32_t* b) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+  }
+};
+
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<uint32_t*>(&v);
+}
+
+constexpr int kMmaBM = 128, kMmaBN = 128, kMmaBKB = 128;  // tile: 128 × 128 × 128 bytes of k
+constexpr int kMmaRowW = kMmaBKB / 4 + 4;                  // shared row stride in words (+16 B: no bank conflicts)
+
+// Both operands k-contiguous ("row.col"). la.row(m) / lb.row(n) decode a row once; la.chunk(ctx, k0)
+// returns the 16 bytes of elements [k0, k0 + kElems) of that row (zeros past K or outside the tensor).
+template <class P, class LA, class LB, class Epi>
+__global__ void __launch_bounds__(256) mma_nt(int M, int N, int64_t K, LA la, LB lb, Epi epi) {
+  __shared__ __align__(16) uint32_t As[kMmaBM * kMmaRowW];
+  __shared__ __align__(16) uint32_t Bs[kMmaBN * kMmaRowW];
+  constexpr int kChunksPerRow = kMmaBKB / 16;   // 8
+  constexpr int kBK = kChunksPerRow * P::kElems; // elements of k per tile
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int g = lane >> 2, t = lane & 3;
+  const int wm = warp >> 2, wn = warp & 3;  // 2 × 4 warps, each 64 × 32
+  const int m0 = blockIdx.x * kMmaBM, n0 = blockIdx.y * kMmaBN;
+  const int crow = tid / kChunksPerRow, ccol = tid % kChunksPerRow;  // rows crow + 32 i
+
+  typename LA::Row ra[4];
+  typename LB::Row rb[4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    ra[i] = la.row(m0 + crow + 32 * i, M);
+    rb[i] = lb.row(n0 + crow + 32 * i, N);
+  }
+  typename P::Acc acc[4][4][4];
+#pragma unroll
+  for (int a = 0; a < 4; ++a)
+#pragma unroll
+    for (int b = 0; b < 4; ++b)
+#pragma unroll
+      for (int c = 0; c < 4; ++c) acc[a][b][c] = 0;
+
+  uint4 pa[4], pb[4];
+  const int64_t tiles = (K + kBK - 1) / kBK;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    pa[i] = la.chunk(ra[i], static_cast<int64_t>(ccol) * P::kElems);
+    pb[i] = lb.chunk(rb[i], static_cast<int64_t>(ccol) * P::kElems);
+  }
+  for (int64_t kt = 0; kt < tiles; ++kt) {
+    __syncthreads();
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      *reinterpret_cast<uint4*>(&As[(crow + 32 * i) * kMmaRowW + ccol * 4]) = pa[i];
+      *reinterpret_cast<uint4*>(&Bs[(crow + 32 * i) * kMmaRowW + ccol * 4]) = pb[i];
+    }
+    __syncthreads();
+    if (kt + 1 < tiles) {
+      const int64_t k0 = (kt + 1) * kBK + static_cast<int64_t>(ccol) * P::kElems;
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        pa[i] = la.chunk(ra[i], k0);
+        pb[i] = lb.chunk(rb[i], k0);
+      }
+    }
+#pragma unroll
+    for (int ks = 0; ks < kMmaBKB / 32; ++ks) {
+      const int kw0 = ks * 8;
+      uint32_t af[4][4], bfr[4][2];
+#pragma unroll
+      for (int mt = 0; mt < 4; ++mt) {
+        const int r = wm * 64 + mt * 16 + g;
+        af[mt][0] = As[r * kMmaRowW + kw0 + t];
+        af[mt][1] = As[(r + 8) * kMmaRowW + kw0 + t];
+        af[mt][2] = As[r * kMmaRowW + kw0 + t + 4];
+        af[mt][3] = As[(r + 8) * kMmaRowW + kw0 + t + 4];
+      }
+#pragma unroll
+      for (int nt = 0; nt < 4; ++nt) {
+        const int c = wn * 32 + nt * 8 + g;
+        bfr[nt][0] = Bs[c * kMmaRowW + kw0 + t];
+        bfr[nt][1] = Bs[c * kMmaRowW + kw0 + t + 4];
+      }
+#pragma unroll
+      for (int mt = 0; mt < 4; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < 4; ++nt) P::mma(acc[mt][nt], af[mt], bfr[nt]);
+    }
+  }
+#pragma unroll
+  for (int mt = 0; mt < 4; ++mt)
+#pragma unroll
+    for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        const int m = m0 + wm * 64 + mt * 16 + g + (c >= 2 ? 8 : 0);
+        const int n = n0 + wn * 32 + nt * 8 + 2 * t + (c & 1);
+        if (m < M && n < N) epi(0, m, n, acc[mt][nt][c]);
+      }
+}
+
+// bf16, both operands reduction-major: C[m][n] = Σ_r A[r][m]·B[r][n] over r in this block's chunk.
+// la.chunk(r, m0) / lb.chunk(r, n0) return 8 bf16 (m0..m0+7) of row r; zeros past the ends.
+constexpr int kTnBK = 32, kTnRow = kMmaBM + 8;  // bf16 elements; +16 B per row: ldmatrix without conflicts
+
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t* r, const void* p) {
+  const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(p));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(a));
+}
+
+template <class LA, class LB, class Epi>
+__global__ void __launch_bounds__(256) mma_tn(int M, int N, int64_t R, int64_t rchunk, LA la, LB lb, Epi epi) {
+  __shared__ __align__(16) __nv_bfloat16 As[kTnBK * kTnRow];
+  __shared__ __align__(16) __nv_bfloat16 Bs[kTnBK * kTnRow];
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int g = lane >> 2, t = lane & 3;
+  const int wm = warp >> 2, wn = warp & 3;
+  const int m0 = blockIdx.x * kMmaBM, n0 = blockIdx.y * kMmaBN;
+  const int64_t rb = static_cast<int64_t>(blockIdx.z) * rchunk;
+  const int64_t re = rb + rchunk < R ? rb + rchunk : R;
+  const int crow = tid / 16, ccol = (tid % 16) * 8;  // rows crow, crow + 16; 8 columns from ccol
+  typename LB::Col cb = lb.col(n0 + ccol, N);
+  float acc[4][4][4];
+#pragma unroll
+  for (int a = 0; a < 4; ++a)
+#pragma unroll
+    for (int b = 0; b < 4; ++b)
+#pragma unroll
+      for (int c = 0; c < 4; ++c) acc[a][b][c] = 0.0f;
+  uint4 pa[2], pb[2];
+  auto fetch = [&](int64_t r0) {
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      const int64_t r = r0 + crow + 16 * i;
+      const bool ok = r < re;
+      pa[i] = ok ? la.chunk(r, m0 + ccol, M) : make_uint4(0, 0, 0, 0);
+      pb[i] = ok ? lb.chunk(cb, r, n0 + ccol, N) : make_uint4(0, 0, 0, 0);
+    }
+  };
+  fetch(rb);
+  for (int64_t r0 = rb; r0 < re; r0 += kTnBK) {
+    __syncthreads();
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      *reinterpret_cast<uint4*>(&As[(crow + 16 * i) * kTnRow + ccol]) = pa[i];
+      *reinterpret_cast<uint4*>(&Bs[(crow + 16 * i) * kTnRow + ccol]) = pb[i];
+    }
+    __syncthreads();
+    if (r0 + kTnBK < re) fetch(r0 + kTnBK);
+#pragma unroll
+    for (int ks = 0; ks < kTnBK / 16; ++ks) {
+      uint32_t af[4][4], bfr[4][2];
+      const int i = lane >> 3, rr = lane & 7;
+#pragma unroll
+      for (int mt = 0; mt < 4; ++mt)
+        ldmatrix_x4_trans(af[mt], &As[(ks * 16 + (i >> 1) * 8 + rr) * kTnRow + wm * 64 + mt * 16 + (i & 1) * 8]);
+#pragma unroll
+      for (int np = 0; np < 2; ++np) {
+        uint32_t b4[4];
+        ldmatrix_x4_trans(b4, &Bs[(ks * 16 + (i & 1) * 8 + rr) * kTnRow + wn * 32 + np * 16 + (i >> 1) * 8]);
+        bfr[2 * np][0] = b4[0]; bfr[2 * np][1] = b4[1];
+        bfr[2 * np + 1][0] = b4[2]; bfr[2 * np + 1][1] = b4[3];
+      }
+#pragma unroll
+      for (int mt = 0; mt < 4; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < 4; ++nt) Bf16Policy::mma(acc[mt][nt], af[mt], bfr[nt]);
+    }
+  }
+#pragma unroll
+  for (int mt = 0; mt < 4; ++mt)
+#pragma unroll
+    for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        const int m = m0 + wm * 64 + mt * 16 + g + (c >= 2 ? 8 : 0);
+        const int n = n0 + wn * 32 + nt * 8 + 2 * t + (c & 1);
+        if (m < M && n < N) epi(blockIdx.z, m, n, acc[mt][nt][c]);
+      }
+}
+
+}  // namespace cuda
+}  // namespace tl

@@ -20,7 +20,7 @@
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],
       "cflags!": ["-fno-exceptions"],
       "cflags_cc!": ["-fno-exceptions", "-std=gnu++17"],
-      "cflags_cc": ["-std=c++17", "-O3", "-fexceptions", "-Wno-psabi", "-Wall", "-Wno-unused-parameter"],
+      "cflags_cc": ["-std=c++17", "-O3", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math", "-fexceptions", "-Wno-psabi", "-Wall", "-Wno-unused-parameter"],
       "conditions": [
         ["with_cuda==1", {
           "defines": ["TERNLAB_WITH_CUDA=1"],

@@ -129,44 +129,66 @@ TL_HD float tl_exp(float x) {
 }
 
 // tanh(y) for y ≥ 0: an odd Taylor series near 0 (no cancellation), (1 − e^−2y)/(1 + e^−2y) above.
+// Both are computed and one selected, so that a loop over weights has no branch to vectorise around.
 TL_HD float tl_tanh_pos(float y) {
-  if (y < 0.125f) {
-    const float y2 = mul_rn(y, y);
-    float s = 62.0f / 2835.0f;
-    s = mul_rn(s, y2) - 17.0f / 315.0f;
-    s = mul_rn(s, y2) + 2.0f / 15.0f;
-    s = mul_rn(s, y2) - 1.0f / 3.0f;
-    return y + mul_rn(mul_rn(s, y2), y);
-  }
+  const float y2 = mul_rn(y, y);
+  float s = 62.0f / 2835.0f;
+  s = mul_rn(s, y2) - 17.0f / 315.0f;
+  s = mul_rn(s, y2) + 2.0f / 15.0f;
+  s = mul_rn(s, y2) - 1.0f / 3.0f;
+  const float near0 = y + mul_rn(mul_rn(s, y2), y);
   const float e = tl_exp(-2.0f * y);
-  return (1.0f - e) / (1.0f + e);
+  const float far = (1.0f - e) / (1.0f + e);
+  return y < 0.125f ? near0 : far;
 }
 
-TL_HD float dst_tau(float x /* |ν|/Δ in [0,1) */, const DstParams& p) {
+template <Tau kTau>
+TL_HD float dst_tau_k(float x /* |ν|/Δ in [0,1) */, const DstParams& p) {
+  if (kTau == Tau::Tanh) return tl_tanh_pos(mul_rn(p.m, x));
+  if (kTau == Tau::Linear) return x;
+  return 1.0f / (1.0f + tl_exp(-(x - 0.5f) / p.temperature));
+}
+
+TL_HD float dst_tau(float x, const DstParams& p) {
   switch (p.tau) {
-    case Tau::Tanh: return tl_tanh_pos(mul_rn(p.m, x));
-    case Tau::Linear: return x;
-    default: return 1.0f / (1.0f + tl_exp(-(x - 0.5f) / p.temperature));
+    case Tau::Tanh: return dst_tau_k<Tau::Tanh>(x, p);
+    case Tau::Linear: return dst_tau_k<Tau::Linear>(x, p);
+    default: return dst_tau_k<Tau::Logistic>(x, p);
   }
 }
+
+// The level constants of a DST, computed once per tensor.
+struct DstConsts {
+  float unit, delta;
+  int qmax, qstep;
+};
+TL_HD DstConsts dst_consts(const Levels& lv) { return DstConsts{lv.unit(), lv.delta(), lv.qmax(), lv.qstep()}; }
 
 // One weight's transition given its proposal ΔW (in weight units) and a uniform draw u ∈ [0,1).
-TL_HD int8_t dst_transition(int8_t q, float dw, float u, const DstParams& p) {
-  const float unit = p.levels.unit(), delta = p.levels.delta();
-  const int qmax = p.levels.qmax(), qstep = p.levels.qstep();
-  const float w = static_cast<float>(q) * unit;
+template <Tau kTau>
+TL_HD int8_t dst_transition_k(int8_t q, float dw, float u, const DstParams& p, const DstConsts& c) {
+  const float w = static_cast<float>(q) * c.unit;
   // Boundary: ΔW ← clip(ΔW, −1 − w, 1 − w).
   float lo = -1.0f - w, hi = 1.0f - w;
   dw = dw < lo ? lo : (dw > hi ? hi : dw);
   // Branch-free from here on (so the CPU loop vectorises): ΔW = 0 gives sign 0, hence no move.
   const int sign = dw < 0.0f ? -1 : (dw > 0.0f ? 1 : 0);
-  const float x = (dw < 0 ? -dw : dw) / delta;
+  const float x = (dw < 0 ? -dw : dw) / c.delta;
   const float kappa = floorf(x);
   const float frac = x - kappa;
-  const int jump = static_cast<int>(kappa) + (u < dst_tau(frac, p) ? 1 : 0);
-  int nq = static_cast<int>(q) + sign * jump * qstep;
-  nq = nq < -qmax ? -qmax : (nq > qmax ? qmax : nq);
+  const int jump = static_cast<int>(kappa) + (u < dst_tau_k<kTau>(frac, p) ? 1 : 0);
+  int nq = static_cast<int>(q) + sign * jump * c.qstep;
+  nq = nq < -c.qmax ? -c.qmax : (nq > c.qmax ? c.qmax : nq);
   return static_cast<int8_t>(nq);
+}
+
+TL_HD int8_t dst_transition(int8_t q, float dw, float u, const DstParams& p) {
+  const DstConsts c = dst_consts(p.levels);
+  switch (p.tau) {
+    case Tau::Tanh: return dst_transition_k<Tau::Tanh>(q, dw, u, p, c);
+    case Tau::Linear: return dst_transition_k<Tau::Linear>(q, dw, u, p, c);
+    default: return dst_transition_k<Tau::Logistic>(q, dw, u, p, c);
+  }
 }
 
 // The Adam proposal (Lasagne's form): moments updated in place, ΔW = −α_t·m/(√v + ε).

@@ -23,6 +23,34 @@ constexpr int64_t kReduceChunk = 512; // rows per partial sum in reductions
 
 int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
+constexpr int64_t kDstBlock = 1024;  // a multiple of 4 (one Philox call per four weights)
+
+// The per-weight DST of one block, compiled for AVX-512, AVX2 and the baseline (chosen by cpuid).
+// The rule's options are template parameters so that the loop body has no branch left.
+template <bool kAdam, Tau kTau>
+inline int64_t dst_block_impl(int64_t len, int8_t* q, const float* g, float* m, float* v, const float* u, const DstParams& pp) {
+  const DstParams p = pp;  // a local copy: stores to m and v cannot alias it, so the loop vectorises
+  const DstConsts c = dst_consts(p.levels);
+  int64_t flips = 0;
+  for (int64_t i = 0; i < len; ++i) {
+    const float dw = kAdam ? adam_proposal(g[i], m + i, v + i, p) : -p.lr * g[i];
+    const int8_t nq = dst_transition_k<kTau>(q[i], dw, u[i], p, c);
+    flips += nq != q[i];
+    q[i] = nq;
+  }
+  return flips;
+}
+
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+int64_t dst_block(int64_t len, int8_t* q, const float* g, float* m, float* v, const float* u, const DstParams& p) {
+  const bool adam = m != nullptr;
+  switch (p.tau) {
+    case Tau::Tanh: return adam ? dst_block_impl<true, Tau::Tanh>(len, q, g, m, v, u, p) : dst_block_impl<false, Tau::Tanh>(len, q, g, m, v, u, p);
+    case Tau::Linear: return adam ? dst_block_impl<true, Tau::Linear>(len, q, g, m, v, u, p) : dst_block_impl<false, Tau::Linear>(len, q, g, m, v, u, p);
+    default: return adam ? dst_block_impl<true, Tau::Logistic>(len, q, g, m, v, u, p) : dst_block_impl<false, Tau::Logistic>(len, q, g, m, v, u, p);
+  }
+}
+
 class CpuBackend final : public Backend {
  public:
   explicit CpuBackend(int threads) : pool_(threads) {}
@@ -406,20 +434,19 @@ class CpuBackend final : public Backend {
   Status dst_update(int64_t n, int8_t* q, const float* g, float* m, float* v, const DstParams& p,
                     int64_t* counters) override {
     std::atomic<int64_t> flips{0};
-    // Groups of four weights share one Philox call (dst_uniform's layout), so tasks start at a
-    // multiple of four.
-    const int64_t groups = (n + 3) / 4;
-    pool_.parallel_for(groups, 1 << 10, [&](int64_t gb, int64_t ge) {
+    // Tasks cover whole blocks of kDstBlock weights: the draws of a block come first (one Philox
+    // call per four weights, dst_uniform's layout), then a branch-free loop the compiler vectorises.
+    const int64_t blocks = (n + kDstBlock - 1) / kDstBlock;
+    pool_.parallel_for(blocks, 1, [&](int64_t bb, int64_t be) {
+      alignas(64) float u[kDstBlock];
       int64_t f = 0;
-      for (int64_t grp = gb; grp < ge; ++grp) {
-        const Philox4 r = philox_draw(p.seed, p.step, p.layer, static_cast<uint32_t>(grp), kStreamDst);
-        const int64_t i0 = grp * 4, i1 = std::min<int64_t>(n, i0 + 4);
-        for (int64_t i = i0; i < i1; ++i) {
-          const int8_t nq = dst_update_with_draw(q[i], g[i], m ? m + i : nullptr, v ? v + i : nullptr,
-                                                 uniform24(r.v[i - i0]), p);
-          f += nq != q[i];
-          q[i] = nq;
+      for (int64_t blk = bb; blk < be; ++blk) {
+        const int64_t i0 = blk * kDstBlock, len = std::min<int64_t>(kDstBlock, n - i0);
+        for (int64_t j = 0; j < len; j += 4) {
+          const Philox4 r = philox_draw(p.seed, p.step, p.layer, static_cast<uint32_t>((i0 + j) >> 2), kStreamDst);
+          for (int k = 0; k < 4; ++k) u[j + k] = uniform24(r.v[k]);
         }
+        f += dst_block(len, q + i0, g + i0, m ? m + i0 : nullptr, v ? v + i0 : nullptr, u, p);
       }
       flips += f;
     });

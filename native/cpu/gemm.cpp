@@ -15,7 +15,9 @@ typedef float v16f __attribute__((vector_size(64)));
 
 // One 4×64 tile over a K block. GCC's vector extensions compile this to zmm FMAs in the AVX-512
 // clone, ymm pairs in the AVX2 clone and xmm quads in the baseline: written once, dispatched by cpuid.
-__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+// The build turns FMA contraction off (per-element formulas must round as on the GPU); products
+// may fuse, since no test compares them bit for bit.
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"), optimize("fp-contract=fast")))
 void sgemm_tile(int mr, int64_t kc, const float* A, int64_t lda, const float* Bp, float* C, int64_t ldc,
                 int ncols, bool load_c) {
   v16f acc[kMR][4];

@@ -236,8 +236,11 @@ class CpuBackend final : public Backend {
               for (int c = 0; c < g.c; ++c) { yo[c] = xi[c]; ao[c] = static_cast<int32_t>(base + c); }
               first = false;
             } else {
-              for (int c = 0; c < g.c; ++c)
-                if (xi[c] > yo[c]) { yo[c] = xi[c]; ao[c] = static_cast<int32_t>(base + c); }
+              for (int c = 0; c < g.c; ++c) {  // selects, not branches: vectorises
+                const bool gt = xi[c] > yo[c];
+                yo[c] = gt ? xi[c] : yo[c];
+                ao[c] = gt ? static_cast<int32_t>(base + c) : ao[c];
+              }
             }
           });
           if (first)
@@ -360,6 +363,14 @@ class CpuBackend final : public Backend {
 
   // ---- activation
   Status act_forward(int64_t n, const float* x, const ActSpec& s, int8_t* q) override {
+    if (s.levels.n == 1) {
+      // Ternary: the same comparisons as tl::act_forward with its thresholds ±r, vectorisable.
+      const float r = s.r;
+      pool_.parallel_for(n, 1 << 14, [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) q[i] = static_cast<int8_t>(x[i] >= r ? 1 : (x[i] > -r ? 0 : -1));
+      });
+      return Status::ok();
+    }
     pool_.parallel_for(n, 1 << 14, [&](int64_t b, int64_t e) {
       for (int64_t i = b; i < e; ++i) q[i] = tl::act_forward(x[i], s);
     });

@@ -665,6 +665,17 @@ export function philox4x32_10(ctr: readonly number[], key: readonly number[]): n
 export function uniform24(word: number): number {
   return (word >>> 8) / 16777216;
 }
+/** ternlab's Philox streams (ALGORITHM.md §5: the counter is (step, layer, element, stream)). */
+export const STREAM_INIT = 1, STREAM_DST = 3;
+/**
+ * The DST draw of weight `element`: the counter layout of native/core/discrete.h (dst_uniform),
+ * which both backends share: one Philox call per four weights, counter (element/4, step, layer,
+ * stream 3), word element % 4, key (seed low, seed high).
+ */
+export function dstUniform(seed: number, step: number, layer: number, element: number): number {
+  const key = [seed % 2 ** 32, Math.floor(seed / 2 ** 32)];
+  return uniform24(philox4x32_10([Math.floor(element / 4), step, layer, STREAM_DST], key)[element % 4]);
+}
 
 // ------------------------------------------------------------------------------------------------
 // Statistics

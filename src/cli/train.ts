@@ -101,9 +101,26 @@ export async function trainCommand(o: TrainCommandOptions): Promise<void> {
     if (o.model !== "mlp") throw new TernlabError("E_OPTION", `--hidden applies to --model mlp only (got --model ${o.model}).`);
     modelArgs.hidden = o.hidden.split(",").map((s) => Number(s.trim()));
   }
-  const loadOpts = (limit?: number) => ({ limit, onProgress: undefined });
   log(`ternlab: loading ${o.dataset} …`);
-  const [trainSet, testSet] = await Promise.all([loadDataset(o.dataset, "train", loadOpts(o.limit)), loadDataset(o.dataset, "test", loadOpts(o.testLimit))]);
+  // Decoding image folders takes a while: show it (datasets report progress at most ~10×/s).
+  const loading = o.progress && process.stdout.isTTY
+    ? new cliProgress.SingleBar({ format: "  decoding {split} |{bar}| {value}/{total} images", hideCursor: true }, cliProgress.Presets.shades_classic)
+    : null;
+  const load = async (split: "train" | "test", limit?: number) => {
+    let started = false;
+    const d = await loadDataset(o.dataset, split, {
+      limit,
+      onProgress: (done, total) => {
+        if (!loading) return;
+        if (!started) { loading.start(total, done, { split }); started = true; }
+        loading.update(done, { split });
+      },
+    });
+    if (started) loading?.stop();
+    return d;
+  };
+  const trainSet = await load("train", o.limit);
+  const testSet = await load("test", o.testLimit);
   const isImageNet = o.model === "resnet18" || o.model === "alexnet";
   modelArgs.input = [trainSet.height, trainSet.width, trainSet.channels];
   modelArgs.classes = Math.max(trainSet.numClasses, isImageNet ? 0 : 10);

@@ -20,3 +20,4 @@ export { addon as nativeAddon } from "./native";
 export { writeReport, figureToHtml } from "./report";
 import * as figuresModule from "./figures";
 export const figures = figuresModule;
+export { display, updateDisplay, clearOutput } from "./display";

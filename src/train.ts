@@ -15,7 +15,8 @@ import { LOSSES, Model, checkDataFits } from "./model";
 import { NativeStepReport } from "./native";
 import { ResolvedTrainOptions, TrainOptions, parseOptions, trainOptionsSchema } from "./options";
 import { trainingDashboard } from "./plots";
-import { figureToHtml, writeReport } from "./report";
+import { figureBundle } from "./display";
+import { writeReport } from "./report";
 import { epochValues } from "./schedules";
 
 export interface TrainData {
@@ -110,11 +111,9 @@ export class Run implements LiveRun {
       `<div style="font-family:sans-serif"><b>${this.status}</b> · epoch ${Math.min(p.epoch + 1, p.epochs)}/${p.epochs} · ` +
       `step ${p.step}/${p.totalSteps} · ${formatSeconds(p.elapsedSeconds)}${eta}` +
       `<div style="background:#eee;width:100%;height:8px;border-radius:4px"><div style="background:#1f77b4;width:${pct.toFixed(1)}%;height:8px;border-radius:4px"></div></div></div>`;
-    const fig = this.figure();
-    return {
-      "text/plain": this.toString(),
-      "text/html": bar + figureToHtml(fig, { includePlotly: "inline" }),
-    };
+    // plotly.js travels once per notebook (display.ts keeps track), not with every run shown.
+    const fig = figureBundle(this.figure());
+    return { ...fig, "text/plain": this.toString(), "text/html": bar + String(fig["text/html"]) };
   }
 }
 

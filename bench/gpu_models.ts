@@ -113,7 +113,7 @@ export function resnet18(seed = 1, size = 224, classes = 1000): ModelSpec {
   const big = size >= 128;
   if (big) b.conv("conv1", 64, 7, 3, 2, false).pool("pool1", 3, 2, 1).bn("bn1").act("act1");
   else b.conv("conv1", 64, 3, 1, 1, false).bn("bn1").act("act1");
-  let chans = 64;
+  let chans = 64, lastAdd = 0;
   const stages = [64, 128, 256, 512];
   stages.forEach((oc, si) => {
     for (let blk = 0; blk < 2; ++blk) {
@@ -134,11 +134,13 @@ export function resnet18(seed = 1, size = 224, classes = 1000): ModelSpec {
         skip = b.nodes[inp].inputs[0];
       }
       b.add({ kind: OP.add, name: `${p}.add`, inputs: [main, skip] });
+      lastAdd = b.last;
       b.act(`${p}.act2`);
       chans = oc;
     }
   });
   const final = size / (big ? 32 : 8);
+  b.last = lastAdd;  // pool the residual stream (real values), not the last activation
   b.pool("avgpool", final, final, 0, false).flatten().dense("fc", classes, 1, false).bn("bnfc");
   return { h: size, w: size, c: 3, classes, seed, nodes: b.nodes, bnEps: 1e-4, bnMomentum: 0.1 };
 }

@@ -254,6 +254,7 @@ __global__ void k_column_partials(int64_t rows, int c, const float* a, const flo
     const int ch = static_cast<int>(t % c);
     const int64_t k = t / c, r1 = min(rows, (k + 1) * kReduceChunk);
     double s = 0.0;
+#pragma unroll 8
     for (int64_t r = k * kReduceChunk; r < r1; ++r) {
       const float v = a[r * c + ch];
       if (kWhat == ColSum::X || kWhat == ColSum::Dy) {
@@ -495,12 +496,19 @@ struct S8Im2col {  // A of the int8 forward
     if (iy < 0 || iy >= g.h || ix < 0 || ix >= g.w) return 0;
     return x[((r.n * g.h + iy) * g.w + ix) * g.c + ch];
   }
-  __device__ uint4 chunk(const Row& r, int64_t k0) const {
+  struct KCtx { int64_t k0; int ky, kx, ch; bool in; };
+  __device__ KCtx kctx(int64_t k0) const {
     const int64_t K = static_cast<int64_t>(g.kh) * g.kw * g.c;
-    if (!r.ok || k0 >= K) return make_uint4(0, 0, 0, 0);
+    const int kwc = g.kw * g.c;
+    const int ky = static_cast<int>(k0 / kwc), rem = static_cast<int>(k0 % kwc);
+    return KCtx{k0, ky, rem / g.c, rem % g.c, k0 < K};
+  }
+  __device__ uint4 chunk(const Row& r, const KCtx& kc) const {
+    const int64_t K = static_cast<int64_t>(g.kh) * g.kw * g.c;
+    const int64_t k0 = kc.k0;
+    if (!r.ok || !kc.in) return make_uint4(0, 0, 0, 0);
     if ((g.c & 15) == 0) {
-      const int kwc = g.kw * g.c;
-      const int ky = static_cast<int>(k0 / kwc), rem = static_cast<int>(k0 % kwc), kx = rem / g.c, ch = rem % g.c;
+      const int ky = kc.ky, kx = kc.kx, ch = kc.ch;
       const int iy = r.iy0 + ky, ix = r.ix0 + kx;
       if (iy < 0 || iy >= g.h || ix < 0 || ix >= g.w) return make_uint4(0, 0, 0, 0);
       return __ldg(reinterpret_cast<const uint4*>(x + ((r.n * g.h + iy) * g.w + ix) * g.c + ch));
@@ -516,6 +524,8 @@ struct S8Rows {  // B of the int8 forward: w[o][k], k contiguous
   int64_t K;
   struct Row { const int8_t* p; bool ok; };
   __device__ Row row(int n, int N) const { return Row{w + static_cast<int64_t>(n < N ? n : 0) * K, n < N}; }
+  using KCtx = int64_t;
+  __device__ KCtx kctx(int64_t k0) const { return k0; }
   __device__ uint4 chunk(const Row& r, int64_t k0) const {
     if (!r.ok || k0 >= K) return make_uint4(0, 0, 0, 0);
     if ((K & 15) == 0) return __ldg(reinterpret_cast<const uint4*>(r.p + k0));
@@ -539,16 +549,29 @@ struct Bf16DyGather {  // A of the bf16 backward data
     r.ix = p % a.g.w;
     return r;
   }
-  __device__ uint4 chunk(const Row& r, int64_t k0) const {
+  struct KCtx { int64_t k0; int ky, kx, o; bool in; };
+  __device__ KCtx kctx(int64_t k0) const {
     const ConvGeom& g = a.g;
     const int64_t K = static_cast<int64_t>(g.kh) * g.kw * g.oc;
-    if (!r.ok || k0 >= K) return make_uint4(0, 0, 0, 0);
+    const int kwo = g.kw * g.oc;
+    const int ky = static_cast<int>(k0 / kwo), rem = static_cast<int>(k0 % kwo);
+    return KCtx{k0, ky, rem / g.oc, rem % g.oc, k0 < K};
+  }
+  __device__ uint4 chunk(const Row& r, const KCtx& kc) const {
+    const ConvGeom& g = a.g;
+    const int64_t K = static_cast<int64_t>(g.kh) * g.kw * g.oc;
+    const int64_t k0 = kc.k0;
+    if (!r.ok || !kc.in) return make_uint4(0, 0, 0, 0);
     if ((g.oc & 7) == 0) {
-      const int kwo = g.kw * g.oc;
-      const int ky = static_cast<int>(k0 / kwo), rem = static_cast<int>(k0 % kwo), kx = rem / g.oc, o = rem % g.oc;
+      const int ky = kc.ky, kx = kc.kx, o = kc.o;
       const int ty = r.iy + g.ph - ky, tx = r.ix + g.pw - kx;
-      if (ty < 0 || tx < 0 || ty % g.sh || tx % g.sw) return make_uint4(0, 0, 0, 0);
-      const int oy = ty / g.sh, ox = tx / g.sw;
+      int oy = ty, ox = tx;
+      if (ty < 0 || tx < 0) return make_uint4(0, 0, 0, 0);
+      if (g.sh != 1 || g.sw != 1) {  // stride 1 (the common case) needs no division
+        if (ty % g.sh || tx % g.sw) return make_uint4(0, 0, 0, 0);
+        oy = ty / g.sh;
+        ox = tx / g.sw;
+      }
       if (oy >= g.oh || ox >= g.ow) return make_uint4(0, 0, 0, 0);
       const float4* p = reinterpret_cast<const float4*>(a.dy + ((r.n * g.oh + oy) * g.ow + ox) * g.oc + o);
       const float4 u = __ldg(p), w = __ldg(p + 1);
@@ -565,6 +588,8 @@ struct Bf16Rows {  // B of the bf16 backward data: transposed weights wt[c][(ky,
   int64_t K;
   struct Row { const __nv_bfloat16* p; bool ok; };
   __device__ Row row(int n, int N) const { return Row{w + static_cast<int64_t>(n < N ? n : 0) * K, n < N}; }
+  using KCtx = int64_t;
+  __device__ KCtx kctx(int64_t k0) const { return k0; }
   __device__ uint4 chunk(const Row& r, int64_t k0) const {
     if (!r.ok || k0 >= K) return make_uint4(0, 0, 0, 0);
     if ((K & 7) == 0) return __ldg(reinterpret_cast<const uint4*>(r.p + k0));

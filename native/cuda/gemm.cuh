@@ -103,8 +103,8 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
 constexpr int kMmaBM = 128, kMmaBN = 128, kMmaBKB = 128;  // tile: 128 × 128 × 128 bytes of k
 constexpr int kMmaRowW = kMmaBKB / 4 + 4;                  // shared row stride in words (+16 B: no bank conflicts)
 
-// Both operands k-contiguous ("row.col"). la.row(m) / lb.row(n) decode a row once; la.chunk(ctx, k0)
-// returns the 16 bytes of elements [k0, k0 + kElems) of that row (zeros past K or outside the tensor).
+// Both operands k-contiguous ("row.col"). la.row(m) / lb.row(n) decode a row once, la.kctx(k0) a
+// position in k once per tile; la.chunk(row, kctx) returns the 16 bytes of elements [k0, k0 + kElems) of that row (zeros past K or outside the tensor).
 template <class P, class LA, class LB, class Epi>
 __global__ void __launch_bounds__(256) mma_nt(int M, int N, int64_t K, LA la, LB lb, Epi epi) {
   __shared__ __align__(16) uint32_t As[kMmaBM * kMmaRowW];
@@ -134,10 +134,16 @@ __global__ void __launch_bounds__(256) mma_nt(int M, int N, int64_t K, LA la, LB
 
   uint4 pa[4], pb[4];
   const int64_t tiles = (K + kBK - 1) / kBK;
+  {
+    // k is decoded once per tile (kctx), shared by the thread's four rows
+    const int64_t k0 = static_cast<int64_t>(ccol) * P::kElems;
+    const typename LA::KCtx ka = la.kctx(k0);
+    const typename LB::KCtx kb = lb.kctx(k0);
 #pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    pa[i] = la.chunk(ra[i], static_cast<int64_t>(ccol) * P::kElems);
-    pb[i] = lb.chunk(rb[i], static_cast<int64_t>(ccol) * P::kElems);
+    for (int i = 0; i < 4; ++i) {
+      pa[i] = la.chunk(ra[i], ka);
+      pb[i] = lb.chunk(rb[i], kb);
+    }
   }
   for (int64_t kt = 0; kt < tiles; ++kt) {
     __syncthreads();
@@ -149,10 +155,12 @@ __global__ void __launch_bounds__(256) mma_nt(int M, int N, int64_t K, LA la, LB
     __syncthreads();
     if (kt + 1 < tiles) {
       const int64_t k0 = (kt + 1) * kBK + static_cast<int64_t>(ccol) * P::kElems;
+      const typename LA::KCtx ka = la.kctx(k0);
+      const typename LB::KCtx kb = lb.kctx(k0);
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
-        pa[i] = la.chunk(ra[i], k0);
-        pb[i] = lb.chunk(rb[i], k0);
+        pa[i] = la.chunk(ra[i], ka);
+        pb[i] = lb.chunk(rb[i], kb);
       }
     }
 #pragma unroll
@@ -193,7 +201,7 @@ __global__ void __launch_bounds__(256) mma_nt(int M, int N, int64_t K, LA la, LB
 
 // bf16, both operands reduction-major: C[m][n] = Σ_r A[r][m]·B[r][n] over r in this block's chunk.
 // la.chunk(r, m0) / lb.chunk(r, n0) return 8 bf16 (m0..m0+7) of row r; zeros past the ends.
-constexpr int kTnBK = 32, kTnRow = kMmaBM + 8;  // bf16 elements; +16 B per row: ldmatrix without conflicts
+constexpr int kTnBK = 64, kTnRow = kMmaBM + 8;  // bf16 elements; +16 B per row: ldmatrix without conflicts
 
 __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t* r, const void* p) {
   const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(p));
@@ -212,7 +220,7 @@ __global__ void __launch_bounds__(256) mma_tn(int M, int N, int64_t R, int64_t r
   const int m0 = blockIdx.x * kMmaBM, n0 = blockIdx.y * kMmaBN;
   const int64_t rb = static_cast<int64_t>(blockIdx.z) * rchunk;
   const int64_t re = rb + rchunk < R ? rb + rchunk : R;
-  const int crow = tid / 16, ccol = (tid % 16) * 8;  // rows crow, crow + 16; 8 columns from ccol
+  const int crow = tid / 16, ccol = (tid % 16) * 8;  // rows crow + 16 i; 8 columns from ccol
   typename LB::Col cb = lb.col(n0 + ccol, N);
   float acc[4][4][4];
 #pragma unroll
@@ -221,10 +229,11 @@ __global__ void __launch_bounds__(256) mma_tn(int M, int N, int64_t R, int64_t r
     for (int b = 0; b < 4; ++b)
 #pragma unroll
       for (int c = 0; c < 4; ++c) acc[a][b][c] = 0.0f;
-  uint4 pa[2], pb[2];
+  constexpr int kPer = kTnBK / 16;
+  uint4 pa[kPer], pb[kPer];
   auto fetch = [&](int64_t r0) {
 #pragma unroll
-    for (int i = 0; i < 2; ++i) {
+    for (int i = 0; i < kPer; ++i) {
       const int64_t r = r0 + crow + 16 * i;
       const bool ok = r < re;
       pa[i] = ok ? la.chunk(r, m0 + ccol, M) : make_uint4(0, 0, 0, 0);
@@ -235,7 +244,7 @@ __global__ void __launch_bounds__(256) mma_tn(int M, int N, int64_t R, int64_t r
   for (int64_t r0 = rb; r0 < re; r0 += kTnBK) {
     __syncthreads();
 #pragma unroll
-    for (int i = 0; i < 2; ++i) {
+    for (int i = 0; i < kPer; ++i) {
       *reinterpret_cast<uint4*>(&As[(crow + 16 * i) * kTnRow + ccol]) = pa[i];
       *reinterpret_cast<uint4*>(&Bs[(crow + 16 * i) * kTnRow + ccol]) = pb[i];
     }

@@ -156,7 +156,9 @@ describe("CUDA backend agrees with the CPU backend", function () {
         }
       }
     });
-    it("activation and its windows (ternary, 5 levels; all four shapes) are bit-identical", () => {
+    // Rectangular and triangular windows are bit-identical; the Gaussian and logistic windows call
+    // expf, whose CUDA and glibc versions may differ in the last bit (≤ 2 ulp): within 1e-6.
+    it("activation and its windows (binary, ternary, 5 levels; all four shapes) agree", () => {
       const x = normal(20000, 17, 1.5);
       for (let i = 0; i < 64; ++i) x[i] = [1, -1, 0.5, -0.5, 1.5, -1.5, 0, 0.75][i % 8];  // ties at the thresholds
       const dq = normal(x.length, 18);
@@ -164,7 +166,9 @@ describe("CUDA backend agrees with the CPU backend", function () {
         for (const window of [0, 1, 2, 3]) {
           const s = { levels, r: 1, a: 0.5, window };
           same(ops.activation("cpu", x, s), ops.activation("cuda", x, s), `act levels ${levels}`);
-          same(ops.activationBackward("cpu", x, dq, s), ops.activationBackward("cuda", x, dq, s), `act backward levels ${levels} window ${window}`);
+          const a = ops.activationBackward("cpu", x, dq, s), b = ops.activationBackward("cuda", x, dq, s);
+          if (window <= 1) same(a, b, `act backward levels ${levels} window ${window}`);
+          else close(a, b, 1e-6, `act backward levels ${levels} window ${window}`);
         }
     });
     it("loss: squared hinge bit-identical, cross-entropy within 1e-6, ranks identical", () => {
@@ -244,17 +248,19 @@ describe("CUDA backend agrees with the CPU backend", function () {
       assert.ok(moved >= 5);
       assert.equal(b.get("metrics")!.toString(), a.get("metrics")!.toString(), "flips and active MACs per step");
     });
-    it("with bf16 backward products the discrete weights still agree almost everywhere (CIFAR net at width 1/4, 2 steps)", async () => {
+    // bf16 rounding of the gradients changes a decision only where a gradient is near zero (the
+    // first Adam step moves by −α·sign(g)); later steps see different networks, so one step is compared.
+    it("with bf16 backward products one step's decisions agree almost everywhere (CIFAR net at width 1/4)", async () => {
       const spec = gxnorCifar(3, 0.25);
-      const a = await run(spec, "cpu", 2, 64, "exact"), b = await run(spec, "cuda", 2, 64, "fast");
+      const a = await run(spec, "cpu", 1, 64, "exact"), b = await run(spec, "cuda", 1, 64, "fast");
       let total = 0, diff = 0;
       for (const [k, v] of a)
         if (k.endsWith(".weight")) {
           const w = b.get(k)!;
           for (let i = 0; i < v.length; ++i) { total++; diff += v[i] !== w[i] ? 1 : 0; }
         }
-      console.log(`      bf16 vs fp32 backward: ${diff} of ${total} discrete weights differ after 2 steps (${((100 * diff) / total).toFixed(3)} %)`);
-      assert.ok(diff / total < 0.02, `${diff} of ${total} differ`);
+      console.log(`      bf16 vs fp32 backward: ${diff} of ${total} discrete weights differ after 1 step (${((100 * diff) / total).toFixed(3)} %)`);
+      assert.ok(diff / total < 0.01, `${diff} of ${total} differ`);
     });
   });
 });

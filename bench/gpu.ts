@@ -1,0 +1,125 @@
+// npm run bench:gpu — ternlab's CUDA backend against GXNOR in PyTorch, on the same card, in one run:
+// training images/s, ms/step and device memory for the paper's CIFAR-10 net (batch 256, 32×32) and
+// ResNet-18 (batch 256, 224×224); kernel figures (int8 TOPS of the forward products against
+// torch._int_mm's measured peak, the fused DST update's GB/s against a device-to-device copy).
+//   node dist/bench/gpu.js [--models cifar,resnet] [--batch 256] [--steps 20] [--no-torch] [--no-kernels] [--out FILE.json]
+import { spawnSync } from "child_process";
+import * as fs from "fs";
+import * as path from "path";
+import { gxnorCifar, loadAddon, resnet18, updateConfig, ModelSpec } from "./gpu_models";
+
+const root = path.resolve(__dirname, "../..");
+const args = process.argv.slice(2);
+const opt = (name: string, dflt: string) => {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 && i + 1 < args.length ? args[i + 1] : dflt;
+};
+const flag = (name: string) => args.includes(`--${name}`);
+const batch = Number(opt("batch", "256"));
+const steps = Number(opt("steps", "20"));
+const models = opt("models", "cifar,resnet").split(",");
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type Row = Record<string, any>;
+const results: Row[] = [];
+const log = (r: Row) => { results.push(r); };
+
+function jsonLines(out: string): Row[] {
+  return out.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l));
+}
+
+function kernels(): void {
+  const bin = path.join(root, "build/gpu_kernels");
+  if (!fs.existsSync(bin)) {
+    const nvcc = fs.existsSync("/usr/local/cuda/bin/nvcc") ? "/usr/local/cuda/bin/nvcc" : "nvcc";
+    const r = spawnSync(nvcc, ["-std=c++17", "-O3", "-gencode", "arch=compute_90,code=sm_90", "-gencode", "arch=compute_80,code=sm_80",
+      path.join(root, "bench/gpu_kernels.cu"), "-o", bin], { encoding: "utf8" });
+    if (r.status !== 0) { console.log(`kernel benchmark not built: ${r.error ?? r.stderr}`); return; }
+  }
+  const r = spawnSync(bin, [String(batch)], { encoding: "utf8", maxBuffer: 1 << 24 });
+  if (r.status !== 0) console.log(`kernel benchmark failed: ${r.stderr}`);
+  for (const row of jsonLines(r.stdout ?? "")) log({ source: "kernels", ...row });
+}
+
+function torch(): void {
+  const py = spawnSync("python3", [path.join(root, "bench/pytorch_gxnor.py"), "--models", models.join(","), "--batch", String(batch),
+    "--steps", String(steps)], { encoding: "utf8", maxBuffer: 1 << 24, env: { ...process.env, PYTHONUNBUFFERED: "1" } });
+  if (py.status !== 0) console.log(`pytorch baseline failed (${py.status}): ${(py.stderr ?? "").slice(-2000)}`);
+  for (const row of jsonLines(py.stdout ?? "")) log({ source: "pytorch", ...row });
+}
+
+async function ternlab(name: string, spec: ModelSpec): Promise<void> {
+  const addon = loadAddon();
+  const m = new addon.NativeModel(spec, updateConfig(), { kind: "cuda", threads: 0 });
+  const per = spec.h * spec.w * spec.c, batches = 4, count = batch * batches;
+  const images = new Uint8Array(count * per);
+  for (let i = 0; i < images.length; ++i) images[i] = (i * 2654435761) >>> 24;
+  const labels = Int32Array.from({ length: count }, (_, i) => (i * 7919) % spec.classes);
+  const seconds: number[] = [];
+  let step = 0, epoch = 0;
+  const t0 = Date.now();
+  const warm = 3;
+  while (seconds.length < warm + steps) {
+    const end = Math.min(batches, warm + steps - seconds.length);
+    await m.train({ images, labels, count }, { epoch, batch, firstStep: step, begin: 0, end, loss: 0, shuffle: true, lr: new Float32Array(batches).fill(0.01) },
+      (rows: Array<{ seconds: number }>) => { for (const r of rows) seconds.push(r.seconds); });
+    step += end; epoch++;
+  }
+  const timed = seconds.slice(warm).sort((a, b) => a - b);
+  const med = timed[Math.floor(timed.length / 2)];
+  log({ source: "ternlab", model: name, batch, ms_per_step: med * 1000, images_per_s: batch / med, device_MiB: m.memoryInUse() / 2 ** 20,
+    wall_s: (Date.now() - t0) / 1000, backend: JSON.parse(m.summary()).backend });
+}
+
+const fmt = (x: number | undefined, d = 0) => (x === undefined || !Number.isFinite(x) ? "n/a" : x.toFixed(d));
+
+async function main(): Promise<void> {
+  const date = new Date().toISOString();
+  if (!flag("no-kernels")) kernels();
+  for (const name of models) {
+    const spec = name === "cifar" ? gxnorCifar(1) : resnet18(1, 224, 1000);
+    try {
+      await ternlab(name, spec);
+    } catch (e) {
+      log({ source: "ternlab", model: name, error: (e as Error).message });
+    }
+  }
+  if (!flag("no-torch")) torch();
+
+  const device = results.find((r) => r.kind === "device")?.describe ?? results.find((r) => r.source === "ternlab")?.backend;
+  const ceil = results.find((r) => r.kind === "ceilings");
+  console.log(`\nternlab bench:gpu  ${date}  ${device ?? "?"}  ${ceil ? `torch ${ceil.torch} on ${ceil.device}` : ""}`);
+  console.log(`command: node dist/bench/gpu.js ${args.join(" ")}`.trim());
+  console.log("\ntraining (batch " + batch + "): images/s, ms/step, device memory");
+  for (const name of models) {
+    const t = results.find((r) => r.source === "ternlab" && r.model === name);
+    const eager = results.find((r) => r.kind === "pytorch" && r.model === name && r.mode === "eager");
+    const comp = results.find((r) => r.kind === "pytorch" && r.model === name && r.mode === "compile");
+    console.log(`  ${name.padEnd(7)} ternlab ${t?.error ? "error: " + t.error : `${fmt(t?.images_per_s)} img/s ${fmt(t?.ms_per_step, 2)} ms ${fmt(t?.device_MiB)} MiB`}`);
+    for (const [label, p] of [["eager", eager], ["compile", comp]] as Array<[string, Row | undefined]>) {
+      if (!p) continue;
+      if (p.error) { console.log(`          torch ${label}: error ${p.error}`); continue; }
+      console.log(`          torch ${label.padEnd(7)} ${fmt(p.images_per_s)} img/s ${fmt(p.ms_per_step, 2)} ms ${fmt(p.peak_MiB)} MiB peak  ` +
+        `-> ternlab/torch ${t?.images_per_s ? (t.images_per_s / p.images_per_s).toFixed(2) : "n/a"}x`);
+    }
+  }
+  const prods = results.filter((r) => r.kind === "product");
+  if (prods.length) {
+    console.log(`\nproducts (int8 peak by torch._int_mm 8192^3: ${fmt(ceil?.int8_TOPS)} TOPS)`);
+    for (const p of prods)
+      console.log(`  ${p.op.padEnd(22)} ${p.shape.padEnd(28)} ${fmt(p.ms, 3).padStart(8)} ms ${fmt(p.TOPS).padStart(5)} T(FL)OPS` +
+        (p.op === "forward int8" && ceil ? `  ${((100 * p.TOPS) / ceil.int8_TOPS).toFixed(0)}% of peak` : ""));
+    for (const e of results.filter((r) => r.kind === "elementwise"))
+      console.log(`  bn fwd ${fmt(e.bn_forward_ms, 3)} ms, bn bwd ${fmt(e.bn_backward_ms, 3)} ms, act ${fmt(e.act_forward_ms, 3)} ms on ${e.shape} (${fmt(e.tensor_MB)} MB)`);
+  }
+  const dst = results.find((r) => r.kind === "dst"), copy = results.find((r) => r.kind === "copy");
+  if (dst) console.log(`\nDST update (fused Adam + Philox + flip count), ${dst.weights} weights: ${fmt(dst.ms, 3)} ms, ${fmt(dst.GBps)} GB/s; ` +
+    `device-to-device copy ${fmt(copy?.GBps)} GB/s (torch: ${fmt(ceil?.copy_GBps)} GB/s) -> ${copy ? ((100 * dst.GBps) / copy.GBps).toFixed(0) : "n/a"}%`);
+  const out = opt("out", "");
+  if (out) fs.writeFileSync(out, JSON.stringify({ date, args, results }, null, 1));
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});

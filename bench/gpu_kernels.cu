@@ -1,0 +1,148 @@
+// Kernel-level timings of the CUDA backend, one program: the forward int8 products (TOPS), the bf16
+// backward products (TFLOP/s), batch norm, and the fused DST update (GB/s) against a device-to-device
+// copy. Built by `node dist/bench/gpu.js` with nvcc on the GPU machine (or by hand:
+//   nvcc -std=c++17 -O3 -gencode arch=compute_90,code=sm_90 -gencode arch=compute_80,code=sm_80 \
+//        bench/gpu_kernels.cu -o build/gpu_kernels)
+// Prints one JSON object per line (read by bench/gpu.ts) and nothing else on stdout.
+#include <chrono>
+#include <cstdio>
+#include <functional>
+#include <vector>
+
+#include "../native/cuda/cuda_backend.cu"
+
+using namespace tl;
+
+static void die(const Status& s) {
+  if (!s.is_ok()) {
+    std::fprintf(stderr, "%s\n", s.formatted().c_str());
+    std::exit(1);
+  }
+}
+
+// Median of `reps` timings of f (each synchronised), after 3 warm-up calls.
+static double time_ms(Backend& b, int reps, const std::function<Status()>& f) {
+  for (int i = 0; i < 3; ++i) die(f());
+  die(b.synchronize());
+  std::vector<double> t;
+  for (int i = 0; i < reps; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    die(f());
+    die(b.synchronize());
+    t.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+static void fill_ternary(Backend& b, int8_t* p, int64_t n, uint32_t layer) { die(b.init_states(n, p, 7, layer, 1.0f, Levels{})); }
+static void fill_float(Backend& b, float* p, int64_t n, uint32_t layer) { die(b.init_uniform(n, p, 7, layer, 1.0f)); }
+
+int main(int argc, char** argv) {
+  std::unique_ptr<Backend> be;
+  die(make_cuda_backend(0, &be));
+  Backend& b = *be;
+  std::printf("{\"kind\":\"device\",\"describe\":\"%s\"}\n", b.describe().c_str());
+  const int batch = argc > 1 ? std::atoi(argv[1]) : 256;
+
+  // device-to-device copy: the memory-bandwidth ceiling
+  {
+    const size_t bytes = size_t(2) << 30;
+    Buffer s, d;
+    die(b.alloc(bytes, "copy source", &s));
+    die(b.alloc(bytes, "copy target", &d));
+    const double ms = time_ms(b, 10, [&] { return b.copy(d.data(), s.data(), bytes); });
+    std::printf("{\"kind\":\"copy\",\"bytes\":%zu,\"ms\":%.4f,\"GBps\":%.1f}\n", bytes, ms, 2.0 * bytes / ms / 1e6);
+  }
+
+  // int8 products: a square GEMM and the CIFAR-10 net's layers at the batch size
+  struct Shape { const char* name; ConvGeom g; };
+  auto conv = [&](const char* name, int n, int hw, int c, int oc, int k, int pad) {
+    ConvGeom g;
+    g.n = n; g.h = hw; g.w = hw; g.c = c; g.oc = oc; g.kh = k; g.kw = k; g.ph = pad; g.pw = pad;
+    g.oh = hw + 2 * pad - k + 1; g.ow = g.oh;
+    return Shape{name, g};
+  };
+  std::vector<Shape> shapes = {
+      conv("gemm 8192^3", 8192, 1, 8192, 8192, 1, 0),
+      conv("cifar conv2 128->128 32x32", batch, 32, 128, 128, 3, 1),
+      conv("cifar conv3 128->256 16x16", batch, 16, 128, 256, 3, 1),
+      conv("cifar conv4 256->256 16x16", batch, 16, 256, 256, 3, 1),
+      conv("cifar conv5 256->512 8x8", batch, 8, 256, 512, 3, 1),
+      conv("cifar conv6 512->512 8x8", batch, 8, 512, 512, 3, 1),
+      conv("cifar fc7 8192->1024", batch, 1, 8192, 1024, 1, 0),
+      conv("resnet s1 64->64 56x56", batch, 56, 64, 64, 3, 1),
+      conv("resnet s4 512->512 7x7", batch, 7, 512, 512, 3, 1),
+  };
+  for (auto& s : shapes) {
+    const ConvGeom& g = s.g;
+    Buffer x, w, y, dx, dw;
+    die(b.alloc(g.in_elems(), "x", &x));
+    die(b.alloc(g.oc * g.k(), "w", &w));
+    die(b.alloc(4 * g.rows() * g.oc, "y", &y));
+    fill_ternary(b, x.as<int8_t>(), g.in_elems(), 1);
+    fill_ternary(b, w.as<int8_t>(), g.oc * g.k(), 2);
+    const double flop = 2.0 * g.macs();
+    const bool big = flop > 1e12;
+    const double fwd = time_ms(b, big ? 10 : 30, [&] {
+      return b.conv_forward(g, Operand{DType::I8, x.data(), 1.0f}, Operand{DType::I8, w.data(), 1.0f}, y.as<float>());
+    });
+    std::printf("{\"kind\":\"product\",\"op\":\"forward int8\",\"shape\":\"%s\",\"ms\":%.4f,\"TOPS\":%.1f}\n", s.name, fwd, flop / fwd / 1e9);
+    if (g.n == 8192 && g.h == 1) continue;
+    die(b.alloc(4 * g.in_elems(), "dx", &dx));
+    die(b.alloc(4 * g.oc * g.k(), "dw", &dw));
+    fill_float(b, y.as<float>(), g.rows() * g.oc, 3);
+    for (const char* mode : {"fast", "exact"}) {
+      setenv("TERNLAB_CUDA_MATH", mode, 1);
+      const double bd = time_ms(b, 20, [&] { return b.conv_backward_data(g, y.as<float>(), Operand{DType::I8, w.data(), 1.0f}, dx.as<float>()); });
+      const double bf = time_ms(b, 20, [&] { return b.conv_backward_filter(g, Operand{DType::I8, x.data(), 1.0f}, y.as<float>(), dw.as<float>()); });
+      std::printf("{\"kind\":\"product\",\"op\":\"backward data %s\",\"shape\":\"%s\",\"ms\":%.4f,\"TOPS\":%.1f}\n", mode, s.name, bd, flop / bd / 1e9);
+      std::printf("{\"kind\":\"product\",\"op\":\"backward filter %s\",\"shape\":\"%s\",\"ms\":%.4f,\"TOPS\":%.1f}\n", mode, s.name, bf, flop / bf / 1e9);
+    }
+    unsetenv("TERNLAB_CUDA_MATH");
+    // batch norm and activation on this layer's output
+    const int64_t rows = g.rows();
+    const int c = g.oc;
+    Buffer gamma, beta, rm, rv, xh, is, out, dg, dbb;
+    for (Buffer* p : {&gamma, &beta, &rm, &rv, &is, &dg, &dbb}) die(b.alloc(4 * c, "bn", p));
+    die(b.alloc(4 * rows * c, "xhat", &xh));
+    die(b.alloc(4 * rows * c, "bn out", &out));
+    const double bnf = time_ms(b, 20, [&] {
+      return b.bn_forward_train(rows, c, y.as<float>(), gamma.as<float>(), beta.as<float>(), 1e-4f, 0.1f, rm.as<float>(), rv.as<float>(),
+                                out.as<float>(), xh.as<float>(), is.as<float>());
+    });
+    const double bnb = time_ms(b, 20, [&] {
+      return b.bn_backward(rows, c, y.as<float>(), xh.as<float>(), gamma.as<float>(), is.as<float>(), out.as<float>(), dg.as<float>(), dbb.as<float>());
+    });
+    ActSpec as;
+    Buffer q;
+    die(b.alloc(rows * c, "act out", &q));
+    const double act = time_ms(b, 20, [&] { return b.act_forward(rows * c, out.as<float>(), as, q.as<int8_t>()); });
+    std::printf("{\"kind\":\"elementwise\",\"shape\":\"%s\",\"bn_forward_ms\":%.4f,\"bn_backward_ms\":%.4f,\"act_forward_ms\":%.4f,\"tensor_MB\":%.1f}\n",
+                s.name, bnf, bnb, act, 4.0 * rows * c / 1e6);
+  }
+
+  // fused DST update (Adam proposal, Philox draw, flip count): bytes = q r/w + g + m r/w + v r/w
+  {
+    const int64_t n = int64_t(1) << 26;
+    Buffer q, g, m, v, cnt;
+    die(b.alloc(n, "q", &q));
+    die(b.alloc(4 * n, "g", &g));
+    die(b.alloc(4 * n, "m", &m));
+    die(b.alloc(4 * n, "v", &v));
+    die(b.alloc(64, "counters", &cnt));
+    fill_ternary(b, q.as<int8_t>(), n, 4);
+    fill_float(b, g.as<float>(), n, 5);
+    DstParams p;
+    p.lr = 0.01f;
+    p.seed = 1;
+    int step = 0;
+    const double ms = time_ms(b, 20, [&] {
+      p.step = step++;
+      return b.dst_update(n, q.as<int8_t>(), g.as<float>(), m.as<float>(), v.as<float>(), p, cnt.as<int64_t>());
+    });
+    const double bytes = 22.0 * n;
+    std::printf("{\"kind\":\"dst\",\"weights\":%lld,\"ms\":%.4f,\"GBps\":%.1f}\n", static_cast<long long>(n), ms, bytes / ms / 1e6);
+  }
+  return 0;
+}

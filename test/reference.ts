@@ -19,6 +19,17 @@ export const U32 = 2 ** -24;
 export function gammaN(n: number, u = U32): number {
   return (n * u) / (1 - n * u);
 }
+/**
+ * Unit roundoff of the operands of a backend's backward products (conv data and filter gradients):
+ * 0 where they are multiplied in float32 (the CPU; the GPU with TERNLAB_CUDA_MATH=exact or simple),
+ * 2⁻⁸ where the GPU rounds them to bf16 for its tensor cores (TERNLAB_CUDA_MATH=fast, its default).
+ * Each bf16 term then carries (1 + 2⁻⁸)² − 1 on top of the float32 accumulation.
+ */
+export function backwardOperandRounding(backend: string): number {
+  if (backend !== "cuda") return 0;
+  const math = process.env.TERNLAB_CUDA_MATH ?? "";
+  return math === "exact" || math === "simple" ? 0 : 2 ** -8;
+}
 export function abs(a: ArrayLike<number>): Float64Array {
   return Float64Array.from(a, (v) => Math.abs(v));
 }

@@ -71,6 +71,24 @@ async function ternlab(name: string, spec: ModelSpec): Promise<void> {
     wall_s: (Date.now() - t0) / 1000, backend: JSON.parse(m.summary()).backend });
 }
 
+// One more short run with TERNLAB_CUDA_PROFILE=1: where a step's time goes, op by op (each op
+// synchronised, so the total exceeds the unprofiled step time).
+async function profile(name: string, spec: ModelSpec): Promise<void> {
+  process.env.TERNLAB_CUDA_PROFILE = "1";
+  try {
+    const addon = loadAddon();
+    const m = new addon.NativeModel(spec, updateConfig(), { kind: "cuda", threads: 0 });
+    const per = spec.h * spec.w * spec.c, count = batch * 3;
+    const images = new Uint8Array(count * per).map((_, i) => (i * 2654435761) >>> 24);
+    const labels = Int32Array.from({ length: count }, (_, i) => i % spec.classes);
+    await m.train({ images, labels, count }, { epoch: 0, batch, firstStep: 0, begin: 0, end: 3, loss: 0, shuffle: true, lr: new Float32Array(3).fill(0.01) }, () => undefined);
+    const text = String(JSON.parse(m.summary()).backend).split(" | profile: ")[1] ?? "";
+    log({ source: "profile", model: name, steps: 3, text });
+  } finally {
+    delete process.env.TERNLAB_CUDA_PROFILE;
+  }
+}
+
 const fmt = (x: number | undefined, d = 0) => (x === undefined || !Number.isFinite(x) ? "n/a" : x.toFixed(d));
 
 async function main(): Promise<void> {
@@ -84,6 +102,8 @@ async function main(): Promise<void> {
       log({ source: "ternlab", model: name, error: (e as Error).message });
     }
   }
+  if (flag("profile"))
+    for (const name of models) await profile(name, name === "cifar" ? gxnorCifar(1) : resnet18(1, 224, 1000)).catch((e) => log({ source: "profile", model: name, error: String(e) }));
   if (!flag("no-torch")) torch();
 
   const device = results.find((r) => r.kind === "device")?.describe ?? results.find((r) => r.source === "ternlab")?.backend;
@@ -115,6 +135,14 @@ async function main(): Promise<void> {
   const dst = results.find((r) => r.kind === "dst"), copy = results.find((r) => r.kind === "copy");
   if (dst) console.log(`\nDST update (fused Adam + Philox + flip count), ${dst.weights} weights: ${fmt(dst.ms, 3)} ms, ${fmt(dst.GBps)} GB/s; ` +
     `device-to-device copy ${fmt(copy?.GBps)} GB/s (torch: ${fmt(ceil?.copy_GBps)} GB/s) -> ${copy ? ((100 * dst.GBps) / copy.GBps).toFixed(0) : "n/a"}%`);
+  for (const p of results.filter((r) => r.source === "profile")) {
+    console.log(`\nprofile of ${p.model} (${p.steps} steps, ms/calls, each op synchronised):`);
+    const items = String(p.text ?? p.error).split("; ").map((t) => {
+      const m = /^(.*) ([\d.]+) ms\/(\d+)$/.exec(t);
+      return m ? { op: m[1], ms: Number(m[2]), calls: Number(m[3]) } : { op: t, ms: 0, calls: 0 };
+    }).sort((a, b) => b.ms - a.ms);
+    for (const it of items) console.log(`  ${it.op.padEnd(30)} ${it.ms.toFixed(1).padStart(8)} ms ${String(it.calls).padStart(5)} calls`);
+  }
   const out = opt("out", "");
   if (out) fs.writeFileSync(out, JSON.stringify({ date, args, results }, null, 1));
 }

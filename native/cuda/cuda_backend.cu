@@ -11,6 +11,8 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <chrono>
+#include <vector>
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
@@ -686,10 +688,51 @@ Status cuda_status(const char* what, cudaError_t e) {
     if (e_ != cudaSuccess) return ::tl::cuda::cuda_status(op, e_);        \
   } while (0)
 
+class CudaBackend;
+// TERNLAB_CUDA_PROFILE=1: every op synchronises and adds its wall time to a per-op table, shown by
+// describe() (so in a model's summary) and on stderr when the backend goes. For finding where a
+// step's time goes; off by default (it serialises host and device).
+struct ProfTable {
+  bool on = false;
+  std::vector<std::pair<std::string, std::pair<double, long>>> rows;
+  void add(const char* name, double ms) {
+    for (auto& r : rows)
+      if (r.first == name) { r.second.first += ms; r.second.second++; return; }
+    rows.push_back({name, {ms, 1}});
+  }
+  std::string text() const {
+    std::string t;
+    char buf[160];
+    for (auto& r : rows) {
+      std::snprintf(buf, sizeof buf, "%s%s %.1f ms/%ld", t.empty() ? "" : "; ", r.first.c_str(), r.second.first, r.second.second);
+      t += buf;
+    }
+    return t;
+  }
+};
+struct Prof {
+  ProfTable* table;
+  cudaStream_t stream;
+  const char* name;
+  std::chrono::steady_clock::time_point t0;
+  Prof(ProfTable* t, cudaStream_t s, const char* n) : table(t), stream(s), name(n) {
+    if (table->on) t0 = std::chrono::steady_clock::now();
+  }
+  ~Prof() {
+    if (!table->on) return;
+    cudaStreamSynchronize(stream);
+    table->add(name, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  }
+};
+
 class CudaBackend final : public Backend {
  public:
-  CudaBackend(int device, cudaStream_t stream, const cudaDeviceProp& prop) : device_(device), stream_(stream), prop_(prop) {}
+  CudaBackend(int device, cudaStream_t stream, const cudaDeviceProp& prop) : device_(device), stream_(stream), prop_(prop) {
+    const char* e = std::getenv("TERNLAB_CUDA_PROFILE");
+    prof_.on = e && *e && std::strcmp(e, "0") != 0;
+  }
   ~CudaBackend() override {
+    if (prof_.on) std::fprintf(stderr, "ternlab cuda profile: %s\n", prof_.text().c_str());
     cudaStreamSynchronize(stream_);
     for (Scratch* s : {&split_, &wt_, &part_, &counts_}) if (s->p) cudaFree(s->p);
     cudaStreamDestroy(stream_);
@@ -697,7 +740,8 @@ class CudaBackend final : public Backend {
   std::string name() const override { return "cuda"; }
   std::string describe() const override {
     return std::string("cuda (") + prop_.name + ", sm_" + std::to_string(prop_.major) + std::to_string(prop_.minor) + ", " +
-           std::to_string(prop_.multiProcessorCount) + " SMs, " + std::to_string(prop_.totalGlobalMem >> 20) + " MiB)";
+           std::to_string(prop_.multiProcessorCount) + " SMs, " + std::to_string(prop_.totalGlobalMem >> 20) + " MiB)" +
+           (prof_.on ? " | profile: " + prof_.text() : "");
   }
 
   // ---- memory
@@ -749,6 +793,7 @@ class CudaBackend final : public Backend {
   size_t bytes_in_use() const override { return in_use_.load(); }
 
   Status normalize_u8(int64_t n, const uint8_t* src, float scale, float offset, float* dst) override {
+    Prof prof_scope(&prof_, stream_, "normalize_u8");
     k_normalize<<<grid_for(n), kThreads, 0, stream_>>>(n, src, scale, offset, dst);
     LAUNCHED("normalize_u8");
     return Status::ok();
@@ -756,6 +801,7 @@ class CudaBackend final : public Backend {
 
   // ---- products
   Status conv_forward(const ConvGeom& g, Operand x, Operand w, float* y) override {
+    Prof prof_scope(&prof_, stream_, "conv_forward");
     const int64_t M = g.rows(), K = g.k();
     const bool xi = x.dtype == DType::I8, wi = w.dtype == DType::I8;
     if (M == 0 || g.oc == 0) return Status::ok();
@@ -772,11 +818,13 @@ class CudaBackend final : public Backend {
       LAUNCHED("conv_forward (int8 tensor cores)");
       return Status::ok();
     }
+    prof_scope.name = "conv_forward (float operand)";
     return simt<float>("conv_forward", M, g.oc, K, K, Im2colA{g, x.ptr, xi, x.scale}, WeightKN{w.ptr, wi, w.scale, K},
                        StoreF{y, g.oc, 1.0f});
   }
 
   Status conv_backward_data(const ConvGeom& g, const float* dy, Operand w, float* dx) override {
+    Prof prof_scope(&prof_, stream_, "conv_backward_data");
     const int64_t M = g.in_elems() / g.c, K2 = static_cast<int64_t>(g.kh) * g.kw * g.oc;
     const bool wi = w.dtype == DType::I8;
     if (M == 0 || g.c == 0) return Status::ok();
@@ -796,6 +844,7 @@ class CudaBackend final : public Backend {
   }
 
   Status conv_backward_filter(const ConvGeom& g, Operand x, const float* dy, float* dw) override {
+    Prof prof_scope(&prof_, stream_, "conv_backward_filter");
     const int64_t R = g.rows(), M = g.oc, N = g.k();
     const Im2colA xa{g, x.ptr, x.dtype == DType::I8, x.scale};
     if (M == 0 || N == 0) return Status::ok();
@@ -831,6 +880,7 @@ class CudaBackend final : public Backend {
   }
 
   Status conv_counters(const ConvGeom& g, const int8_t* x, const int8_t* w, int64_t* counters) override {
+    Prof prof_scope(&prof_, stream_, "conv_counters");
     const int64_t hwc = static_cast<int64_t>(g.h) * g.w * g.c, K = g.k();
     TL_TRY(scratch(&counts_, sizeof(int32_t) * (hwc + K), "activity counts"));
     int32_t* P = static_cast<int32_t*>(counts_.p);
@@ -844,21 +894,25 @@ class CudaBackend final : public Backend {
 
   // ---- pooling
   Status maxpool_forward(const PoolGeom& g, const float* x, float* y, int32_t* argmax) override {
+    Prof prof_scope(&prof_, stream_, "maxpool_forward");
     k_maxpool<<<grid_for(static_cast<int64_t>(g.n) * g.oh * g.ow * g.c), kThreads, 0, stream_>>>(g, x, y, argmax);
     LAUNCHED("maxpool_forward");
     return Status::ok();
   }
   Status maxpool_backward(const PoolGeom& g, const float* dy, const int32_t* argmax, float* dx) override {
+    Prof prof_scope(&prof_, stream_, "maxpool_backward");
     k_maxpool_backward<<<grid_for(static_cast<int64_t>(g.n) * g.h * g.w * g.c), kThreads, 0, stream_>>>(g, dy, argmax, dx);
     LAUNCHED("maxpool_backward");
     return Status::ok();
   }
   Status avgpool_forward(const PoolGeom& g, const float* x, float* y) override {
+    Prof prof_scope(&prof_, stream_, "avgpool_forward");
     k_avgpool<<<grid_for(static_cast<int64_t>(g.n) * g.oh * g.ow * g.c), kThreads, 0, stream_>>>(g, x, y);
     LAUNCHED("avgpool_forward");
     return Status::ok();
   }
   Status avgpool_backward(const PoolGeom& g, const float* dy, float* dx) override {
+    Prof prof_scope(&prof_, stream_, "avgpool_backward");
     k_avgpool_backward<<<grid_for(static_cast<int64_t>(g.n) * g.h * g.w * g.c), kThreads, 0, stream_>>>(g, dy, dx);
     LAUNCHED("avgpool_backward");
     return Status::ok();
@@ -868,6 +922,7 @@ class CudaBackend final : public Backend {
   Status bn_forward_train(int64_t rows, int c, const float* x, const float* gamma, const float* beta, float eps,
                           float momentum, float* run_mean, float* run_var, float* y, float* xhat,
                           float* invstd) override {
+    Prof prof_scope(&prof_, stream_, "bn_forward_train");
     const int64_t chunks = cdiv(rows, kReduceChunk);
     TL_TRY(scratch(&part_, sizeof(double) * (chunks * c + 2 * c) + sizeof(float) * c, "batch-norm partial sums"));
     double* part = static_cast<double*>(part_.p);
@@ -885,12 +940,14 @@ class CudaBackend final : public Backend {
   }
   Status bn_forward_infer(int64_t rows, int c, const float* x, const float* gamma, const float* beta,
                           const float* run_mean, const float* run_var, float eps, float* y) override {
+    Prof prof_scope(&prof_, stream_, "bn_forward_infer");
     k_bn_infer<<<grid_for(rows * c), kThreads, 0, stream_>>>(rows * c, c, x, gamma, beta, run_mean, run_var, eps, y);
     LAUNCHED("bn_forward_infer");
     return Status::ok();
   }
   Status bn_backward(int64_t rows, int c, const float* dy, const float* xhat, const float* gamma, const float* invstd,
                      float* dx, float* dgamma, float* dbeta) override {
+    Prof prof_scope(&prof_, stream_, "bn_backward");
     const int64_t chunks = cdiv(rows, kReduceChunk);
     TL_TRY(scratch(&part_, sizeof(double) * (chunks * c + 2 * c) + sizeof(float) * 3 * c, "batch-norm partial sums"));
     double* part = static_cast<double*>(part_.p);
@@ -909,21 +966,25 @@ class CudaBackend final : public Backend {
 
   // ---- activation, elementwise
   Status act_forward(int64_t n, const float* x, const ActSpec& s, int8_t* q) override {
+    Prof prof_scope(&prof_, stream_, "act_forward");
     k_act_forward<<<grid_for(n), kThreads, 0, stream_>>>(n, x, s, q);
     LAUNCHED("act_forward");
     return Status::ok();
   }
   Status act_backward(int64_t n, const float* x, const float* dq, const ActSpec& s, float* dx) override {
+    Prof prof_scope(&prof_, stream_, "act_backward");
     k_act_backward<<<grid_for(n), kThreads, 0, stream_>>>(n, x, dq, s, dx);
     LAUNCHED("act_backward");
     return Status::ok();
   }
   Status add(int64_t n, const float* a, const float* b, float* y) override {
+    Prof prof_scope(&prof_, stream_, "add");
     k_add<<<grid_for(n), kThreads, 0, stream_>>>(n, a, b, y);
     LAUNCHED("add");
     return Status::ok();
   }
   Status accumulate(int64_t n, const float* src, float* dst) override {
+    Prof prof_scope(&prof_, stream_, "accumulate");
     k_accumulate<<<grid_for(n), kThreads, 0, stream_>>>(n, src, dst);
     LAUNCHED("accumulate");
     return Status::ok();
@@ -931,6 +992,7 @@ class CudaBackend final : public Backend {
 
   Status loss(int64_t n, int c, const float* y, const int32_t* labels, LossKind kind, float* dy, float* row_loss,
               int32_t* rank) override {
+    Prof prof_scope(&prof_, stream_, "loss");
     const float inv = kind == LossKind::SquaredHinge ? 1.0f / (static_cast<float>(n) * c) : 1.0f / static_cast<float>(n);
     if (n <= 0) return Status::ok();
     k_loss<<<static_cast<int>(cdiv(n, 128)), 128, 0, stream_>>>(n, c, y, labels, kind, inv, dy, row_loss, rank);
@@ -941,26 +1003,31 @@ class CudaBackend final : public Backend {
   // ---- updates
   Status dst_update(int64_t n, int8_t* q, const float* g, float* m, float* v, const DstParams& p,
                     int64_t* counters) override {
+    Prof prof_scope(&prof_, stream_, "dst_update");
     k_dst<<<grid_for(n), kThreads, 0, stream_>>>(n, q, g, m, v, p, counters + kFlips);
     LAUNCHED("dst_update");
     return Status::ok();
   }
   Status adam_update(int64_t n, float* p, const float* g, float* m, float* v, const AdamParams& a) override {
+    Prof prof_scope(&prof_, stream_, "adam_update");
     k_adam<<<grid_for(n), kThreads, 0, stream_>>>(n, p, g, m, v, a);
     LAUNCHED("adam_update");
     return Status::ok();
   }
   Status init_states(int64_t n, int8_t* q, uint64_t seed, uint32_t layer, float spread, const Levels& lv) override {
+    Prof prof_scope(&prof_, stream_, "init_states");
     k_init_states<<<grid_for(n), kThreads, 0, stream_>>>(n, q, seed, layer, spread, lv);
     LAUNCHED("init_states");
     return Status::ok();
   }
   Status init_uniform(int64_t n, float* p, uint64_t seed, uint32_t layer, float limit) override {
+    Prof prof_scope(&prof_, stream_, "init_uniform");
     k_init_uniform<<<grid_for(n), kThreads, 0, stream_>>>(n, p, seed, layer, limit);
     LAUNCHED("init_uniform");
     return Status::ok();
   }
   Status count_zeros(int64_t n, const int8_t* q, int64_t* counters) override {
+    Prof prof_scope(&prof_, stream_, "count_zeros");
     k_count_zeros<<<grid_for(n), kThreads, 0, stream_>>>(n, q, counters + kZeroWeights);
     LAUNCHED("count_zeros");
     return Status::ok();
@@ -1006,7 +1073,9 @@ class CudaBackend final : public Backend {
     return Status::ok();
   }
 
+  friend struct Prof;
   int device_;
+  ProfTable prof_;
   cudaStream_t stream_;
   cudaDeviceProp prop_;
   std::atomic<size_t> in_use_{0};

@@ -61,8 +61,8 @@ export function register(program: Command): void {
     .addOption(new Option("--model <name>", "model factory").choices(["mnistCnn", "mlp", "cifarVgg", "resnet18", "alexnet"]).default("mnistCnn"))
     .option("--epochs <n>", "epochs", int("--epochs", 1), 8)
     .option("--batch-size <n>", "batch size", int("--batch-size", 1), 100)
-    .option("--lr <eta>", "learning rate η (start of the geometric schedule)", num("--lr", 0), 0.01)
-    .option("--lr-end <eta>", "learning rate at the last epoch (geometric decay; default: η/20)", num("--lr-end", 0))
+    .option("--lr <eta>", "learning rate η (start of the geometric schedule)", num("--lr", 0), 0.02)
+    .option("--lr-end <eta>", "learning rate at the last epoch (geometric decay; default: η/100)", num("--lr-end", 0))
     .addOption(new Option("--loss <kind>", "loss").choices(["squaredHinge", "crossEntropy"]).default("squaredHinge"))
     .addOption(new Option("--proposal <kind>", "DST proposal: adam (released code) or sgd (−η·g, no per-weight state)").choices(["adam", "sgd"]).default("adam"))
     .addOption(new Option("--tau <kind>", "DST transition probability").choices(["tanh", "linear", "logistic"]).default("tanh"))
@@ -128,7 +128,7 @@ export async function trainCommand(o: TrainCommandOptions): Promise<void> {
   const model = create(o.model, modelArgs);
   log(`ternlab: ${o.model} on ${model.backend}, ${model.summary().discreteWeights.toLocaleString("en")} discrete weights; ` +
       `${trainSet.count} training and ${testSet.count} test images; run folder ${out}`);
-  const lrEnd = o.lrEnd ?? o.lr / 20;
+  const lrEnd = o.lrEnd ?? o.lr / 100;
   const bar = o.progress && process.stdout.isTTY !== false
     ? new cliProgress.SingleBar(
         { format: "epoch {ep} |{bar}| {percentage}% · step {value}/{total} · ETA {eta_formatted} · loss {loss} · train acc {acc} · test acc {test} · {ips} img/s", hideCursor: true, etaBuffer: 50, fps: 5 },

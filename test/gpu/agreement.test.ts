@@ -53,12 +53,13 @@ function withMath<T>(mode: string, f: () => T): T {
   }
 }
 
-// Bit-identical typed arrays, with the first difference in the message.
+// Identical typed arrays (every value equal; +0 and −0 count as equal: g++ and nvcc may give a zero
+// gradient either sign, which nothing downstream can tell apart), with the first difference in the message.
 function same(a: ArrayLike<number>, b: ArrayLike<number>, what: string): void {
   assert.equal(a.length, b.length, `${what}: lengths ${a.length} vs ${b.length}`);
   let bad = 0, first = -1;
   for (let i = 0; i < a.length; ++i)
-    if (!Object.is(a[i], b[i])) { if (first < 0) first = i; ++bad; }
+    if (a[i] !== b[i] && !(Number.isNaN(a[i]) && Number.isNaN(b[i]))) { if (first < 0) first = i; ++bad; }
   assert.equal(bad, 0, `${what}: ${bad} of ${a.length} differ; first at ${first}: cpu ${a[first]} vs cuda ${b[first]}`);
 }
 // ‖gpu − cpu‖ / ‖cpu‖ ≤ tol, and no NaN.

@@ -73,6 +73,7 @@ export class Model {
   ) {
     const g = new GraphBuilder(options, arch.input);
     arch.build(g);
+    g.checkLayerNames(factory);
     this.spec = {
       h: arch.input[0], w: arch.input[1], c: arch.input[2], classes: arch.classes,
       seed: options.seed, bnEps: options.bnEps, bnMomentum: options.bnMomentum, nodes: g.nodes,

@@ -59,6 +59,8 @@ export const modelOptionsSchema = z
     backend: z.enum(["cpu", "cuda", "auto"]).default("auto"),
     threads: z.number().int().min(0).max(1024).default(0),
     weightLevels: z.number().int().min(0).max(6).default(1),
+    /** Per-layer Z_N, by layer name (e.g. { conv1: 2 }); the rest use weightLevels. */
+    layerWeightLevels: z.record(z.string(), z.number().int().min(0).max(6)).default({}),
     activation: activationSchema.default(activationSchema.parse({})),
     sampler: samplerSchema.default(samplerSchema.parse({})),
     adam: z

@@ -187,6 +187,17 @@ describe("training", function () {
     assert.throws(() => train(m, cifarShaped, { epochs: 1 }), (e: unknown) => (e as TernlabError).code === "E_SHAPE");
   });
 
+  it("per-layer weight levels: Z_2 in one layer, ternary elsewhere, all weights stay on their grids", async () => {
+    const m = small({ layerWeightLevels: { dense1: 2 } });
+    assert.deepEqual(m.layers.filter((l) => l.discrete).map((l) => [l.name, l.levels]), [["dense1", 2], ["dense2", 1]]);
+    await train(m, subset(trainSet, 0, 500), { epochs: 2, batchSize: 50, learningRate: 0.05 });
+    const state = new Map(m.state().map((t) => [t.name, new Int8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength)]));
+    const q1 = state.get("dense1.weight")!, q2 = state.get("dense2.weight")!;
+    assert.ok(q1.every((q) => q >= -2 && q <= 2) && q1.some((q) => Math.abs(q) === 1), "Z_2 states are −2..2 (w = q/2)");
+    assert.ok(q2.every((q) => q >= -1 && q <= 1));
+    assert.throws(() => small({ layerWeightLevels: { nope: 2 } }), /layerWeightLevels.*"nope"/);
+  });
+
   it("summary shows one byte per discrete weight and no float copy", () => {
     const m = models.mnistCnn({ backend: "cpu" });
     const s = m.summary();

@@ -3,6 +3,7 @@
  * core receives the node list as it is (kinds match native/core/model.h's OpKind).
  */
 import { NativeNodeSpec } from "../native";
+import { TernlabError } from "../errors";
 import { ResolvedModelOptions } from "../options";
 
 export const OpKind = { input: 0, conv2d: 1, dense: 2, maxPool: 3, avgPool: 4, batchNorm: 5, activation: 6, flatten: 7, add: 8 } as const;
@@ -40,20 +41,32 @@ export class GraphBuilder {
     this.nodes.push(spec);
     return this.nodes.length - 1;
   }
+  private levelsOf(name: string): number {
+    return this.opts.layerWeightLevels[name] ?? this.opts.weightLevels;
+  }
   conv2d(x: number, out: number, o: ConvOptions = {}): number {
     const [kh, kw] = pair(o.kernel, 3);
     const [sh, sw] = pair(o.stride, 1);
     const [ph, pw] = pair(o.padding, 0);
+    const name = this.name("conv", o.name);
     return this.push({
-      kind: OpKind.conv2d, name: this.name("conv", o.name), inputs: [x], out, kh, kw, sh, sw, ph, pw,
-      discrete: o.discrete ?? true, levels: this.opts.weightLevels, initSpread: o.initSpread ?? 1,
+      kind: OpKind.conv2d, name, inputs: [x], out, kh, kw, sh, sw, ph, pw,
+      discrete: o.discrete ?? true, levels: this.levelsOf(name), initSpread: o.initSpread ?? 1,
     });
   }
   dense(x: number, out: number, o: Omit<ConvOptions, "kernel" | "stride" | "padding"> = {}): number {
+    const name = this.name("dense", o.name);
     return this.push({
-      kind: OpKind.dense, name: this.name("dense", o.name), inputs: [x], out,
-      discrete: o.discrete ?? true, levels: this.opts.weightLevels, initSpread: o.initSpread ?? 1,
+      kind: OpKind.dense, name, inputs: [x], out,
+      discrete: o.discrete ?? true, levels: this.levelsOf(name), initSpread: o.initSpread ?? 1,
     });
+  }
+  /** Layer-name options must name layers of this graph. */
+  checkLayerNames(where: string): void {
+    const names = new Set(this.nodes.filter((n) => n.kind === OpKind.conv2d || n.kind === OpKind.dense).map((n) => n.name));
+    for (const k of Object.keys(this.opts.layerWeightLevels))
+      if (!names.has(k))
+        throw new TernlabError("E_OPTION", `option "${where}.layerWeightLevels" names layer "${k}", which this model does not have; its weight layers are ${[...names].join(", ")}.`);
   }
   maxPool(x: number, size = 2, stride = size, padding = 0): number {
     return this.push({ kind: OpKind.maxPool, name: this.name("maxpool"), inputs: [x], kh: size, kw: size, sh: stride, sw: stride, ph: padding, pw: padding });

@@ -37,6 +37,17 @@ function productRate(kind: "int8" | "float32", M: number, N: number, K: number, 
   return (2 * M * N * K) / median(times) / 1e9;
 }
 
+/** GOP/s of the same product as a plain single-threaded float32 loop. */
+function plainRate(M: number, N: number, K: number): number {
+  const a = addon();
+  const r = rng(2);
+  const x = Float32Array.from({ length: M * K }, () => Math.floor(r() * 3) - 1);
+  const w = Float32Array.from({ length: N * K }, () => Math.floor(r() * 3) - 1);
+  const t0 = process.hrtime.bigint();
+  a.ops.plainFloatProduct(M, N, K, x, w);
+  return (2 * M * N * K) / (Number(process.hrtime.bigint() - t0) / 1e9) / 1e9;
+}
+
 async function trainingRate(name: "mlp" | "mnistCnn", images: number, batch: number): Promise<number> {
   const data = subset(await loadMnist("train", { limit: images }), 0, images);
   const model = name === "mlp" ? models.mlp({ backend: "cpu", seed: 1 }) : models.mnistCnn({ backend: "cpu", seed: 1 });
@@ -67,12 +78,13 @@ async function main() {
   const paths = ["avx512-vnni", "avx2", "scalar"].filter((p) => a.setKernelPath(p));
   for (const [label, M, N, K] of shapes) {
     const reps = M * N * K > 1e9 ? 5 : 9;
+    const plain = plainRate(M, N, K);
     const f32 = productRate("float32", M, N, K, reps);
-    const cells = [`float32 ${f32.toFixed(1)}`];
+    const cells = [`plain float32 loop (1 thread) ${plain.toFixed(1)}`, `float32 GEMM ${f32.toFixed(1)}`];
     for (const p of paths) {
       a.setKernelPath(p);
       const i8 = productRate("int8", M, N, K, reps);
-      cells.push(`int8/${p} ${i8.toFixed(1)} (${(i8 / f32).toFixed(2)}×)`);
+      cells.push(`int8/${p} ${i8.toFixed(1)} (${(i8 / f32).toFixed(2)}× GEMM, ${(i8 / plain).toFixed(0)}× plain)`);
     }
     a.setKernelPath(info.bestKernelPath);
     console.log(`  ${label.padEnd(36)} ${cells.join("  ")}`);

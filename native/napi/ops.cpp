@@ -320,6 +320,24 @@ Napi::Value UnpackStates(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// The plain float32 loop a user would write for y = x·wᵀ (one thread, k innermost): the baseline
+// `npm run bench` prints beside the integer kernels.
+Napi::Value PlainFloatProduct(const Napi::CallbackInfo& info) {
+  const int64_t M = info[0].As<Napi::Number>().Int64Value(), N = info[1].As<Napi::Number>().Int64Value(),
+                K = info[2].As<Napi::Number>().Int64Value();
+  Napi::Float32Array x = info[3].As<Napi::Float32Array>(), w = info[4].As<Napi::Float32Array>();
+  Napi::Float32Array y = Napi::Float32Array::New(info.Env(), M * N);
+  const float* xp = x.Data();
+  const float* wp = w.Data();
+  for (int64_t i = 0; i < M; ++i)
+    for (int64_t j = 0; j < N; ++j) {
+      float s = 0.0f;
+      for (int64_t k = 0; k < K; ++k) s += xp[i * K + k] * wp[j * K + k];
+      y[i * N + j] = s;
+    }
+  return y;
+}
+
 }  // namespace
 
 void register_ops(Napi::Env env, Napi::Object exports) {
@@ -337,6 +355,7 @@ void register_ops(Napi::Env env, Napi::Object exports) {
   ops.Set("loss", Napi::Function::New(env, Loss));
   ops.Set("dstUpdate", Napi::Function::New(env, DstUpdate));
   ops.Set("initStates", Napi::Function::New(env, InitStates));
+  ops.Set("plainFloatProduct", Napi::Function::New(env, PlainFloatProduct));
   exports.Set("ops", ops);
   exports.Set("philox", Napi::Function::New(env, Philox));
   exports.Set("setKernelPath", Napi::Function::New(env, SetKernelPath));

@@ -198,6 +198,19 @@ describe("training", function () {
     assert.throws(() => small({ layerWeightLevels: { nope: 2 } }), /layerWeightLevels.*"nope"/);
   });
 
+  it("after an error the model and the next call still work (bad labels, out of memory)", async () => {
+    const m = small();
+    const bad = { ...subset(trainSet, 0, 200), labels: Int32Array.from(subset(trainSet, 0, 200).labels, (l, i) => (i === 77 ? 12 : l)) };
+    await assert.rejects(train(m, bad, { epochs: 1, batchSize: 50 }), (e: unknown) => (e as TernlabError).code === "E_DATASET" && /label 12 of sample 77/.test((e as Error).message));
+    const ok = await train(m, subset(trainSet, 0, 200), { epochs: 1, batchSize: 50 });
+    assert.equal(ok.status, "done");
+    assert.throws(
+      () => models.mlp({ hidden: [1 << 30], backend: "cpu" }),
+      (e: unknown) => (e as TernlabError).code === "E_OOM" && /weights of layer "dense1"/.test((e as Error).message) && /bytes in use/.test((e as Error).message),
+    );
+    assert.ok((await m.evaluate(testSet)).count === testSet.count);
+  });
+
   it("summary shows one byte per discrete weight and no float copy", () => {
     const m = models.mnistCnn({ backend: "cpu" });
     const s = m.summary();

@@ -135,7 +135,7 @@ export function resnet18(seed = 1, size = 224, classes = 1000): ModelSpec {
       }
       b.add({ kind: OP.add, name: `${p}.add`, inputs: [main, skip] });
       lastAdd = b.last;
-      b.act(`${p}.act2`);
+      if (!(si === stages.length - 1 && blk === 1)) b.act(`${p}.act2`);  // the last block feeds the pool its real values
       chans = oc;
     }
   });

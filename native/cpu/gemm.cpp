@@ -59,12 +59,15 @@ void sgemm(ThreadPool& pool, int64_t M, int64_t N, int64_t K, const float* A, in
   std::vector<float> Bp;
   for (int64_t k0 = 0; k0 < K; k0 += kKC) {
     const int64_t kc = K - k0 < kKC ? K - k0 : kKC;
-    Bp.assign(static_cast<size_t>(panels * kc * kNR), 0.0f);
+    Bp.resize(static_cast<size_t>(panels * kc * kNR));  // every element is written below
     pool.parallel_for(panels, 1, [&](int64_t p0, int64_t p1) {
       for (int64_t p = p0; p < p1; ++p) {
         const int64_t j0 = p * kNR, nc = N - j0 < kNR ? N - j0 : kNR;
         float* dst = Bp.data() + p * kc * kNR;
-        for (int64_t k = 0; k < kc; ++k) std::memcpy(dst + k * kNR, B + (k0 + k) * ldb + j0, sizeof(float) * nc);
+        for (int64_t k = 0; k < kc; ++k) {
+          std::memcpy(dst + k * kNR, B + (k0 + k) * ldb + j0, sizeof(float) * nc);
+          if (nc < kNR) std::memset(dst + k * kNR + nc, 0, sizeof(float) * (kNR - nc));
+        }
       }
     });
     const bool load_c = accumulate || k0 > 0;

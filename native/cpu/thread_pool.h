@@ -2,6 +2,7 @@
 // output element to exactly one task and fixes its summation order, so results never depend on
 // the number of threads (DESIGN.md "Determinism").
 #pragma once
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -28,8 +29,10 @@ class ThreadPool {
   const std::function<void(int64_t, int64_t)>* job_ = nullptr;
   int64_t job_n_ = 0, job_chunk_ = 0;
   int job_tasks_ = 0;
-  int pending_ = 0;
-  uint64_t generation_ = 0;
+  // A training step issues hundreds of short parallel regions: workers and the caller spin
+  // briefly on these before sleeping, which saves a futex wake-up per region.
+  std::atomic<int> pending_{0};
+  std::atomic<uint64_t> generation_{0};
   bool stop_ = false;
 };
 

@@ -89,7 +89,9 @@ export function register(program: Command): void {
 }
 
 export async function trainCommand(o: TrainCommandOptions): Promise<void> {
-  const out = path.resolve(o.out || path.join("runs", `${o.model}-${new Date().toISOString().replace(/[:.]/g, "-")}`));
+  // A resumed run continues in its own folder unless --out says otherwise.
+  const resumeDir = o.resume && !o.resume.endsWith(".safetensors") ? o.resume : o.resume ? path.dirname(o.resume) : "";
+  const out = path.resolve(o.out || resumeDir || path.join("runs", `${o.model}-${new Date().toISOString().replace(/[:.]/g, "-")}`));
   const log = (s: string) => process.stdout.write(s + "\n");
   const modelArgs: Record<string, unknown> = {
     seed: o.seed, backend: o.backend, threads: o.threads, weightLevels: o.weightLevels,

@@ -12,11 +12,16 @@ function home() {
   return which ? path.resolve(fs.realpathSync(which), "../..") : "/usr/local/cuda";
 }
 
+// The build says which backends it compiles (on stderr: gyp reads the answer from stdout).
 function enabled() {
-  if (process.env.TERNLAB_CUDA === "0") return 0;
-  if (!fs.readdirSync(__dirname).some((f) => f.endsWith(".cu"))) return 0;
-  const r = spawnSync(path.join(home(), "bin", "nvcc"), ["--version"]);
-  return r.status === 0 ? 1 : 0;
+  const say = (m) => process.stderr.write(`ternlab build: ${m}\n`);
+  if (process.env.TERNLAB_CUDA === "0") return say("CPU backend only (TERNLAB_CUDA=0)"), 0;
+  if (!fs.readdirSync(__dirname).some((f) => f.endsWith(".cu"))) return say("CPU backend only (no CUDA sources)"), 0;
+  const nvcc = path.join(home(), "bin", "nvcc");
+  const r = spawnSync(nvcc, ["--version"], { encoding: "utf8" });
+  if (r.status !== 0) return say(`CPU backend only (no working nvcc at ${nvcc}; set CUDA_HOME to use another toolkit)`), 0;
+  const version = (/release [\d.]+/.exec(r.stdout) ?? ["nvcc"])[0];
+  return say(`CPU and CUDA backends (nvcc ${version} at ${nvcc}; sm_80, sm_90 and PTX)`), 1;
 }
 
 process.stdout.write(String(process.argv[2] === "home" ? home() : enabled()));

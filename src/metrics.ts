@@ -13,7 +13,11 @@ import * as nodePath from "path";
 import * as arrow from "apache-arrow";
 import { TernlabError } from "./errors";
 
-/** Step-table columns every run has, in order (`backend` comes last, after the per-layer ones). */
+/**
+ * Step-table columns every run has, in order (`backend` comes last, after the per-layer ones).
+ * `step` counts from 0 (it is the Philox counter of the step); `epoch` counts from 1, in both
+ * tables: epoch 1 is the first pass over the data, and its epoch row holds the figures after it.
+ */
 export const STEP_COLUMNS = [
   "step",
   "epoch",

@@ -238,7 +238,7 @@ function stepX(steps: arrow.Table, x: StepX | undefined): { x: number[]; title: 
     const out = ep.map((e) => {
       const k = seen.get(e) ?? 0;
       seen.set(e, k + 1);
-      return e + k / perEpoch;
+      return e - 1 + k / perEpoch; // epochs are numbered from 1: epoch e's steps span [e − 1, e)
     });
     return { x: out, title: "epoch" };
   }

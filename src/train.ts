@@ -207,7 +207,7 @@ async function runTraining(run: Run, sets: TrainData): Promise<Run> {
   const onSteps = (rows: NativeStepReport[]) => {
     for (const r of rows) {
       const row: Record<string, number> = {
-        step: r.step, epoch: r.epoch, loss: r.loss, train_accuracy: r.trainAccuracy, learning_rate: r.learningRate,
+        step: r.step, epoch: r.epoch + 1, loss: r.loss, train_accuracy: r.trainAccuracy, learning_rate: r.learningRate,
         images_per_s: r.batch / r.seconds, wall_time: wallOffset + elapsed(),
       };
       for (const l of r.layers) {
@@ -241,7 +241,7 @@ async function runTraining(run: Run, sets: TrainData): Promise<Run> {
       if (res.cancelled || cancelled) throw cancelError(run);
       const test = await evaluate(sets.test);
       const val = await evaluate(sets.validation);
-      const row = recorder.epochSummary(epoch);
+      const row = recorder.epochSummary(epoch + 1); // tables number epochs from 1, as people do
       row.test_loss = test ? test.loss : NaN;
       row.test_accuracy = test && test.count ? test.top1 / test.count : NaN;
       row.test_top5 = test && test.count ? test.top5 / test.count : NaN;

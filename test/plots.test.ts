@@ -68,7 +68,7 @@ describe("plots: training curves", () => {
     assert.deepEqual((f.layout.title as { text: string }).text, "MNIST");
     assert.equal(((f.layout.xaxis as { title: { text: string } }).title.text), "step");
     assert.equal(f.layout.plot_bgcolor, "white");
-    assert.deepEqual(lossCurve(steps, { x: "epoch" }).data[0].x, [1, 1.25, 1.5, 1.75, 2, 2.25, 2.5, 2.75]);
+    assert.deepEqual(lossCurve(steps, { x: "epoch" }).data[0].x, [0, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 1.75]);
     const wall = lossCurve(steps, { x: "wall_time" });
     assert.deepEqual(wall.data[0].x, [0.5, 1, 1.5, 2, 2.5, 3, 3.5, 4]);
     assert.equal((wall.layout.xaxis as { title: { text: string } }).title.text, "wall time (min)");

@@ -41,6 +41,8 @@ export interface Progress {
 }
 
 export const CHECKPOINT_FILE = "checkpoint.safetensors";
+/** The checkpoint of the epoch with the best validation accuracy (runs with a validation split). */
+export const BEST_CHECKPOINT_FILE = "checkpoint-best-validation.safetensors";
 export const METRICS_FILE = "metrics.arrow";
 export const REPORT_FILE = "report.html";
 
@@ -54,6 +56,8 @@ export class Run implements LiveRun {
   latest: Record<string, number> = {};
   error: Error | null = null;
   outDir: string | null = null;
+  /** With a validation split: the epoch (from 1) of best validation accuracy and its test accuracy. */
+  bestValidation: { epoch: number; valAccuracy: number; testAccuracy: number } | null = null;
   cancelReason: string | null = null;
   private cancelHook: (() => void) | null = null;
 
@@ -248,7 +252,15 @@ async function runTraining(run: Run, sets: TrainData): Promise<Run> {
       row.val_accuracy = val && val.count ? val.top1 / val.count : NaN;
       row.wall_time = wallOffset + elapsed();
       recorder.addEpoch(row);
-      if (run.outDir) await writeRunFolder(run, epoch, wallOffset + elapsed(), epoch === opts.epochs - 1);
+      // Model selection on the held-out split (ALGORITHM.md §1.4): the honest figure is the test
+      // accuracy of the epoch with the best validation accuracy; its checkpoint is kept too.
+      const improved = Number.isFinite(row.val_accuracy) && (run.bestValidation === null || row.val_accuracy > run.bestValidation.valAccuracy);
+      if (improved) run.bestValidation = { epoch: epoch + 1, valAccuracy: row.val_accuracy, testAccuracy: row.test_accuracy };
+      if (run.outDir) {
+        await writeRunFolder(run, epoch, wallOffset + elapsed(), epoch === opts.epochs - 1);
+        if (improved)
+          await saveCheckpoint(path.join(run.outDir, BEST_CHECKPOINT_FILE), checkpointBytes(model, epoch, wallOffset + elapsed(), trainConfig(opts)));
+      }
       report("epoch");
     }
     run.status = "done";

@@ -176,6 +176,22 @@ describe("training", function () {
     }
   });
 
+  it("selects on a held-out validation split and keeps that epoch's checkpoint", async () => {
+    const dir = tmp("val");
+    const m = small();
+    const run = await train(m, { train: trainSet, test: testSet }, { epochs: 3, batchSize: 100, validationFraction: 0.2, outDir: dir, report: false });
+    const val = Array.from(run.epochMetrics.getChild("val_accuracy")!.toArray() as Float64Array);
+    const test = Array.from(run.epochMetrics.getChild("test_accuracy")!.toArray() as Float64Array);
+    assert.ok(val.every((v) => v > 0.3 && v <= 1), `validation accuracies ${val}`);
+    const best = val.indexOf(Math.max(...val));
+    assert.deepEqual(run.bestValidation, { epoch: best + 1, valAccuracy: val[best], testAccuracy: test[best] });
+    const ck = await loadCheckpoint(path.join(dir, "checkpoint-best-validation.safetensors"));
+    assert.equal(ck.meta.epoch, best);
+    assert.equal(Array.from(run.epochMetrics.getChild("epoch")!.toArray() as Int32Array).join(), "1,2,3", "epochs are numbered from 1");
+    // 20 % of 3000 images were held out, stratified: 2400 are left to train on, 24 steps an epoch
+    assert.equal(run.metrics.numRows, 3 * 24);
+  });
+
   it("rejects bad options with E_OPTION naming the key", async () => {
     const m = small();
     assert.throws(() => train(m, trainSet, { epochs: 0 }), (e: unknown) => (e as TernlabError).code === "E_OPTION" && /train\.epochs/.test((e as Error).message));

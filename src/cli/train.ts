@@ -9,7 +9,7 @@ import * as cliProgress from "cli-progress";
 import { loadDataset } from "../datasets";
 import { TernlabError } from "../errors";
 import { create } from "../models";
-import { CHECKPOINT_FILE, METRICS_FILE, REPORT_FILE, formatSeconds, train } from "../train";
+import { BEST_CHECKPOINT_FILE, CHECKPOINT_FILE, METRICS_FILE, REPORT_FILE, formatSeconds, train } from "../train";
 
 function num(name: string, min = -Infinity) {
   return (v: string) => {
@@ -167,6 +167,9 @@ export async function trainCommand(o: TrainCommandOptions): Promise<void> {
     bar?.stop();
     const acc = run.testAccuracy;
     log(`ternlab: done in ${formatSeconds(run.progress.elapsedSeconds)} — final test accuracy ${acc === null ? "n/a" : (100 * acc).toFixed(2) + " %"}`);
+    const best = run.bestValidation;
+    if (best)
+      log(`  selected on validation: epoch ${best.epoch} (validation ${(100 * best.valAccuracy).toFixed(2)} %), test accuracy ${(100 * best.testAccuracy).toFixed(2)} % — ${path.join(out, BEST_CHECKPOINT_FILE)}`);
     log(`  ${path.join(out, METRICS_FILE)}\n  ${path.join(out, CHECKPOINT_FILE)}\n  ${path.join(out, REPORT_FILE)}`);
   } catch (e) {
     bar?.stop();

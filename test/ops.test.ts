@@ -405,8 +405,12 @@ export function opsTests(backend: string): void {
         const dx: Float32Array = ops.activationBackward(backend, x, dq, spec);
         // The window is a function of z = x − t as a float32 (so every backend agrees bit for bit):
         // x one ulp inside or outside an edge lands where its rounded z does.
-        const ref = Float64Array.from(x, (v) =>
-          R.jumps(spec).reduce((s, { t, height }) => s + height * R.windowDensity(Math.fround(v - t), spec.a, spec.window), 0));
+        // The nearest jump's window only (§1.2's form in |x| − r for ternary).
+        const ref = Float64Array.from(x, (v) => {
+          const zs = R.jumps(spec).map(({ t, height }) => ({ z: Math.abs(Math.fround(v - t)), height }));
+          const near = zs.reduce((b, c) => (c.z < b.z ? c : b));
+          return near.height * R.windowDensity(near.z, spec.a, spec.window);
+        });
         if (spec.window === Window.Rectangular || spec.window === Window.Triangular)
           R.assertExact(`${specName(spec)} backward`, dx, ref);
         else R.assertClose(`${specName(spec)} backward`, dx, ref, (i) => derivTol(spec, x[i], 1, ref[i]));
@@ -654,13 +658,20 @@ describe("float64 reference (self-consistency)", () => {
     for (const x of [-2, -1.2, -0.7, -0.2, 0.2, 0.7, 1.2, 2]) assert.ok(Math.abs(R.activationSurrogate(x, spec) - R.activation(x, spec) * 0.5) < 1e-12);
   });
 
-  it("for a ≤ r the per-jump windows equal ALGORITHM.md §1.2's |x| form (rectangular, triangular)", () => {
-    for (const window of [Window.Rectangular, Window.Triangular])
-      for (let x = -3; x <= 3; x += 0.01) {
-        const r = 1, a = 0.5, z = Math.abs(x) - r;
-        const paper = window === Window.Rectangular ? (Math.abs(z) <= a ? 1 / (2 * a) : 0) : Math.abs(z) <= a ? (a - Math.abs(z)) / (a * a) : 0;
-        assert.ok(Math.abs(R.activationDerivative(x, { levels: 1, r, a, window }) - paper) < 1e-12, `x ${x}`);
-      }
+  it("the ternary derivative is ALGORITHM.md §1.2's form in |x| − r, for all four windows", () => {
+    const sigma = (u: number) => 1 / (1 + Math.exp(-u));
+    for (const a of [0.5, 0.8])
+      for (const window of R.WINDOWS)
+        for (let x = -3; x <= 3; x += 0.01) {
+          const r = 1, u = Math.abs(x) - r, au = Math.abs(u);
+          const paper = [
+            au <= a ? 1 / (2 * a) : 0,
+            au <= a ? (a - au) / (a * a) : 0,
+            Math.exp(-(u * u) / (2 * a * a)) / (Math.sqrt(2 * Math.PI) * a),
+            (sigma(u / a) * (1 - sigma(u / a))) / a,
+          ][window];
+          assert.ok(Math.abs(R.activationDerivative(x, { levels: 1, r, a, window }) - paper) < 1e-12, `${Window[window]} a ${a} x ${x}`);
+        }
   });
 
   it("erfc and the normal CDF match tabulated values", () => {

@@ -482,18 +482,35 @@ export function windowCdf(z: number, a: number, window: Window): number {
       return logistic(z / a);
   }
 }
-/** ∂φ/∂x of the backward pass: a window at every jump, scaled by the jump height (§1.2). */
-export function activationDerivative(x: number, spec: ActSpec): number {
-  let d = 0;
-  for (const { t, height } of jumps(spec)) d += height * windowDensity(x - t, spec.a, spec.window);
-  return d;
+/** The jump nearest to x (the first of two at equal distance: their windows agree there). */
+function nearestJump(x: number, spec: ActSpec): { t: number; height: number; index: number } {
+  const js = jumps(spec);
+  let best = 0;
+  for (let j = 1; j < js.length; j++) if (Math.abs(x - js[j].t) < Math.abs(x - js[best].t)) best = j;
+  return { ...js[best], index: best };
 }
-/** The smooth surrogate of φ_r whose derivative is exactly activationDerivative (value units). */
+/**
+ * ∂φ/∂x of the backward pass (§1.2): the window around the nearest jump, scaled by its height.
+ * For ternary that is the document's form in |x| − r, e.g. σ'((|x| − r)/a)/a.
+ */
+export function activationDerivative(x: number, spec: ActSpec): number {
+  const { t, height } = nearestJump(x, spec);
+  return height * windowDensity(x - t, spec.a, spec.window);
+}
+/**
+ * The smooth surrogate of φ_r whose derivative is exactly activationDerivative (value units): the
+ * integral of the nearest jump's window, piece by piece between the midpoints of the jumps.
+ */
 export function activationSurrogate(x: number, spec: ActSpec): number {
   const lv = levels(spec.levels);
+  const js = jumps(spec);
+  const mid = (j: number) => (js[j].t + js[j + 1].t) / 2; // boundary between the regions of j and j + 1
+  const cdf = (z: number) => windowCdf(z, spec.a, spec.window);
+  const { index } = nearestJump(x, spec);
   let v = lv.states[0] * lv.unit;
-  for (const { t, height } of jumps(spec)) v += height * windowCdf(x - t, spec.a, spec.window);
-  return v;
+  for (let j = 0; j < index; j++) v += js[j].height * (cdf(mid(j) - js[j].t) - (j === 0 ? 0 : cdf(mid(j - 1) - js[j].t)));
+  const { t, height } = js[index];
+  return v + height * (cdf(x - t) - (index === 0 ? 0 : cdf(mid(index - 1) - t)));
 }
 
 export function logistic(x: number): number {

@@ -29,75 +29,6 @@ struct Levels {
   TL_HD float delta() const { return n == 0 ? 2.0f : unit(); }
 };
 
-// ---- activation φ_r and its derivative windows (§1.2) ----
-enum class Window : int32_t { Rectangular = 0, Triangular = 1, Gaussian = 2, Logistic = 3 };
-
-struct ActSpec {
-  Levels levels;        // activation levels (default ternary)
-  float r = 1.0f;       // threshold (released code: 1)
-  float a = 0.5f;       // window half-width (released code: 0.5)
-  Window window = Window::Rectangular;
-};
-
-// Thresholds sit at r·(z_j + z_{j+1}) between neighbouring levels z_j < z_{j+1}: ±r for ternary,
-// 0 for binary. Ties go away from zero (x ≥ t → up for t > 0, x ≤ t → down for t < 0), as the
-// released code's round(hardsig(…)) does; for t = 0 (binary), x ≥ 0 → +1.
-TL_HD int8_t act_forward(float x, const ActSpec& s) {
-  const int qmax = s.levels.qmax(), qstep = s.levels.qstep();
-  const float unit = s.levels.unit();
-  int q = -qmax;
-  for (int lo = -qmax; lo < qmax; lo += qstep) {
-    const float t = s.r * unit * static_cast<float>(2 * lo + qstep);
-    const bool up = t > 0.0f ? (x >= t) : (t < 0.0f ? (x > t) : (x >= 0.0f));
-    if (up) q = lo + qstep;
-  }
-  return static_cast<int8_t>(q);
-}
-
-// ∂φ/∂x: a window of the chosen shape at every jump, integrating to the jump height.
-TL_HD float act_derivative(float x, const ActSpec& s) {
-  const int qmax = s.levels.qmax(), qstep = s.levels.qstep();
-  const float unit = s.levels.unit();
-  const float height = unit * static_cast<float>(qstep);
-  const float a = s.a;
-  float d = 0.0f;
-  for (int lo = -qmax; lo < qmax; lo += qstep) {
-    const float t = mul_rn(s.r * unit, static_cast<float>(2 * lo + qstep));
-    const float z = x - t;
-    const float az = z < 0 ? -z : z;
-    float w = 0.0f;
-    switch (s.window) {
-      case Window::Rectangular: w = az <= a ? 1.0f / (2.0f * a) : 0.0f; break;
-      case Window::Triangular: w = az <= a ? (a - az) / (a * a) : 0.0f; break;
-      case Window::Gaussian: w = expf(-(z * z) / (2.0f * a * a)) / (2.5066282746310002f * a); break;
-      case Window::Logistic: {
-        const float e = expf(-az / a);
-        w = e / ((1.0f + e) * (1.0f + e)) / a;
-        break;
-      }
-    }
-    d += mul_rn(height, w);
-  }
-  return d;
-}
-
-// ---- DST (§1.3) ----
-enum class Proposal : int32_t { Adam = 0, Sgd = 1 };
-enum class Tau : int32_t { Tanh = 0, Linear = 1, Logistic = 2 };
-
-struct DstParams {
-  Levels levels;
-  Proposal proposal = Proposal::Adam;
-  Tau tau = Tau::Tanh;
-  float m = 3.0f;             // tanh steepness (released code: 3)
-  float temperature = 1.0f;   // logistic τ
-  float lr = 0.0f;            // η (sgd) or α_t (adam, already bias-corrected)
-  float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f;
-  uint64_t seed = 0;
-  uint32_t step = 0;          // Philox counter word
-  uint32_t layer = 0;
-};
-
 // exp and tanh written with plain float operations (every product through mul_rn): the same
 // bits on every CPU and on the GPU, and vectorisable, unlike libm's expf/tanhf whose last bit
 // differs between implementations. Relative error below 2e-7 (checked against libm in test/dst).
@@ -141,6 +72,80 @@ TL_HD float tl_tanh_pos(float y) {
   const float far = (1.0f - e) / (1.0f + e);
   return y < 0.125f ? near0 : far;
 }
+
+// ---- activation φ_r and its derivative windows (§1.2) ----
+enum class Window : int32_t { Rectangular = 0, Triangular = 1, Gaussian = 2, Logistic = 3 };
+
+struct ActSpec {
+  Levels levels;        // activation levels (default ternary)
+  float r = 1.0f;       // threshold (released code: 1)
+  float a = 0.5f;       // window half-width (released code: 0.5)
+  Window window = Window::Rectangular;
+};
+
+// Thresholds sit at r·(z_j + z_{j+1}) between neighbouring levels z_j < z_{j+1}: ±r for ternary,
+// 0 for binary. Ties go away from zero (x ≥ t → up for t > 0, x ≤ t → down for t < 0), as the
+// released code's round(hardsig(…)) does; for t = 0 (binary), x ≥ 0 → +1.
+TL_HD int8_t act_forward(float x, const ActSpec& s) {
+  const int qmax = s.levels.qmax(), qstep = s.levels.qstep();
+  const float unit = s.levels.unit();
+  int q = -qmax;
+  for (int lo = -qmax; lo < qmax; lo += qstep) {
+    const float t = s.r * unit * static_cast<float>(2 * lo + qstep);
+    const bool up = t > 0.0f ? (x >= t) : (t < 0.0f ? (x > t) : (x >= 0.0f));
+    if (up) q = lo + qstep;
+  }
+  return static_cast<int8_t>(q);
+}
+
+// ∂φ/∂x (§1.2): the window of the chosen shape around the nearest jump, scaled by the jump height.
+// For ternary this is ALGORITHM.md's form in |x| − r exactly (e.g. σ'((|x| − r)/a)/a): the window
+// of the other jump does not add its tail. Exponentials are tl_exp, so the CPU and the GPU agree
+// to the bit.
+TL_HD float act_derivative(float x, const ActSpec& s) {
+  const int qmax = s.levels.qmax(), qstep = s.levels.qstep();
+  const float unit = s.levels.unit();
+  const float height = unit * static_cast<float>(qstep);
+  const float a = s.a;
+  float az = 3.402823466e38f;  // distance to the nearest jump
+  for (int lo = -qmax; lo < qmax; lo += qstep) {
+    const float t = mul_rn(s.r * unit, static_cast<float>(2 * lo + qstep));
+    const float z = x - t;
+    const float d = z < 0 ? -z : z;
+    az = d < az ? d : az;
+  }
+  float w = 0.0f;
+  switch (s.window) {
+    case Window::Rectangular: w = az <= a ? 1.0f / (2.0f * a) : 0.0f; break;
+    case Window::Triangular: w = az <= a ? (a - az) / mul_rn(a, a) : 0.0f; break;
+    case Window::Gaussian:
+      w = tl_exp(-mul_rn(az, az) / mul_rn(mul_rn(2.0f, a), a)) / mul_rn(2.5066282746310002f, a);
+      break;
+    case Window::Logistic: {
+      const float e = tl_exp(-az / a);
+      w = e / mul_rn(1.0f + e, 1.0f + e) / a;
+      break;
+    }
+  }
+  return mul_rn(height, w);
+}
+
+// ---- DST (§1.3) ----
+enum class Proposal : int32_t { Adam = 0, Sgd = 1 };
+enum class Tau : int32_t { Tanh = 0, Linear = 1, Logistic = 2 };
+
+struct DstParams {
+  Levels levels;
+  Proposal proposal = Proposal::Adam;
+  Tau tau = Tau::Tanh;
+  float m = 3.0f;             // tanh steepness (released code: 3)
+  float temperature = 1.0f;   // logistic τ
+  float lr = 0.0f;            // η (sgd) or α_t (adam, already bias-corrected)
+  float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f;
+  uint64_t seed = 0;
+  uint32_t step = 0;          // Philox counter word
+  uint32_t layer = 0;
+};
 
 template <Tau kTau>
 TL_HD float dst_tau_k(float x /* |ν|/Δ in [0,1) */, const DstParams& p) {

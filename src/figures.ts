@@ -169,7 +169,7 @@ export async function render(fig: Figure, format: FigureFormat, opts: SaveOption
     if (format === "png") return Buffer.from(url.slice(url.indexOf(",") + 1), "base64");
     const comma = url.indexOf(",");
     const svg = url.slice(0, comma).endsWith(";base64") ? Buffer.from(url.slice(comma + 1), "base64").toString("utf8") : decodeURIComponent(url.slice(comma + 1));
-    if (format === "svg") return Buffer.from(svg, "utf8");
+    if (format === "svg") return Buffer.from(stableIds(svg), "utf8");
     // PDF: the vector SVG on a page exactly the figure's size.
     await page.evaluate(
       ([s, w, h]) => {
@@ -190,6 +190,22 @@ export async function render(fig: Figure, format: FigureFormat, opts: SaveOption
       await page.evaluate(() => document.getElementById("pdf-host")?.remove());
     }
   });
+}
+
+/**
+ * plotly.js names the SVG's clip paths and gradients after a random per-plot uid; replacing it with
+ * a fixed one makes the same figure give the same file, so regenerated figures diff cleanly in git.
+ */
+export function stableIds(svg: string): string {
+  const m = /id="defs-([0-9a-z]+)"/.exec(svg);
+  let out = m ? svg.split(m[1]).join("ternlab") : svg;
+  // each trace's random uid, in order of appearance
+  const traces = new Map<string, string>();
+  out = out.replace(/\btrace([0-9a-f]{6})\b/g, (_all, uid: string) => {
+    if (!traces.has(uid)) traces.set(uid, `t${traces.size}`);
+    return `trace${traces.get(uid)}`;
+  });
+  return out;
 }
 
 /** Writes a figure to `file`; the extension (.svg, .png or .pdf) picks the format. */

@@ -57,6 +57,14 @@ describe("figures: export through headless Chromium", function () {
     assert.match(fs.readFileSync(f, "utf8"), /thesis figure/);
   });
 
+  it("the same figure gives a byte-identical SVG (no random ids), so regenerated figures diff cleanly", async () => {
+    const a = path.join(dir, "a.svg"), b = path.join(dir, "b.svg");
+    await figures.save(fig, a, { width: 500, height: 300 });
+    await figures.save(fig, b, { width: 500, height: 300 });
+    assert.ok(fs.readFileSync(a).equals(fs.readFileSync(b)));
+    assert.match(fs.readFileSync(a, "utf8"), /id="defs-ternlab"/);
+  });
+
   it("writes a PNG of width×scale by height×scale pixels", async () => {
     const f = path.join(dir, "fig.png");
     await figures.save(fig, f, { width: 500, height: 300, scale: 2 });

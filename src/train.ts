@@ -190,7 +190,6 @@ async function runTraining(run: Run, sets: TrainData): Promise<Run> {
 
   const t0 = performance.now();
   const elapsed = () => (performance.now() - t0) / 1000;
-  let stepsThisRun = 0;
   run.progress = { step: startEpoch * spe, totalSteps, epoch: startEpoch, epochs: opts.epochs, elapsedSeconds: 0, etaSeconds: null };
   const view: LiveView = beginLive(run);
   const report = (event: Progress["event"]) => {
@@ -224,7 +223,6 @@ async function runTraining(run: Run, sets: TrainData): Promise<Run> {
       recorder.addStep(row);
       run.latest = row;
       run.progress.step = r.step + 1;
-      stepsThisRun++;
     }
     report("step");
   };
@@ -273,7 +271,6 @@ async function runTraining(run: Run, sets: TrainData): Promise<Run> {
   } finally {
     view.end();
   }
-  void stepsThisRun;
   return run;
 }
 

@@ -23,7 +23,7 @@ import {
 import { Engine, ErrorContent, compileErrorContent, errorContent, isComplete, isInterruptError, readPackageVersion, typescriptVersion } from "./engine";
 import { History } from "./history";
 import { LiveDisplay } from "./live";
-import { mimeBundle, setDisplayHost, isFigure, MimeBundle, DisplayOutput, plainText } from "../src/display";
+import { mimeBundle, setDisplayHost, MimeBundle, DisplayOutput, plainText, PLOTLY_MIME, Figure, withFallbackPng } from "../src/display";
 import { setLiveHost, cancelAll } from "../src/live";
 import { TernlabError } from "../src/errors";
 
@@ -454,13 +454,19 @@ export class Kernel {
       data = mimeBundle(value);
     } catch (e) {
       this.log(`display of a value failed: ${(e as Error).message}`);
-      data = { "text/plain": plainText(value) };
+      return { "text/plain": plainText(value) };
     }
-    if (this.opts.figurePng && isFigure(value) && !("image/png" in data)) {
+    // Anything showing a Plotly figure (a figure, a run) also gets a PNG: in the bundle, and inside
+    // the HTML's figure div, where it shows whenever scripts cannot run (an untrusted notebook, or
+    // one whose plotly.js-carrying output was re-run away); drawing replaces it.
+    const plot = data[PLOTLY_MIME] as Figure | undefined;
+    if (this.opts.figurePng && plot && !("image/png" in data)) {
       try {
         const figures = require("../src/figures") as typeof import("../src/figures");
         if (figures.browserAvailable()) {
-          data["image/png"] = (await figures.render(value, "png", {})).toString("base64");
+          const png = (await figures.render(plot, "png", {})).toString("base64");
+          data["image/png"] = png;
+          if (typeof data["text/html"] === "string") data["text/html"] = withFallbackPng(data["text/html"], png);
         }
       } catch (e) {
         this.log(`no PNG for a figure: ${(e as Error).message}`);
@@ -468,6 +474,7 @@ export class Kernel {
     }
     return data;
   }
+
 
   // ------------------------------------------------------------ control
 

@@ -109,7 +109,7 @@ function jsonForScript(v: unknown): string {
  * A text/html rendering of a figure that works offline. plotly.js itself travels in the first
  * figure output of the notebook only; later outputs queue their drawing until it has loaded.
  */
-export function figureHtml(fig: Figure, opts: { includePlotlyJs?: boolean } = {}): string {
+export function figureHtml(fig: Figure, opts: { includePlotlyJs?: boolean; fallbackPng?: string } = {}): string {
   const include = opts.includePlotlyJs ?? !plotlyShipped;
   if (include) plotlyShipped = true;
   const id = `ternlab-fig-${randomUUID()}`;
@@ -118,13 +118,16 @@ export function figureHtml(fig: Figure, opts: { includePlotlyJs?: boolean } = {}
   const draw =
     `(function(){var fig=${jsonForScript({ data: fig.data, layout: fig.layout ?? {}, config: fig.config ?? {} })};` +
     `var cfg=Object.assign({responsive:true,displaylogo:false},fig.config);` +
-    `function draw(){var el=document.getElementById(${JSON.stringify(id)});if(el)window.Plotly.newPlot(el,fig.data,fig.layout,cfg);}` +
+    `function draw(){var el=document.getElementById(${JSON.stringify(id)});if(el){el.innerHTML="";window.Plotly.newPlot(el,fig.data,fig.layout,cfg);}}` +
     `if(window.Plotly)draw();else(window.__ternlabPlotlyQueue=window.__ternlabPlotlyQueue||[]).push(draw);})();`;
   const lib = include
     ? `<script type="text/javascript">(function(define,module,exports){${plotlyJs()}\n}).call(window);` +
       `(window.__ternlabPlotlyQueue||[]).splice(0).forEach(function(f){f();});</script>`
     : "";
-  return `<div id="${id}" class="ternlab-figure" style="width:${width};height:${height}px;"></div>${lib}<script type="text/javascript">${draw}</script>`;
+  // A PNG inside the div shows where scripts do not run (an untrusted notebook, a page whose
+  // plotly.js output was re-run away); drawing replaces it.
+  const html = `<div id="${id}" class="ternlab-figure" style="width:${width};min-height:${height}px;"></div>${lib}<script type="text/javascript">${draw}</script>`;
+  return opts.fallbackPng ? withFallbackPng(html, opts.fallbackPng) : html;
 }
 
 function figureText(fig: Figure): string {
@@ -133,10 +136,18 @@ function figureText(fig: Figure): string {
   return `Figure${title ? ` "${title}"` : ""} with ${fig.data.length} trace${fig.data.length === 1 ? "" : "s"}: ${traces.join(", ")}`;
 }
 
-export function figureBundle(fig: Figure): MimeBundle {
+/** Puts a PNG (base64) into the first still-empty figure div of an HTML rendering (see figureHtml). */
+export function withFallbackPng(html: string, png: string): string {
+  return html.replace(/(<div id="ternlab-fig-[^"]*" class="ternlab-figure" style="[^"]*">)(<\/div>)/, (_m, open: string, close: string) =>
+    `${open}<img src="data:image/png;base64,${png}" alt="figure" style="max-width:100%">${close}`);
+}
+
+/** A figure's MIME bundle; with `png` (base64) the image also backs the HTML where scripts cannot run. */
+export function figureBundle(fig: Figure, opts: { png?: string } = {}): MimeBundle {
   return {
     [PLOTLY_MIME]: { data: fig.data, layout: fig.layout ?? {}, ...(fig.config ? { config: fig.config } : {}) },
-    "text/html": figureHtml(fig),
+    "text/html": figureHtml(fig, { fallbackPng: opts.png }),
+    ...(opts.png ? { "image/png": opts.png } : {}),
     "text/plain": figureText(fig),
   };
 }

@@ -199,6 +199,11 @@ export async function render(fig: Figure, format: FigureFormat, opts: SaveOption
 export function stableIds(svg: string): string {
   const m = /id="defs-([0-9a-z]+)"/.exec(svg);
   let out = m ? svg.split(m[1]).join("ternlab") : svg;
+  // the root tag's attribute order depends on what the reused page drew before: sort them
+  out = out.replace(/^<svg([^>]*)>/, (_all, attrs: string) => {
+    const list = [...attrs.matchAll(/([\w:-]+)="([^"]*)"/g)].map((a) => `${a[1]}="${a[2]}"`).sort();
+    return `<svg ${list.join(" ")}>`;
+  });
   // each trace's random uid, in order of appearance
   const traces = new Map<string, string>();
   out = out.replace(/\btrace([0-9a-f]{6})\b/g, (_all, uid: string) => {

@@ -223,6 +223,7 @@ async function runTraining(run: Run, sets: TrainData): Promise<Run> {
       recorder.addStep(row);
       run.latest = row;
       run.progress.step = r.step + 1;
+      view.update(); // every row, so a live chart gets each step even when reports arrive batched
     }
     report("step");
   };

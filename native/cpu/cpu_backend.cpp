@@ -9,6 +9,7 @@
 #include <limits>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "../core/backend.h"
@@ -193,17 +194,11 @@ class CpuBackend final : public Backend {
         for (int64_t i = 0; i < static_cast<int64_t>(g.h) * g.w * g.c; ++i) zx += xi[i] == 0;
         for (int oy = 0; oy < g.oh; ++oy)
           for (int ox = 0; ox < g.ow; ++ox)
-            for (int ky = 0; ky < g.kh; ++ky) {
-              const int iy = oy * g.sh - g.ph + ky;
-              if (iy < 0 || iy >= g.h) continue;
-              for (int kx = 0; kx < g.kw; ++kx) {
-                const int ix = ox * g.sw - g.pw + kx;
-                if (ix < 0 || ix >= g.w) continue;
-                const int8_t* px = xi + (static_cast<int64_t>(iy) * g.w + ix) * g.c;
-                int64_t* nzk = nz.data() + (static_cast<int64_t>(ky) * g.kw + kx) * g.c;
-                for (int c = 0; c < g.c; ++c) nzk[c] += px[c] != 0;
-              }
-            }
+            for_window(g, oy, ox, [&](int64_t iy, int64_t ix, int ky, int kx) {
+              const int8_t* px = xi + (iy * g.w + ix) * g.c;
+              int64_t* nzk = nz.data() + (static_cast<int64_t>(ky) * g.kw + kx) * g.c;
+              for (int c = 0; c < g.c; ++c) nzk[c] += px[c] != 0;
+            });
       }
       zero_x[s] = zx;
     });
@@ -495,18 +490,22 @@ class CpuBackend final : public Backend {
     return g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.ph == 0 && g.pw == 0;
   }
 
-  template <class F>
-  static void for_window(const PoolGeom& g, int64_t oy, int64_t ox, F f) {
+  // The in-image positions of output pixel (oy, ox)'s window, for pooling and convolution
+  // geometries alike; f takes (iy, ix) or (iy, ix, ky, kx).
+  template <class G, class F>
+  static void for_window(const G& g, int64_t oy, int64_t ox, F f) {
     for (int ky = 0; ky < g.kh; ++ky) {
       const int64_t iy = oy * g.sh - g.ph + ky;
       if (iy < 0 || iy >= g.h) continue;
       for (int kx = 0; kx < g.kw; ++kx) {
         const int64_t ix = ox * g.sw - g.pw + kx;
         if (ix < 0 || ix >= g.w) continue;
-        f(iy, ix);
+        if constexpr (std::is_invocable_v<F, int64_t, int64_t>) f(iy, ix);
+        else f(iy, ix, ky, kx);
       }
     }
   }
+
 
   // Per-channel sums over rows: fixed chunks of kReduceChunk rows, partials combined in chunk order.
   template <class F>

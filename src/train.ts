@@ -110,7 +110,7 @@ export class Run implements LiveRun {
   [Symbol.for("Jupyter.display")](): Record<string, unknown> {
     const p = this.progress;
     const pct = p.totalSteps ? (100 * p.step) / p.totalSteps : 0;
-    const eta = p.etaSeconds === null ? "" : ` · ETA ${formatSeconds(p.etaSeconds)}`;
+    const eta = p.etaSeconds === null || this.status !== "running" ? "" : ` · ETA ${formatSeconds(p.etaSeconds)}`;
     const bar =
       `<div style="font-family:sans-serif"><b>${this.status}</b> · epoch ${Math.min(p.epoch + 1, p.epochs)}/${p.epochs} · ` +
       `step ${p.step}/${p.totalSteps} · ${formatSeconds(p.elapsedSeconds)}${eta}` +

@@ -239,6 +239,34 @@ describe("training", function () {
   });
 });
 
+describe("model zoo", function () {
+  this.timeout(120_000);
+  const random = (n: number, h: number, w: number, classes: number): Dataset => ({
+    name: "random", count: n, height: h, width: w, channels: 3, numClasses: classes, classNames: [],
+    images: (() => {
+      let x = 12345; // an LCG: distinct images (a pattern periodic in the image size would make them equal)
+      return Uint8Array.from({ length: n * h * w * 3 }, () => ((x = (Math.imul(x, 1103515245) + 12345) >>> 0) >>> 24));
+    })(),
+    labels: Int32Array.from({ length: n }, (_, i) => i % classes),
+  });
+  for (const [name, size] of [["resnet18", 32], ["resnet18", 64], ["alexnet", 32]] as const)
+    it(`${name} at ${size}×${size}: ternary but the first conv and the last dense layer, and it trains`, async () => {
+      const m = models[name]({ input: [size, size, 3], classes: 10, backend: "cpu", seed: 1 });
+      const weighted = m.layers.filter((l) => l.weights > 0);
+      assert.equal(weighted[0].discrete, false, "the first conv is full precision");
+      assert.equal(weighted[weighted.length - 1].discrete, false, "the last dense layer is full precision");
+      assert.ok(weighted.slice(1, -1).every((l) => l.discrete), "every other weight layer is discrete");
+      if (name === "resnet18") assert.equal(m.layers.filter((l) => l.kind === "add").length, 8, "eight residual blocks");
+      const before = m.state().find((t) => t.name === `${weighted[1].name}.weight`)!.data.slice();
+      const run = await train(m, random(8, size, size, 10), { epochs: 1, batchSize: 4, loss: "crossEntropy", learningRate: 0.05 });
+      const loss0 = run.metrics.getChild("loss")!.get(0) as number;
+      // near log 10 = 2.30 at the start (ResNet's real-valued residual stream widens the logits a little)
+      assert.ok(loss0 > 1.5 && loss0 < 4, `initial cross-entropy ${loss0}`);
+      const after = m.state().find((t) => t.name === `${weighted[1].name}.weight`)!.data;
+      assert.ok(!Buffer.from(after).equals(Buffer.from(before)), "DST moved some ternary weights");
+    });
+});
+
 describe("ternlab CLI", function () {
   this.timeout(120_000);
   it("--help documents the training flags", () => {

@@ -624,17 +624,11 @@ class CpuBackend final : public Backend {
         for (int64_t p = 0; p < per_image; ++p) {
           const int64_t oy = p / g.ow, ox = p % g.ow;
           const float* src = dcols + (i * per_image + p) * K;
-          for (int ky = 0; ky < g.kh; ++ky) {
-            const int64_t iy = oy * g.sh - g.ph + ky;
-            if (iy < 0 || iy >= g.h) continue;
-            for (int kx = 0; kx < g.kw; ++kx) {
-              const int64_t ix = ox * g.sw - g.pw + kx;
-              if (ix < 0 || ix >= g.w) continue;
-              float* d = dx + ((n * g.h + iy) * g.w + ix) * g.c;
-              const float* s = src + (static_cast<int64_t>(ky) * g.kw + kx) * g.c;
-              for (int c = 0; c < g.c; ++c) d[c] += s[c];
-            }
-          }
+          for_window(g, oy, ox, [&](int64_t iy, int64_t ix, int ky, int kx) {
+            float* d = dx + ((n * g.h + iy) * g.w + ix) * g.c;
+            const float* s = src + (static_cast<int64_t>(ky) * g.kw + kx) * g.c;
+            for (int c = 0; c < g.c; ++c) d[c] += s[c];
+          });
         }
       }
     });

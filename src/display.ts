@@ -11,7 +11,9 @@
  */
 import { inspect } from "util";
 import { randomUUID } from "crypto";
-import * as fs from "fs";
+import { escapeHtml } from "./metrics";
+import { scriptJson } from "./plots";
+import { plotlyJs } from "./report";
 
 export type MimeBundle = Record<string, unknown>;
 
@@ -77,9 +79,7 @@ export function plainText(v: unknown): string {
   return typeof v === "string" ? inspect(v) : inspect(v, { depth: 4, maxArrayLength: 100, breakLength: 100, colors: false });
 }
 
-export function escapeHtml(s: string): string {
-  return s.replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]!);
-}
+export { escapeHtml };
 
 // ---------------------------------------------------------------- Plotly figures
 
@@ -91,19 +91,7 @@ export function resetPlotlyInclusion(): void {
   plotlyShipped = false;
 }
 
-let plotlySource: string | null = null;
-export function plotlyJs(): string {
-  if (plotlySource === null) {
-    const file = require.resolve("plotly.js-dist-min");
-    // `</script` cannot occur in an inline script; plotly.min.js has none, but stay safe.
-    plotlySource = fs.readFileSync(file, "utf8").replace(/<\/(script)/gi, "<\\/$1");
-  }
-  return plotlySource;
-}
 
-function jsonForScript(v: unknown): string {
-  return JSON.stringify(v).replace(/</g, "\\u003c").replace(/\u2028/g, "\\u2028").replace(/\u2029/g, "\\u2029");
-}
 
 /**
  * A text/html rendering of a figure that works offline. plotly.js itself travels in the first
@@ -116,7 +104,7 @@ export function figureHtml(fig: Figure, opts: { includePlotlyJs?: boolean; fallb
   const height = typeof fig.layout?.height === "number" ? (fig.layout.height as number) : 450;
   const width = typeof fig.layout?.width === "number" ? `${fig.layout.width}px` : "100%";
   const draw =
-    `(function(){var fig=${jsonForScript({ data: fig.data, layout: fig.layout ?? {}, config: fig.config ?? {} })};` +
+    `(function(){var fig=${scriptJson({ data: fig.data, layout: fig.layout ?? {}, config: fig.config ?? {} })};` +
     `var cfg=Object.assign({responsive:true,displaylogo:false},fig.config);` +
     `function draw(){var el=document.getElementById(${JSON.stringify(id)});if(el){el.innerHTML="";window.Plotly.newPlot(el,fig.data,fig.layout,cfg);}}` +
     `if(window.Plotly)draw();else(window.__ternlabPlotlyQueue=window.__ternlabPlotlyQueue||[]).push(draw);})();`;

@@ -48,8 +48,21 @@ function torch(): void {
   for (const row of jsonLines(py.stdout ?? "")) log({ source: "pytorch", ...row });
 }
 
-async function ternlab(name: string, spec: ModelSpec): Promise<void> {
+// variant "default": the backend as shipped (cuDNN products where cuDNN 9 loads); "own": only
+// ternlab's hand-written kernels (TERNLAB_CUDNN=0), measured in the same run for the comparison.
+async function ternlab(name: string, spec: ModelSpec, variant = "default"): Promise<void> {
   const addon = loadAddon();
+  // the backend reads TERNLAB_CUDNN at every product, so it stays set for the whole variant run
+  if (variant === "own") process.env.TERNLAB_CUDNN = "0";
+  try {
+    await ternlabRun(name, spec, variant, addon);
+  } finally {
+    delete process.env.TERNLAB_CUDNN;
+  }
+}
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+async function ternlabRun(name: string, spec: ModelSpec, variant: string, addon: any): Promise<void> {
   const m = new addon.NativeModel(spec, updateConfig(), { kind: "cuda", threads: 0 });
   const per = spec.h * spec.w * spec.c, batches = 4, count = batch * batches;
   const images = new Uint8Array(count * per);
@@ -67,7 +80,7 @@ async function ternlab(name: string, spec: ModelSpec): Promise<void> {
   }
   const timed = seconds.slice(warm).sort((a, b) => a - b);
   const med = timed[Math.floor(timed.length / 2)];
-  log({ source: "ternlab", model: name, batch, ms_per_step: med * 1000, images_per_s: batch / med, device_MiB: m.memoryInUse() / 2 ** 20,
+  log({ source: "ternlab", variant, model: name, batch, ms_per_step: med * 1000, images_per_s: batch / med, device_MiB: m.memoryInUse() / 2 ** 20,
     wall_s: (Date.now() - t0) / 1000, backend: JSON.parse(m.summary()).backend });
 }
 
@@ -96,10 +109,12 @@ async function main(): Promise<void> {
   if (!flag("no-kernels")) kernels();
   for (const name of models) {
     const spec = name === "cifar" ? gxnorCifar(1) : resnet18(1, 224, 1000);
-    try {
-      await ternlab(name, spec);
-    } catch (e) {
-      log({ source: "ternlab", model: name, error: (e as Error).message });
+    for (const variant of flag("no-own") ? ["default"] : ["default", "own"]) {
+      try {
+        await ternlab(name, spec, variant);
+      } catch (e) {
+        log({ source: "ternlab", variant, model: name, error: (e as Error).message });
+      }
     }
   }
   if (flag("profile"))
@@ -112,7 +127,8 @@ async function main(): Promise<void> {
   console.log(`command: node dist/bench/gpu.js ${args.join(" ")}`.trim());
   console.log("\ntraining (batch " + batch + "): images/s, ms/step, device memory");
   for (const name of models) {
-    const t = results.find((r) => r.source === "ternlab" && r.model === name);
+    const t = results.find((r) => r.source === "ternlab" && r.model === name && r.variant === "default");
+    const own = results.find((r) => r.source === "ternlab" && r.model === name && r.variant === "own");
     const eager = results.find((r) => r.kind === "pytorch" && r.model === name && r.mode === "eager");
     const comp = results.find((r) => r.kind === "pytorch" && r.model === name && r.mode === "compile");
     console.log(`  ${name.padEnd(7)} ternlab ${t?.error ? "error: " + t.error : `${fmt(t?.images_per_s)} img/s ${fmt(t?.ms_per_step, 2)} ms ${fmt(t?.device_MiB)} MiB`}`);
@@ -122,6 +138,9 @@ async function main(): Promise<void> {
       console.log(`          torch ${label.padEnd(7)} ${fmt(p.images_per_s)} img/s ${fmt(p.ms_per_step, 2)} ms ${fmt(p.peak_MiB)} MiB peak  ` +
         `-> ternlab/torch ${t?.images_per_s ? (t.images_per_s / p.images_per_s).toFixed(2) : "n/a"}x`);
     }
+    if (own) console.log(`          ternlab, own kernels only (TERNLAB_CUDNN=0) ${own.error ? "error: " + own.error : `${fmt(own.images_per_s)} img/s ${fmt(own.ms_per_step, 2)} ms ${fmt(own.device_MiB)} MiB` +
+      (t?.images_per_s && own.images_per_s ? `  -> with cuDNN ${(t.images_per_s / own.images_per_s).toFixed(2)}x` : "")}`);
+    if (t?.backend) console.log(`          backend: ${t.backend}`);
   }
   const prods = results.filter((r) => r.kind === "product");
   if (prods.length) {

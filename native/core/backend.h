@@ -5,6 +5,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include "discrete.h"
@@ -79,6 +80,27 @@ class Backend {
   virtual Status synchronize() = 0;
   virtual size_t bytes_in_use() const = 0;
 
+  // Host staging and asynchronous transfers, for the training loop's pipeline (train.cpp): batch
+  // b+1 is gathered and uploaded while step b computes, and step b's metrics are read back while
+  // step b+1 is queued. Slots 0 and 1 alternate between steps. The defaults (plain host memory,
+  // copies done at once, no waiting) are right for a backend whose "device" is the host.
+  virtual Status host_alloc(size_t bytes, const char* what, void** p) {
+    *p = bytes ? std::malloc(bytes) : nullptr;
+    if (bytes && !*p) return Status(Code::Oom, "allocating " + std::to_string(bytes) + " bytes of host memory for " + what + " failed");
+    return Status::ok();
+  }
+  virtual void host_free(void* p) { std::free(p); }
+  // Upload on a copy queue that runs beside the computation; src must stay untouched until
+  // host_wait_upload(slot) returns. wait_upload(slot) makes the ops queued after it wait for it.
+  virtual Status upload_async(void* dst, const void* src, size_t bytes, int slot) { return upload(dst, src, bytes); }
+  virtual Status wait_upload(int slot) { return Status::ok(); }
+  virtual Status host_wait_upload(int slot) { return Status::ok(); }
+  // Download queued behind the ops before it (dst: from host_alloc); valid after host_wait(slot)
+  // for a mark(slot) queued after it.
+  virtual Status download_async(void* dst, const void* src, size_t bytes) { return download(dst, src, bytes); }
+  virtual Status mark(int slot) { return Status::ok(); }
+  virtual Status host_wait(int slot) { return Status::ok(); }
+
   // data: dst = src·scale + offset (uint8 pixels to the float network input)
   virtual Status normalize_u8(int64_t n, const uint8_t* src, float scale, float offset, float* dst) = 0;
 
@@ -86,6 +108,12 @@ class Backend {
   virtual Status conv_forward(const ConvGeom& g, Operand x, Operand w, float* y) = 0;
   virtual Status conv_backward_data(const ConvGeom& g, const float* dy, Operand w, float* dx) = 0;
   virtual Status conv_backward_filter(const ConvGeom& g, Operand x, const float* dy, float* dw) = 0;
+  // Both backward products of one layer (dx may be null: no gradient flows to the input). A backend
+  // may share work between the two (the CUDA one converts dy once).
+  virtual Status conv_backward(const ConvGeom& g, Operand x, const float* dy, Operand w, float* dw, float* dx) {
+    TL_TRY(conv_backward_filter(g, x, dy, dw));
+    return dx ? conv_backward_data(g, dy, w, dx) : Status::ok();
+  }
   // Gated-XNOR counters of an int8×int8 product: zero inputs, zero weights, active MACs (exact).
   virtual Status conv_counters(const ConvGeom& g, const int8_t* x, const int8_t* w, int64_t* counters) = 0;
 
@@ -138,6 +166,26 @@ inline void Buffer::reset() {
   if (ptr_ && backend_) backend_->release(ptr_, bytes_);
   backend_ = nullptr; ptr_ = nullptr; bytes_ = 0;
 }
+
+// Host memory from Backend::host_alloc (pinned where the backend has a device), freed by it.
+class HostBuffer {
+ public:
+  HostBuffer() = default;
+  HostBuffer(const HostBuffer&) = delete;
+  HostBuffer& operator=(const HostBuffer&) = delete;
+  ~HostBuffer() { if (p_) backend_->host_free(p_); }
+  Status alloc(Backend* b, size_t bytes, const char* what) {
+    if (p_) backend_->host_free(p_);
+    p_ = nullptr;
+    backend_ = b;
+    return b->host_alloc(bytes, what, &p_);
+  }
+  template <class T> T* as() const { return static_cast<T*>(p_); }
+
+ private:
+  Backend* backend_ = nullptr;
+  void* p_ = nullptr;
+};
 
 // Factories (implemented by each backend's translation unit).
 Status make_cpu_backend(int threads, std::unique_ptr<Backend>* out);

@@ -316,8 +316,7 @@ Status Model::backward(int n) {
       case OpKind::Dense: {
         const ConvGeom g = conv_geom(i, n);
         Operand w = s.discrete ? Operand{DType::I8, nd.wq.data(), s.levels.unit()} : Operand{DType::F32, nd.wf.data(), 1.0f};
-        TL_TRY(backend_->conv_backward_filter(g, operand_of(in), dy, nd.gw.as<float>()));
-        if (in_grad) TL_TRY(backend_->conv_backward_data(g, dy, w, dx));
+        TL_TRY(backend_->conv_backward(g, operand_of(in), dy, w, nd.gw.as<float>(), in_grad ? dx : nullptr));
         break;
       }
       case OpKind::MaxPool:
@@ -394,9 +393,50 @@ Status Model::update(uint64_t t, float lr) {
   return Status::ok();
 }
 
+// report layout: counters (int64, kCounterSlots per node) | row losses (float × n) | ranks (int32 × n)
+size_t Model::report_bytes(int n) const {
+  return sizeof(int64_t) * kCounterSlots * nodes_.size() + (sizeof(float) + sizeof(int32_t)) * static_cast<size_t>(n);
+}
+
+Status Model::loss_queued(const int32_t* labels_dev, int n, LossKind kind, void* report_host) {
+  Node& last = storage(static_cast<int>(nodes_.size()) - 1);
+  TL_TRY(backend_->loss(n, spec_.classes, last.out.as<float>(), labels_dev, kind, last.grad.as<float>(),
+                        row_loss_.as<float>(), rank_.as<int32_t>()));
+  auto* h = static_cast<uint8_t*>(report_host);
+  const size_t cb = sizeof(int64_t) * kCounterSlots * nodes_.size();
+  TL_TRY(backend_->download_async(h + cb, row_loss_.data(), sizeof(float) * n));
+  TL_TRY(backend_->download_async(h + cb + sizeof(float) * n, rank_.data(), sizeof(int32_t) * n));
+  return Status::ok();
+}
+
+void Model::decode_report(const void* report_host, int n, double* loss_sum, int64_t* correct,
+                          std::vector<LayerCounters>* out) const {
+  const auto* h = static_cast<const uint8_t*>(report_host);
+  const size_t cb = sizeof(int64_t) * kCounterSlots * nodes_.size();
+  const auto* row_loss = reinterpret_cast<const float*>(h + cb);
+  const auto* rank = reinterpret_cast<const int32_t*>(h + cb + sizeof(float) * n);
+  *loss_sum = 0;
+  *correct = 0;
+  for (int i = 0; i < n; ++i) {  // in row order, as before: the same double sum
+    *loss_sum += row_loss[i];
+    *correct += rank[i] == 0;
+  }
+  decode_counters(reinterpret_cast<const int64_t*>(h), out);
+}
+
+Status Model::queue_counters(void* report_host) {
+  return backend_->download_async(report_host, counters_.data(), sizeof(int64_t) * kCounterSlots * nodes_.size());
+}
+
 Status Model::read_counters(std::vector<LayerCounters>* out) {
   std::vector<int64_t> host(kCounterSlots * nodes_.size());
   TL_TRY(backend_->download(host.data(), counters_.data(), sizeof(int64_t) * host.size()));
+  decode_counters(host.data(), out);
+  return Status::ok();
+}
+
+void Model::decode_counters(const int64_t* host_counters, std::vector<LayerCounters>* out) const {
+  const int64_t* host0 = host_counters;
   out->clear();
   for (size_t i = 1; i < nodes_.size(); ++i) {
     const Node& nd = nodes_[i];
@@ -408,14 +448,13 @@ Status Model::read_counters(std::vector<LayerCounters>* out) {
     c.integer_input = nodes_[in].dtype == DType::I8;
     c.inputs = static_cast<int64_t>(batch_) * per_sample(nodes_[in]);
     c.macs = conv_geom(static_cast<int>(i), batch_).macs();
-    const int64_t* h = host.data() + i * kCounterSlots;
+    const int64_t* h = host0 + i * kCounterSlots;
     c.zero_inputs = h[kZeroInputs];
     c.zero_weights = h[kZeroWeights];
     c.active_macs = h[kActiveMacs];
     c.flips = h[kFlips];
     out->push_back(c);
   }
-  return Status::ok();
 }
 
 namespace {

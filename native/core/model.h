@@ -73,6 +73,14 @@ class Model {
   // DST for discrete weights, Adam for the rest. t is the 0-based global step.
   Status update(uint64_t t, float lr);
   Status read_counters(std::vector<LayerCounters>* out);
+  // The asynchronous form of loss() + read_counters() for the training pipeline: the loss on labels
+  // already on the device, then the row losses, ranks and counters queued for download into host
+  // buffers (report_bytes() of them); decode_counters() reads the counters part once it arrived.
+  Status loss_queued(const int32_t* labels_dev, int n, LossKind kind, void* report_host);
+  size_t report_bytes(int n) const;
+  Status queue_counters(void* report_host);  // after update(): the step's counters into the report
+  void decode_counters(const int64_t* host_counters, std::vector<LayerCounters>* out) const;
+  void decode_report(const void* report_host, int n, double* loss_sum, int64_t* correct, std::vector<LayerCounters>* out) const;
 
   Status ensure_capacity(int n);
   Status get_state(std::vector<NamedTensor>* out);

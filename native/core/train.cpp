@@ -60,6 +60,51 @@ Status check_labels(const DataView& data, int classes) {
 }
 }  // namespace
 
+// The training step's host side, pipelined (issue 3): while step b computes, the host gathers
+// batch b+1 into pinned memory and uploads it on the copy queue, then reads step b−1's report
+// (losses, ranks, counters) that came back asynchronously. Two slots alternate. The device-side
+// order of operations is the same as a plain loop, so results are identical.
+namespace {
+struct StepPipeline {
+  Backend& be;
+  const DataView& data;
+  const int64_t elems;  // bytes of one sample
+  const int n;
+  HostBuffer staging[2], report[2];  // pixels then labels | the step's report
+  Buffer dev_batch[2], dev_input;
+  StepPipeline(Backend& b, const DataView& d, int64_t per_sample, int batch) : be(b), data(d), elems(per_sample), n(batch) {}
+
+  size_t pixel_bytes() const { return static_cast<size_t>(n) * elems; }
+  size_t batch_bytes() const { return pixel_bytes() + sizeof(int32_t) * n; }
+  Status init(size_t report_bytes) {
+    for (int s = 0; s < 2; ++s) {
+      TL_TRY(staging[s].alloc(&be, batch_bytes(), "batch staging"));
+      TL_TRY(report[s].alloc(&be, report_bytes, "step report"));
+      TL_TRY(be.alloc(batch_bytes(), "input batch", &dev_batch[s]));
+    }
+    return be.alloc(sizeof(float) * n * elems, "input batch", &dev_input);
+  }
+  // Gathers the samples idx[0..n) into slot s and starts their upload.
+  Status stage(int s, const int64_t* idx) {
+    TL_TRY(be.host_wait_upload(s));  // the slot's previous upload has left the staging buffer
+    uint8_t* px = staging[s].as<uint8_t>();
+    auto* lab = reinterpret_cast<int32_t*>(px + pixel_bytes());
+    for (int i = 0; i < n; ++i) {
+      std::memcpy(px + i * elems, data.images + idx[i] * elems, static_cast<size_t>(elems));
+      lab[i] = data.labels[idx[i]];
+    }
+    return be.upload_async(dev_batch[s].data(), px, batch_bytes(), s);
+  }
+  // Queued on the compute stream: wait for slot s's upload, then normalise its pixels.
+  Status input(int s) {
+    TL_TRY(be.wait_upload(s));
+    return be.normalize_u8(static_cast<int64_t>(n) * elems, dev_batch[s].as<uint8_t>(), data.scale, data.offset,
+                           dev_input.as<float>());
+  }
+  const int32_t* labels(int s) const { return reinterpret_cast<const int32_t*>(dev_batch[s].as<uint8_t>() + pixel_bytes()); }
+};
+}  // namespace
+
 Status train_epoch(Model& model, const DataView& data, const EpochPlan& plan, const std::atomic<bool>& cancel,
                    const std::function<void(StepReport&&)>& on_step, int64_t* steps_done) {
   *steps_done = 0;
@@ -71,40 +116,54 @@ Status train_epoch(Model& model, const DataView& data, const EpochPlan& plan, co
   if (static_cast<int64_t>(plan.lr.size()) < plan.end)
     return Status(Code::Option, "the learning-rate schedule gives " + std::to_string(plan.lr.size()) + " values for " +
                                     std::to_string(plan.end) + " steps");
+  if (plan.begin == plan.end) return Status::ok();
   const std::vector<int64_t> order = epoch_order(model.spec().seed, plan.epoch, data.count, plan.shuffle);
   const int n = static_cast<int>(std::min<int64_t>(plan.batch, data.count));
   TL_TRY(model.ensure_capacity(n));
-  BatchLoader loader(model.backend(), data, model.input_elems());
-  std::vector<float> row_loss(n);
-  std::vector<int32_t> rank(n);
-  for (int64_t b = plan.begin; b < plan.end; ++b) {
-    if (cancel.load()) return Status(Code::Cancelled, "training was cancelled before step " + std::to_string(plan.first_step + b));
-    const auto t0 = std::chrono::steady_clock::now();
-    const int64_t step = plan.first_step + b;
-    TL_TRY(loader.load(order.data() + b * plan.batch, n, n));
-    TL_TRY(model.forward(loader.dev_input.as<float>(), n, true));
-    TL_TRY(model.loss(loader.labels.data(), n, plan.loss, row_loss.data(), rank.data()));
-    TL_TRY(model.backward(n));
-    TL_TRY(model.update(static_cast<uint64_t>(step), plan.lr[b]));
+  Backend& be = model.backend();
+  StepPipeline pipe(be, data, model.input_elems(), n);
+  TL_TRY(pipe.init(model.report_bytes(n)));
+  auto t_last = std::chrono::steady_clock::now();
+  // Step b's report, once its slot's mark has been reached.
+  auto finish = [&](int64_t b) -> Status {
+    const int s = static_cast<int>(b & 1);
+    TL_TRY(be.host_wait(s));
     StepReport r;
-    TL_TRY(model.read_counters(&r.layers));
     double loss = 0;
     int64_t correct = 0;
-    for (int i = 0; i < n; ++i) {
-      loss += row_loss[i];
-      correct += rank[i] == 0;
-    }
-    r.step = step;
+    model.decode_report(pipe.report[s].as<void>(), n, &loss, &correct, &r.layers);
+    const auto now = std::chrono::steady_clock::now();
+    r.step = plan.first_step + b;
     r.epoch = plan.epoch;
     r.batch = n;
     r.loss = loss / n;
     r.train_accuracy = static_cast<double>(correct) / n;
     r.learning_rate = plan.lr[b];
-    r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    r.seconds = std::chrono::duration<double>(now - t_last).count();  // time between reports: the step rate
+    t_last = now;
     ++*steps_done;
     on_step(std::move(r));
+    return Status::ok();
+  };
+  TL_TRY(pipe.stage(static_cast<int>(plan.begin & 1), order.data() + plan.begin * plan.batch));
+  for (int64_t b = plan.begin; b < plan.end; ++b) {
+    if (cancel.load()) {
+      if (b > plan.begin) TL_TRY(finish(b - 1));
+      return Status(Code::Cancelled, "training was cancelled before step " + std::to_string(plan.first_step + b));
+    }
+    const int s = static_cast<int>(b & 1);
+    const int64_t step = plan.first_step + b;
+    TL_TRY(pipe.input(s));
+    TL_TRY(model.forward(pipe.dev_input.as<float>(), n, true));
+    TL_TRY(model.loss_queued(pipe.labels(s), n, plan.loss, pipe.report[s].as<void>()));
+    TL_TRY(model.backward(n));
+    TL_TRY(model.update(static_cast<uint64_t>(step), plan.lr[b]));
+    TL_TRY(model.queue_counters(pipe.report[s].as<void>()));
+    TL_TRY(be.mark(s));
+    if (b + 1 < plan.end) TL_TRY(pipe.stage(static_cast<int>((b + 1) & 1), order.data() + (b + 1) * plan.batch));
+    if (b > plan.begin) TL_TRY(finish(b - 1));
   }
-  return Status::ok();
+  return finish(plan.end - 1);
 }
 
 Status evaluate(Model& model, const DataView& data, int batch, LossKind loss, const std::atomic<bool>& cancel, EvalResult* out) {

@@ -22,6 +22,7 @@
 #include <type_traits>
 
 #include "../core/backend.h"
+#include "cudnn_conv.cuh"
 #include "gemm.cuh"
 
 namespace tl {
@@ -48,6 +49,13 @@ int grid_for(int64_t n) {
 #define GRID_STRIDE(i, n) \
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < (n); i += static_cast<int64_t>(gridDim.x) * blockDim.x)
 
+// A grid-stride loop over NHWC elements i that also tracks the channel ch = i % c: one modulo per
+// thread, then a constant step per stride (a 64-bit modulo per element cost more than the memory).
+#define CHANNEL_STRIDE(i, n, ch, c)                                                                         \
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x,                          \
+               i##_stride = static_cast<int64_t>(gridDim.x) * blockDim.x, ch = i % (c), ch##_step = i##_stride % (c); \
+       i < (n); i += i##_stride, ch = ch + ch##_step >= (c) ? ch + ch##_step - (c) : ch + ch##_step)
+
 // Block-wide sum of an integer, added once per block to a device counter (exact: order-free).
 __device__ void block_add(int64_t v, int64_t* counter) {
   __shared__ int64_t part[32];
@@ -71,6 +79,15 @@ __global__ void k_act_forward(int64_t n, const float* x, ActSpec s, int8_t* q) {
 }
 __global__ void k_act_backward(int64_t n, const float* x, const float* dq, ActSpec s, float* dx) {
   GRID_STRIDE(i, n) dx[i] = __fmul_rn(dq[i], act_derivative(x[i], s));
+}
+// operand conversions for the cuDNN products (ternary/multi-level states are exact in bf16)
+__global__ void k_f32_to_bf16(int64_t n, const float* x, __nv_bfloat16* y) { GRID_STRIDE(i, n) y[i] = __float2bfloat16_rn(x[i]); }
+__global__ void k_i8_to_bf16(int64_t n, const int8_t* q, __nv_bfloat16* y) { GRID_STRIDE(i, n) y[i] = __int2bfloat16_rn(q[i]); }
+__global__ void k_i8_to_f32(int64_t n, const int8_t* q, float scale, float* y) {
+  GRID_STRIDE(i, n) y[i] = __fmul_rn(static_cast<float>(q[i]), scale);
+}
+__global__ void k_bf16_to_f32(int64_t n, const __nv_bfloat16* x, float scale, float* y) {
+  GRID_STRIDE(i, n) y[i] = __fmul_rn(__bfloat162float(x[i]), scale);
 }
 __global__ void k_add(int64_t n, const float* a, const float* b, float* y) { GRID_STRIDE(i, n) y[i] = __fadd_rn(a[i], b[i]); }
 __global__ void k_accumulate(int64_t n, const float* s, float* d) { GRID_STRIDE(i, n) d[i] = __fadd_rn(d[i], s[i]); }
@@ -146,13 +163,15 @@ __global__ void k_active_macs(ConvGeom g, const int32_t* P, const int32_t* nzw, 
 
 // ---------------------------------------------------------------- pooling (the CPU's order and roundings)
 __global__ void k_maxpool(PoolGeom g, const float* x, float* y, int32_t* argmax) {
-  const int64_t total = static_cast<int64_t>(g.n) * g.oh * g.ow * g.c;
-  GRID_STRIDE(o, total) {
+  // argmax holds int32 input indices, so every index fits 32 bits: 32-bit index arithmetic (64-bit
+  // division is a long software sequence on the GPU and dominated these kernels)
+  const uint32_t total = static_cast<uint32_t>(g.n) * g.oh * g.ow * g.c;
+  for (uint32_t o = blockIdx.x * blockDim.x + threadIdx.x; o < total; o += gridDim.x * blockDim.x) {
     const int c = static_cast<int>(o % g.c);
-    int64_t t = o / g.c;
+    uint32_t t = o / g.c;
     const int ox = static_cast<int>(t % g.ow); t /= g.ow;
     const int oy = static_cast<int>(t % g.oh);
-    const int64_t n = t / g.oh;
+    const uint32_t n = t / g.oh;
     float best = -INFINITY;
     int32_t bi = -1;
     for (int ky = 0; ky < g.kh; ++ky) {
@@ -161,8 +180,9 @@ __global__ void k_maxpool(PoolGeom g, const float* x, float* y, int32_t* argmax)
       for (int kx = 0; kx < g.kw; ++kx) {
         const int ix = ox * g.sw - g.pw + kx;
         if (ix < 0 || ix >= g.w) continue;
-        const int64_t idx = ((n * g.h + iy) * g.w + ix) * g.c + c;
-        if (bi < 0 || x[idx] > best) { best = x[idx]; bi = static_cast<int32_t>(idx); }
+        const uint32_t idx = ((n * g.h + iy) * g.w + ix) * g.c + c;
+        const float v = x[idx];
+        if (bi < 0 || v > best) { best = v; bi = static_cast<int32_t>(idx); }
       }
     }
     y[o] = best;
@@ -177,21 +197,21 @@ __device__ __forceinline__ void window_range(int i, int k, int s, int p, int on,
   *hi = min(on - 1, (i + p) / s);
 }
 __global__ void k_maxpool_backward(PoolGeom g, const float* dy, const int32_t* argmax, float* dx) {
-  const int64_t total = static_cast<int64_t>(g.n) * g.h * g.w * g.c;
-  GRID_STRIDE(idx, total) {
+  const uint32_t total = static_cast<uint32_t>(g.n) * g.h * g.w * g.c;  // < 2^31: see k_maxpool
+  for (uint32_t idx = blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += gridDim.x * blockDim.x) {
     const int c = static_cast<int>(idx % g.c);
-    int64_t t = idx / g.c;
+    uint32_t t = idx / g.c;
     const int ix = static_cast<int>(t % g.w); t /= g.w;
     const int iy = static_cast<int>(t % g.h);
-    const int64_t n = t / g.h;
+    const uint32_t n = t / g.h;
     int y0, y1, x0, x1;
     window_range(iy, g.kh, g.sh, g.ph, g.oh, &y0, &y1);
     window_range(ix, g.kw, g.sw, g.pw, g.ow, &x0, &x1);
     float s = 0.0f;
     for (int oy = y0; oy <= y1; ++oy)
       for (int ox = x0; ox <= x1; ++ox) {
-        const int64_t o = ((n * g.oh + oy) * g.ow + ox) * g.c + c;
-        if (argmax[o] == idx) s = __fadd_rn(s, dy[o]);
+        const uint32_t o = ((n * g.oh + oy) * g.ow + ox) * g.c + c;
+        if (argmax[o] == static_cast<int32_t>(idx)) s = __fadd_rn(s, dy[o]);
       }
     dx[idx] = s;
   }
@@ -293,8 +313,7 @@ __global__ void k_bn_stats(int c, const double* mean, const double* var, float e
 }
 __global__ void k_bn_apply(int64_t n, int c, const float* x, const float* mf, const float* is, const float* gamma,
                            const float* beta, float* xhat, float* y) {
-  GRID_STRIDE(i, n) {
-    const int ch = static_cast<int>(i % c);
+  CHANNEL_STRIDE(i, n, ch, c) {
     const float h = __fmul_rn(__fsub_rn(x[i], mf[ch]), is[ch]);
     xhat[i] = h;
     y[i] = __fadd_rn(__fmul_rn(gamma[ch], h), beta[ch]);
@@ -302,8 +321,7 @@ __global__ void k_bn_apply(int64_t n, int c, const float* x, const float* mf, co
 }
 __global__ void k_bn_infer(int64_t n, int c, const float* x, const float* gamma, const float* beta, const float* rm,
                            const float* rv, float eps, float* y) {
-  GRID_STRIDE(i, n) {
-    const int ch = static_cast<int>(i % c);
+  CHANNEL_STRIDE(i, n, ch, c) {
     const float sc = gamma[ch] / sqrtf(__fadd_rn(rv[ch], eps));
     const float sh = __fsub_rn(beta[ch], __fmul_rn(rm[ch], sc));
     y[i] = __fadd_rn(__fmul_rn(x[i], sc), sh);
@@ -320,8 +338,7 @@ __global__ void k_bn_backward_coeffs(int64_t rows, int c, const double* db, cons
   }
 }
 __global__ void k_bn_backward_apply(int64_t n, int c, const float* dy, const float* xhat, const float* k, float* dx) {
-  GRID_STRIDE(i, n) {
-    const int ch = static_cast<int>(i % c);
+  CHANNEL_STRIDE(i, n, ch, c) {
     dx[i] = __fmul_rn(k[ch], __fsub_rn(__fsub_rn(dy[i], k[c + ch]), __fmul_rn(xhat[i], k[2 * c + ch])));
   }
 }
@@ -730,17 +747,25 @@ class CudaBackend final : public Backend {
   CudaBackend(int device, cudaStream_t stream, const cudaDeviceProp& prop) : device_(device), stream_(stream), prop_(prop) {
     const char* e = std::getenv("TERNLAB_CUDA_PROFILE");
     prof_.on = e && *e && std::strcmp(e, "0") != 0;
+    dnn_ = Cudnn::open(stream_, &in_use_, &dnn_why_);
   }
   ~CudaBackend() override {
     if (prof_.on) std::fprintf(stderr, "ternlab cuda profile: %s\n", prof_.text().c_str());
     cudaStreamSynchronize(stream_);
-    for (Scratch* s : {&split_, &wt_, &part_, &counts_}) if (s->p) cudaFree(s->p);
+    dnn_.reset();
+    if (copy_) {
+      cudaStreamSynchronize(copy_);
+      for (cudaEvent_t e : {up_[0], up_[1], done_[0], done_[1]}) cudaEventDestroy(e);
+      cudaStreamDestroy(copy_);
+    }
+    for (Scratch* s : {&split_, &wt_, &part_, &counts_, &opx_, &opdy_, &opw_, &opout_}) if (s->p) cudaFree(s->p);
     cudaStreamDestroy(stream_);
   }
   std::string name() const override { return "cuda"; }
   std::string describe() const override {
     return std::string("cuda (") + prop_.name + ", sm_" + std::to_string(prop_.major) + std::to_string(prop_.minor) + ", " +
-           std::to_string(prop_.multiProcessorCount) + " SMs, " + std::to_string(prop_.totalGlobalMem >> 20) + " MiB)" +
+           std::to_string(prop_.multiProcessorCount) + " SMs, " + std::to_string(prop_.totalGlobalMem >> 20) + " MiB; " +
+           products() + ")" +
            (prof_.on ? " | profile: " + prof_.text() : "");
   }
 
@@ -778,6 +803,53 @@ class CudaBackend final : public Backend {
     CU(cudaStreamSynchronize(stream_));
     return Status::ok();
   }
+  // ---- the training pipeline's transfers: uploads on copy_ beside the computation, two slots
+  Status host_alloc(size_t bytes, const char* what, void** p) override {
+    *p = nullptr;
+    if (!bytes) return Status::ok();
+    cudaError_t e = cudaMallocHost(p, bytes);
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      *p = nullptr;
+      return Status(Code::Oom, "cuda: allocating " + std::to_string(bytes) + " bytes of pinned host memory for " + what +
+                                   " failed (" + cudaGetErrorName(e) + ")");
+    }
+    return Status::ok();
+  }
+  void host_free(void* p) override { cudaFreeHost(p); }
+  Status upload_async(void* dst, const void* src, size_t bytes, int slot) override {
+    TL_TRY(ensure_pipeline());
+    // dst was last read by the step that marked this slot: the copy waits for it
+    CU(cudaStreamWaitEvent(copy_, done_[slot], 0));
+    CU(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, copy_));
+    CU(cudaEventRecord(up_[slot], copy_));
+    return Status::ok();
+  }
+  Status wait_upload(int slot) override {
+    TL_TRY(ensure_pipeline());
+    CU(cudaStreamWaitEvent(stream_, up_[slot], 0));
+    return Status::ok();
+  }
+  Status host_wait_upload(int slot) override {
+    TL_TRY(ensure_pipeline());
+    CU(cudaEventSynchronize(up_[slot]));
+    return Status::ok();
+  }
+  Status download_async(void* dst, const void* src, size_t bytes) override {
+    CU(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream_));
+    return Status::ok();
+  }
+  Status mark(int slot) override {
+    TL_TRY(ensure_pipeline());
+    CU(cudaEventRecord(done_[slot], stream_));
+    return Status::ok();
+  }
+  Status host_wait(int slot) override {
+    TL_TRY(ensure_pipeline());
+    CU(cudaEventSynchronize(done_[slot]));
+    return Status::ok();
+  }
+
   Status zero(void* dst, size_t bytes) override {
     CU(cudaMemsetAsync(dst, 0, bytes, stream_));
     return Status::ok();
@@ -819,11 +891,25 @@ class CudaBackend final : public Backend {
       return Status::ok();
     }
     prof_scope.name = "conv_forward (float operand)";
+    if (use_dnn(ConvProduct::ForwardF32, g)) {
+      prof_scope.name = "conv_forward (float operand, cuDNN fp32)";
+      const float* xf = static_cast<const float*>(x.ptr);
+      const float* wf = static_cast<const float*>(w.ptr);
+      if (xi) TL_TRY(to_f32(&opx_, g.in_elems(), x, "conv_forward (states to fp32)", &xf));
+      if (wi) TL_TRY(to_f32(&opw_, g.oc * K, w, "conv_forward (weights to fp32)", &wf));
+      return dnn_->forward_f32(g, xf, wf, y);
+    }
     return simt<float>("conv_forward", M, g.oc, K, K, Im2colA{g, x.ptr, xi, x.scale}, WeightKN{w.ptr, wi, w.scale, K},
                        StoreF{y, g.oc, 1.0f});
   }
 
   Status conv_backward_data(const ConvGeom& g, const float* dy, Operand w, float* dx) override {
+    if (use_dnn(ConvProduct::BackwardDataBf16, g)) {
+      Prof prof_scope(&prof_, stream_, "conv_backward_data (cuDNN bf16)");
+      const __nv_bfloat16* dyb;
+      TL_TRY(to_bf16(&opdy_, g.rows() * g.oc, Operand{DType::F32, dy, 1.0f}, "conv_backward_data (dy to bf16)", &dyb));
+      return dnn_backward_data(g, dyb, w, dx);
+    }
     Prof prof_scope(&prof_, stream_, "conv_backward_data");
     const int64_t M = g.in_elems() / g.c, K2 = static_cast<int64_t>(g.kh) * g.kw * g.oc;
     const bool wi = w.dtype == DType::I8;
@@ -844,6 +930,12 @@ class CudaBackend final : public Backend {
   }
 
   Status conv_backward_filter(const ConvGeom& g, Operand x, const float* dy, float* dw) override {
+    if (use_dnn(ConvProduct::BackwardFilterBf16, g)) {
+      Prof prof_scope(&prof_, stream_, "conv_backward_filter (cuDNN bf16)");
+      const __nv_bfloat16* dyb;
+      TL_TRY(to_bf16(&opdy_, g.rows() * g.oc, Operand{DType::F32, dy, 1.0f}, "conv_backward_filter (dy to bf16)", &dyb));
+      return dnn_backward_filter(g, x, dyb, dw);
+    }
     Prof prof_scope(&prof_, stream_, "conv_backward_filter");
     const int64_t R = g.rows(), M = g.oc, N = g.k();
     const Im2colA xa{g, x.ptr, x.dtype == DType::I8, x.scale};
@@ -877,6 +969,17 @@ class CudaBackend final : public Backend {
     k_split_combine<<<grid_for(M * N), kThreads, 0, stream_>>>(M * N, static_cast<int>(z), static_cast<float*>(split_.p), dw);
     LAUNCHED("conv_backward_filter (combine)");
     return Status::ok();
+  }
+
+  // Both backward products of one layer: with cuDNN, dy is converted to bf16 once for the two.
+  Status conv_backward(const ConvGeom& g, Operand x, const float* dy, Operand w, float* dw, float* dx) override {
+    if (!use_dnn(ConvProduct::BackwardFilterBf16, g) || (dx && !use_dnn(ConvProduct::BackwardDataBf16, g)))
+      return Backend::conv_backward(g, x, dy, w, dw, dx);
+    Prof prof_scope(&prof_, stream_, "conv_backward (cuDNN bf16)");
+    const __nv_bfloat16* dyb;
+    TL_TRY(to_bf16(&opdy_, g.rows() * g.oc, Operand{DType::F32, dy, 1.0f}, "conv_backward (dy to bf16)", &dyb));
+    TL_TRY(dnn_backward_filter(g, x, dyb, dw));
+    return dx ? dnn_backward_data(g, dyb, w, dx) : Status::ok();
   }
 
   Status conv_counters(const ConvGeom& g, const int8_t* x, const int8_t* w, int64_t* counters) override {
@@ -1064,6 +1167,65 @@ class CudaBackend final : public Backend {
     return Status::ok();
   }
 
+  // cuDNN runs the products it has deterministic algorithms for when it loaded, TERNLAB_CUDA_MATH is
+  // fast (the default) and TERNLAB_CUDNN is not 0 (both read per call, as the tests switch them).
+  static bool cudnn_allowed() {
+    const char* e = std::getenv("TERNLAB_CUDNN");
+    return math_mode() == Math::Fast && !(e && !std::strcmp(e, "0"));
+  }
+  std::string products() const {
+    if (dnn_ && cudnn_allowed()) return "products: int8 tensor cores (own) forward, cuDNN " + dnn_->version() + " bf16 backward and fp32 float-operand forward";
+    return std::string("products: own kernels, ") + (math_mode() == Math::Fast ? "bf16 tensor-core" : "fp32") +
+           " backward; cuDNN not used: " + (dnn_ ? std::string(math_mode() != Math::Fast ? "TERNLAB_CUDA_MATH is not fast" : "TERNLAB_CUDNN=0") : dnn_why_);
+  }
+  bool use_dnn(ConvProduct p, const ConvGeom& g) {
+    return dnn_ && cudnn_allowed() && g.rows() > 0 && g.oc > 0 && g.k() > 0 && dnn_->supports(p, g);
+  }
+  // An operand in bf16 (states exactly; floats rounded to nearest) in scratch s.
+  Status to_bf16(Scratch* s, int64_t n, Operand a, const char* what, const __nv_bfloat16** out) {
+    TL_TRY(scratch(s, sizeof(__nv_bfloat16) * n, what));
+    auto* d = static_cast<__nv_bfloat16*>(s->p);
+    if (a.dtype == DType::I8) k_i8_to_bf16<<<grid_for(n), kThreads, 0, stream_>>>(n, static_cast<const int8_t*>(a.ptr), d);
+    else k_f32_to_bf16<<<grid_for(n), kThreads, 0, stream_>>>(n, static_cast<const float*>(a.ptr), d);
+    LAUNCHED(what);
+    *out = d;
+    return Status::ok();
+  }
+  Status to_f32(Scratch* s, int64_t n, Operand a, const char* what, const float** out) {
+    TL_TRY(scratch(s, sizeof(float) * n, what));
+    k_i8_to_f32<<<grid_for(n), kThreads, 0, stream_>>>(n, static_cast<const int8_t*>(a.ptr), a.scale, static_cast<float*>(s->p));
+    LAUNCHED(what);
+    *out = static_cast<const float*>(s->p);
+    return Status::ok();
+  }
+  // bf16 product in opout_ → float, times the states' scale (applied once, at the end, as the CPU)
+  Status from_bf16(int64_t n, float scale, float* out, const char* what) {
+    k_bf16_to_f32<<<grid_for(n), kThreads, 0, stream_>>>(n, static_cast<const __nv_bfloat16*>(opout_.p), scale, out);
+    LAUNCHED(what);
+    return Status::ok();
+  }
+  Status dnn_backward_filter(const ConvGeom& g, Operand x, const __nv_bfloat16* dyb, float* dw) {
+    const __nv_bfloat16* xb;
+    TL_TRY(to_bf16(&opx_, g.in_elems(), x, "conv_backward_filter (x to bf16)", &xb));
+    TL_TRY(scratch(&opout_, sizeof(__nv_bfloat16) * g.oc * g.k(), "conv_backward_filter (bf16 output)"));
+    TL_TRY(dnn_->backward_filter(g, xb, dyb, opout_.p));
+    return from_bf16(g.oc * g.k(), x.dtype == DType::I8 ? x.scale : 1.0f, dw, "conv_backward_filter (to fp32)");
+  }
+  Status dnn_backward_data(const ConvGeom& g, const __nv_bfloat16* dyb, Operand w, float* dx) {
+    const __nv_bfloat16* wb;
+    TL_TRY(to_bf16(&opw_, g.oc * g.k(), w, "conv_backward_data (w to bf16)", &wb));
+    TL_TRY(scratch(&opout_, sizeof(__nv_bfloat16) * g.in_elems(), "conv_backward_data (bf16 output)"));
+    TL_TRY(dnn_->backward_data(g, dyb, wb, opout_.p));
+    return from_bf16(g.in_elems(), w.dtype == DType::I8 ? w.scale : 1.0f, dx, "conv_backward_data (to fp32)");
+  }
+
+  Status ensure_pipeline() {
+    if (copy_) return Status::ok();
+    CU(cudaStreamCreateWithFlags(&copy_, cudaStreamNonBlocking));
+    for (cudaEvent_t* e : {&up_[0], &up_[1], &done_[0], &done_[1]}) CU(cudaEventCreateWithFlags(e, cudaEventDisableTiming));
+    return Status::ok();
+  }
+
   template <class Acc, class LA, class LB, class Epi>
   Status simt(const char* op, int64_t M, int64_t N, int64_t K, int64_t kchunk, LA la, LB lb, Epi epi) {
     const int64_t z = cdiv(K, kchunk);
@@ -1080,6 +1242,11 @@ class CudaBackend final : public Backend {
   cudaDeviceProp prop_;
   std::atomic<size_t> in_use_{0};
   Scratch split_, wt_, part_, counts_;
+  Scratch opx_, opdy_, opw_, opout_;  // converted operands and outputs of the cuDNN products
+  std::unique_ptr<Cudnn> dnn_;
+  cudaStream_t copy_ = nullptr;  // uploads of the training pipeline
+  cudaEvent_t up_[2] = {}, done_[2] = {};
+  std::string dnn_why_;
 };
 
 }  // namespace

@@ -42,14 +42,17 @@ function normal(n: number, seed: number, scale = 1): Float32Array {
   return a;
 }
 
+// mode: a TERNLAB_CUDA_MATH value, or "own" (fast, with cuDNN off: TERNLAB_CUDNN=0)
 function withMath<T>(mode: string, f: () => T): T {
   const old = process.env.TERNLAB_CUDA_MATH;
-  process.env.TERNLAB_CUDA_MATH = mode;
+  process.env.TERNLAB_CUDA_MATH = mode === "own" ? "fast" : mode;
+  if (mode === "own") process.env.TERNLAB_CUDNN = "0";
   try {
     return f();
   } finally {
     if (old === undefined) delete process.env.TERNLAB_CUDA_MATH;
     else process.env.TERNLAB_CUDA_MATH = old;
+    delete process.env.TERNLAB_CUDNN;
   }
 }
 
@@ -108,19 +111,22 @@ describe("CUDA backend agrees with the CPU backend", function () {
         const x2 = ternary(x.length, 3).map((v, i) => v * (1 + (i % 2))), w2 = ternary(w.length, 4).map((v, i) => v * (1 + (i % 4)));
         same(ops.convForward("cpu", g, x2, 0.5, w2, 0.25), ops.convForward("cuda", g, x2, 0.5, w2, 0.25), `${name} (scaled)`);
       });
-      it(`float forward within 1e-5: ${name}`, () => {
+      it(`float forward within 1e-5 (cuDNN fp32 and own): ${name}`, () => {
         const xf = normal(x.length, 5);
-        close(ops.convForward("cpu", g, xf, 1, w, 1), ops.convForward("cuda", g, xf, 1, w, 1), 1e-5, name);
+        for (const mode of ["fast", "own"])
+          close(ops.convForward("cpu", g, xf, 1, w, 1), withMath(mode, () => ops.convForward("cuda", g, xf, 1, w, 1)), 1e-5, `${name} (${mode})`);
       });
       it(`backward data and filter: fp32 within 1e-5, bf16 tensor cores within 8e-3: ${name}`, () => {
         const dy = normal(rows(g) * g.oc, 6);
         const dx = ops.convBackwardData("cpu", g, dy, w, 1), dw = ops.convBackwardFilter("cpu", g, x, 1, dy);
-        for (const [mode, tol] of [["exact", 1e-5], ["fast", 8e-3]] as Array<[string, number]>) {
+        // "fast" is cuDNN's bf16 products where cuDNN 9 loads, "own" ternlab's bf16 kernels
+        for (const [mode, tol] of [["exact", 1e-5], ["fast", 8e-3], ["own", 8e-3]] as Array<[string, number]>) {
           close(dx, withMath(mode, () => ops.convBackwardData("cuda", g, dy, w, 1)), tol, `${name} dx (${mode})`);
           close(dw, withMath(mode, () => ops.convBackwardFilter("cuda", g, x, 1, dy)), tol, `${name} dw (${mode})`);
         }
         const xf = normal(x.length, 8);  // the first layer: float input
-        close(ops.convBackwardFilter("cpu", g, xf, 1, dy), ops.convBackwardFilter("cuda", g, xf, 1, dy), 8e-3, `${name} dw float x`);
+        for (const mode of ["fast", "own"])
+          close(ops.convBackwardFilter("cpu", g, xf, 1, dy), withMath(mode, () => ops.convBackwardFilter("cuda", g, xf, 1, dy)), 8e-3, `${name} dw float x (${mode})`);
       });
       it(`Gated-XNOR counters are identical: ${name}`, () => {
         assert.deepEqual(ops.convCounters("cuda", g, x, w), ops.convCounters("cpu", g, x, w));
@@ -218,9 +224,11 @@ describe("CUDA backend agrees with the CPU backend", function () {
 
   describe("training steps", () => {
     async function run(spec: ModelSpec, kind: string, steps: number, batch: number, math: string): Promise<Map<string, Buffer>> {
-      process.env.TERNLAB_CUDA_MATH = math;
+      process.env.TERNLAB_CUDA_MATH = math === "own" ? "fast" : math;
+      if (math === "own") process.env.TERNLAB_CUDNN = "0";
       try {
         const m = new addon.NativeModel(spec, updateConfig(), { kind, threads: 0 });
+        if (kind === "cuda") backends.push(String(JSON.parse(m.summary()).backend));
         const count = batch * steps, per = spec.h * spec.w * spec.c;
         const r = rng(99), images = new Uint8Array(count * per), labels = new Int32Array(count);
         for (let i = 0; i < count; ++i) {
@@ -237,8 +245,10 @@ describe("CUDA backend agrees with the CPU backend", function () {
         return out;
       } finally {
         delete process.env.TERNLAB_CUDA_MATH;
+        delete process.env.TERNLAB_CUDNN;
       }
     }
+    const backends: string[] = [];
     it("three steps of a small residual net give the same discrete weights and counters on CPU and GPU (fp32 products)", async () => {
       const spec = tinyNet();
       const a = await run(spec, "cpu", 3, 32, "exact"), b = await run(spec, "cuda", 3, 32, "exact");
@@ -251,17 +261,24 @@ describe("CUDA backend agrees with the CPU backend", function () {
     });
     // bf16 rounding of the gradients changes a decision only where a gradient is near zero (the
     // first Adam step moves by −α·sign(g)); later steps see different networks, so one step is compared.
-    it("with bf16 backward products one step's decisions agree almost everywhere (CIFAR net at width 1/4)", async () => {
-      const spec = gxnorCifar(3, 0.25);
-      const a = await run(spec, "cpu", 1, 64, "exact"), b = await run(spec, "cuda", 1, 64, "fast");
-      let total = 0, diff = 0;
-      for (const [k, v] of a)
-        if (k.endsWith(".weight")) {
-          const w = b.get(k)!;
-          for (let i = 0; i < v.length; ++i) { total++; diff += v[i] !== w[i] ? 1 : 0; }
-        }
-      console.log(`      bf16 vs fp32 backward: ${diff} of ${total} discrete weights differ after 1 step (${((100 * diff) / total).toFixed(3)} %)`);
-      assert.ok(diff / total < 0.01, `${diff} of ${total} differ`);
+    for (const [math, label] of [["fast", "cuDNN where it loads"], ["own", "own kernels"]])
+      it(`with bf16 backward products (${label}) one step's decisions agree almost everywhere (CIFAR net at width 1/4)`, async () => {
+        const spec = gxnorCifar(3, 0.25);
+        const a = await run(spec, "cpu", 1, 64, "exact"), b = await run(spec, "cuda", 1, 64, math);
+        let total = 0, diff = 0;
+        for (const [k, v] of a)
+          if (k.endsWith(".weight")) {
+            const w = b.get(k)!;
+            for (let i = 0; i < v.length; ++i) { total++; diff += v[i] !== w[i] ? 1 : 0; }
+          }
+        console.log(`      bf16 (${label}) vs fp32 backward: ${diff} of ${total} discrete weights differ after 1 step (${((100 * diff) / total).toFixed(3)} %)`);
+        console.log(`      ${backends[backends.length - 1]}`);
+        assert.ok(diff / total < 0.01, `${diff} of ${total} differ`);
+      });
+    it("a run with the default products (cuDNN where it loads) repeats bit for bit", async () => {
+      const spec = gxnorCifar(5, 0.25);
+      const a = await run(spec, "cuda", 3, 64, "fast"), b = await run(spec, "cuda", 3, 64, "fast");
+      for (const [k, v] of a) assert.ok(v.equals(b.get(k)!), `${k} differs between two identical runs`);
     });
   });
 });

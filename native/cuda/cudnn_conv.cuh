@@ -1,0 +1,65 @@
+// Convolution products through cuDNN, opened at run time (dlopen): the CPU/CI machines have no
+// cuDNN (so no headers or library to link against) and the GPU machine has cuDNN 9. When the
+// library is missing the CUDA backend keeps its own kernels and says why in describe().
+//
+// Used for the products tensor cores do well and our hand-written kernels do not (yet): the
+// backward data and filter products in bf16 with fp32 accumulation (ternary operands are exact in
+// bf16), and the float-operand forward products (first and last layer) in fp32 without TF32.
+// Algorithms come from cuDNN's heuristics (not from timing), restricted to deterministic ones, so a
+// run repeats bit for bit on the same card and cuDNN version.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <tuple>
+
+#include "../core/backend.h"
+
+namespace tl {
+namespace cuda {
+
+enum class ConvProduct : int { ForwardF32 = 0, BackwardDataBf16 = 1, BackwardFilterBf16 = 2 };
+
+class Cudnn {
+ public:
+  // Loads libcudnn.so.9 (once per process) and makes a handle on `stream`; nullptr and the reason
+  // in *why when it cannot. Workspace bytes are added to *in_use (the backend's memory count).
+  static std::unique_ptr<Cudnn> open(cudaStream_t stream, std::atomic<size_t>* in_use, std::string* why);
+  ~Cudnn();
+  std::string version() const;
+
+  // y[n,oh,ow,oc] = conv(x[n,h,w,c], w[oc,kh,kw,c]) in fp32 (FMA math: no TF32).
+  Status forward_f32(const ConvGeom& g, const float* x, const float* w, float* y);
+  // dx[n,h,w,c] (bf16) from dy[n,oh,ow,oc] (bf16) and w[oc,kh,kw,c] (bf16).
+  Status backward_data(const ConvGeom& g, const void* dy, const void* w, void* dx);
+  // dw[oc,kh,kw,c] (bf16) from x[n,h,w,c] (bf16) and dy (bf16).
+  Status backward_filter(const ConvGeom& g, const void* x, const void* dy, void* dw);
+  // Whether cuDNN has a deterministic algorithm for this product and geometry (else: own kernels).
+  bool supports(ConvProduct p, const ConvGeom& g);
+
+  struct Api;  // the resolved entry points (cudnn_conv.cu)
+
+ private:
+  struct Plan;
+  Cudnn(const Api* api, void* handle, cudaStream_t stream, std::atomic<size_t>* in_use)
+      : api_(api), handle_(handle), stream_(stream), in_use_(in_use) {}
+  Status plan(ConvProduct p, const ConvGeom& g, Plan** out);
+  Status workspace(size_t bytes);
+  Status check(int status, const char* what) const;
+
+  const Api* api_;
+  void* handle_;
+  cudaStream_t stream_;
+  std::atomic<size_t>* in_use_;
+  void* ws_ = nullptr;
+  size_t ws_bytes_ = 0;
+  std::map<std::tuple<int, int, int, int, int, int, int, int, int, int, int, int>, Plan*> plans_;
+};
+
+}  // namespace cuda
+}  // namespace tl

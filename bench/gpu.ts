@@ -33,7 +33,7 @@ function kernels(): void {
   if (!fs.existsSync(bin)) {
     const nvcc = fs.existsSync("/usr/local/cuda/bin/nvcc") ? "/usr/local/cuda/bin/nvcc" : "nvcc";
     const r = spawnSync(nvcc, ["-std=c++17", "-O3", "-gencode", "arch=compute_90,code=sm_90", "-gencode", "arch=compute_80,code=sm_80",
-      path.join(root, "bench/gpu_kernels.cu"), "-o", bin], { encoding: "utf8" });
+      path.join(root, "bench/gpu_kernels.cu"), path.join(root, "native/cuda/cudnn_conv.cu"), "-ldl", "-o", bin], { encoding: "utf8" });
     if (r.status !== 0) { console.log(`kernel benchmark not built: ${r.error ?? r.stderr}`); return; }
   }
   const r = spawnSync(bin, [String(batch)], { encoding: "utf8", maxBuffer: 1 << 24 });

@@ -132,6 +132,23 @@ class Backend {
   virtual Status bn_backward(int64_t rows, int c, const float* dy, const float* xhat, const float* gamma,
                              const float* invstd, float* dx, float* dgamma, float* dbeta) = 0;
 
+  // Batch norm followed by φ (the usual pair), as one op each way. y is the BN output: the defaults
+  // write it (forward) and read it (backward); a backend may instead recompute y = γ·x̂ + β from x̂
+  // with the same float expression, which gives the same bits. dy_scratch (backward): room for
+  // the BN output's gradient, which the defaults pass between the two unfused ops.
+  virtual Status bn_act_forward_train(int64_t rows, int c, const float* x, const float* gamma, const float* beta, float eps,
+                                      float momentum, float* run_mean, float* run_var, float* y, float* xhat, float* invstd,
+                                      const ActSpec& act, int8_t* q) {
+    TL_TRY(bn_forward_train(rows, c, x, gamma, beta, eps, momentum, run_mean, run_var, y, xhat, invstd));
+    return act_forward(rows * c, y, act, q);
+  }
+  virtual Status act_bn_backward(int64_t rows, int c, const float* dq, const float* y, const float* xhat, const float* gamma,
+                                 const float* beta, const float* invstd, const ActSpec& act, float* dy_scratch, float* dx,
+                                 float* dgamma, float* dbeta) {
+    TL_TRY(act_backward(rows * c, y, dq, act, dy_scratch));
+    return bn_backward(rows, c, dy_scratch, xhat, gamma, invstd, dx, dgamma, dbeta);
+  }
+
   // activation φ_r (float → int8 states) and its windowed straight-through derivative
   virtual Status act_forward(int64_t n, const float* x, const ActSpec& s, int8_t* q) = 0;
   virtual Status act_backward(int64_t n, const float* x, const float* dq, const ActSpec& s, float* dx) = 0;

@@ -151,6 +151,9 @@ Status Model::build(const ModelSpec& spec, const UpdateConfig& update) {
     }
   }
   TL_TRY(backend_->alloc(sizeof(int64_t) * kCounterSlots * nodes_.size(), "metric counters", &counters_));
+  for (size_t i = 1; i + 1 < nodes_.size(); ++i)
+    nodes_[i].fused_act = nodes_[i].spec.kind == OpKind::BatchNorm && nodes_[i].consumers == 1 &&
+                          nodes_[i + 1].spec.kind == OpKind::Activation && nodes_[i + 1].spec.inputs[0] == static_cast<int>(i);
   return Status::ok();
 }
 
@@ -237,7 +240,13 @@ Status Model::forward(const float* x, int n, bool train) {
       case OpKind::BatchNorm: {
         const int64_t rows = static_cast<int64_t>(n) * nd.h * nd.w;
         const float* xi = static_cast<const float*>(operand_of(in).ptr);
-        if (train)
+        if (train && nd.fused_act) {
+          Node& act = nodes_[i + 1];
+          TL_TRY(backend_->bn_act_forward_train(rows, nd.c, xi, nd.gamma.as<float>(), nd.beta.as<float>(), spec_.bn_eps,
+                                                spec_.bn_momentum, nd.rmean.as<float>(), nd.rvar.as<float>(), nd.out.as<float>(),
+                                                nd.xhat.as<float>(), nd.invstd.as<float>(), act.spec.act, act.out.as<int8_t>()));
+          ++i;  // the activation is done
+        } else if (train)
           TL_TRY(backend_->bn_forward_train(rows, nd.c, xi, nd.gamma.as<float>(), nd.beta.as<float>(), spec_.bn_eps,
                                             spec_.bn_momentum, nd.rmean.as<float>(), nd.rvar.as<float>(), nd.out.as<float>(),
                                             nd.xhat.as<float>(), nd.invstd.as<float>()));
@@ -333,6 +342,21 @@ Status Model::backward(int n) {
         break;
       }
       case OpKind::Activation:
+        if (in_grad && nodes_[in].fused_act) {
+          // φ's and the batch norm's backward in one op, straight into the BN input's gradient
+          Node& bn = nodes_[in];
+          const int bin = bn.spec.inputs[0];
+          const bool bin_grad = bin > 0 && nodes_[bin].requires_grad;
+          const int64_t rows = static_cast<int64_t>(n) * bn.h * bn.w;
+          float* bdx = scratch_.as<float>();
+          bool bacc = false;
+          if (bin_grad) TL_TRY(grad_target(bin, in_elems, &bdx, &bacc));
+          TL_TRY(backend_->act_bn_backward(rows, bn.c, dy, bn.out.as<float>(), bn.xhat.as<float>(), bn.gamma.as<float>(),
+                                           bn.beta.as<float>(), bn.invstd.as<float>(), s.act, bn.grad.as<float>(), bdx,
+                                           bn.dgamma.as<float>(), bn.dbeta.as<float>()));
+          if (bin_grad) TL_TRY(finish_grad(bin, in_elems, bacc));
+          continue;  // the BN node's gradient is never marked written, so the loop skips it
+        }
         if (in_grad)
           TL_TRY(backend_->act_backward(in_elems, static_cast<const float*>(operand_of(in).ptr), dy, s.act, dx));
         break;

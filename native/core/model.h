@@ -108,6 +108,8 @@ class Model {
     Buffer gamma, beta, rmean, rvar, dgamma, dbeta, gm, gv, bm, bv, xhat, invstd;
     Buffer argmax;
     bool grad_written = false;
+    // batch norm whose only consumer is the next node, an activation: one fused op each way in training
+    bool fused_act = false;
   };
   int64_t per_sample(const Node& n) const { return static_cast<int64_t>(n.h) * n.w * n.c; }
   Node& storage(int i) { return nodes_[nodes_[i].alias >= 0 ? nodes_[i].alias : i]; }

@@ -1,6 +1,8 @@
 #include "model.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <sstream>
 
@@ -154,7 +156,80 @@ Status Model::build(const ModelSpec& spec, const UpdateConfig& update) {
   for (size_t i = 1; i + 1 < nodes_.size(); ++i)
     nodes_[i].fused_act = nodes_[i].spec.kind == OpKind::BatchNorm && nodes_[i].consumers == 1 &&
                           nodes_[i + 1].spec.kind == OpKind::Activation && nodes_[i + 1].spec.inputs[0] == static_cast<int>(i);
+  plan_memory();
   return Status::ok();
+}
+
+// Activation memory, planned once per graph:
+// - x̂ of a batch norm is written over its input's output when nothing else reads that output: the
+//   input is a conv/dense/pooling node whose only consumer is the BN (their backward passes read
+//   their own inputs or argmax, never their outputs), so the float buffer serves both. In-place is
+//   safe: every backend reads x[i] before it writes x̂[i] and nothing but statistics in between.
+// - Output gradients share buffers. The backward pass visits nodes in decreasing order; node j's
+//   gradient is written first by its highest-numbered consumer (the loss, for the last node) and
+//   read last by node j itself, so it is live over [j, last consumer]. Gradients whose intervals do
+//   not meet take the same slot (greedy, in the order they come alive); a slot is as large as its
+//   largest user. A node's own gradient and its input's are live together, so they never share.
+void Model::plan_memory() {
+  const int count = static_cast<int>(nodes_.size());
+  for (int i = 1; i < count; ++i) {
+    Node& nd = nodes_[i];
+    nd.xhat_in_place = false;
+    if (nd.spec.kind != OpKind::BatchNorm) continue;
+    const int in = nd.spec.inputs[0];
+    const Node& src = nodes_[in];
+    const OpKind k = src.spec.kind;
+    nd.xhat_in_place = in > 0 && src.alias < 0 && src.consumers == 1 && src.dtype == DType::F32 &&
+                       (k == OpKind::Conv || k == OpKind::Dense || k == OpKind::MaxPool || k == OpKind::AvgPool);
+  }
+  // live interval of each storage node's gradient
+  std::vector<int> last(count, -1);
+  for (int i = 1; i < count; ++i) {
+    const Node& nd = nodes_[i];
+    if (nd.spec.kind == OpKind::Flatten) continue;  // passes its gradient through: see its consumers
+    for (int in : nd.spec.inputs) {
+      if (in <= 0) continue;
+      const int st = nodes_[in].alias >= 0 ? nodes_[in].alias : in;
+      last[st] = std::max(last[st], i);
+    }
+  }
+  // a BN fused with its activation gets its input's gradient written at the activation's step
+  for (int i = 1; i + 1 < count; ++i)
+    if (nodes_[i].fused_act) {
+      const int in = nodes_[i].spec.inputs[0];
+      if (in > 0) {
+        const int st = nodes_[in].alias >= 0 ? nodes_[in].alias : in;
+        last[st] = std::max(last[st], i + 1);
+      }
+    }
+  const int out = nodes_[count - 1].alias >= 0 ? nodes_[count - 1].alias : count - 1;
+  last[out] = count;  // the loss writes it before the backward pass
+  std::vector<int> order;
+  for (int i = 1; i < count; ++i) {
+    Node& nd = nodes_[i];
+    nd.grad_slot = -1;
+    if (nd.alias < 0 && (nd.requires_grad || nd.consumers > 0) && last[i] >= 0) order.push_back(i);
+  }
+  std::sort(order.begin(), order.end(), [&](int a, int b) { return last[a] != last[b] ? last[a] > last[b] : a > b; });
+  grad_slot_per_sample_.clear();
+  std::vector<int> free_from;  // per slot: the step below which it is free (its last user's index)
+  for (int j : order) {
+    int best = -1;
+    for (size_t k = 0; k < free_from.size(); ++k) {
+      if (free_from[k] <= last[j]) continue;  // still live at step last[j]
+      if (best < 0 || std::abs(grad_slot_per_sample_[k] - per_sample(nodes_[j])) <
+                          std::abs(grad_slot_per_sample_[best] - per_sample(nodes_[j])))
+        best = static_cast<int>(k);
+    }
+    if (best < 0) {
+      best = static_cast<int>(free_from.size());
+      free_from.push_back(0);
+      grad_slot_per_sample_.push_back(0);
+    }
+    free_from[best] = j;
+    grad_slot_per_sample_[best] = std::max(grad_slot_per_sample_[best], per_sample(nodes_[j]));
+    nodes_[j].grad_slot = best;
+  }
 }
 
 Status Model::ensure_capacity(int n) {
@@ -165,9 +240,20 @@ Status Model::ensure_capacity(int n) {
     const int64_t elems = static_cast<int64_t>(n) * per_sample(nd);
     const std::string what = "activations of layer \"" + nd.spec.name + "\" at batch " + std::to_string(n);
     TL_TRY(backend_->alloc(elems * (nd.dtype == DType::I8 ? 1 : sizeof(float)), what.c_str(), &nd.out));
-    if (nd.requires_grad || nd.consumers > 0) TL_TRY(backend_->alloc(elems * sizeof(float), what.c_str(), &nd.grad));
-    if (nd.spec.kind == OpKind::BatchNorm) TL_TRY(backend_->alloc(elems * sizeof(float), what.c_str(), &nd.xhat));
+    if (nd.spec.kind == OpKind::BatchNorm && !nd.xhat_in_place)
+      TL_TRY(backend_->alloc(elems * sizeof(float), what.c_str(), &nd.xhat_owned));
     if (nd.spec.kind == OpKind::MaxPool) TL_TRY(backend_->alloc(elems * sizeof(int32_t), what.c_str(), &nd.argmax));
+  }
+  grad_pool_.resize(grad_slot_per_sample_.size());
+  for (size_t k = 0; k < grad_pool_.size(); ++k)
+    TL_TRY(backend_->alloc(sizeof(float) * n * grad_slot_per_sample_[k], ("gradients at batch " + std::to_string(n)).c_str(),
+                           &grad_pool_[k]));
+  for (size_t i = 1; i < nodes_.size(); ++i) {
+    Node& nd = nodes_[i];
+    if (nd.alias >= 0) continue;
+    nd.grad = nd.grad_slot >= 0 ? grad_pool_[nd.grad_slot].as<float>() : nullptr;
+    if (nd.spec.kind == OpKind::BatchNorm)
+      nd.xhat = nd.xhat_in_place ? storage(nd.spec.inputs[0]).out.as<float>() : nd.xhat_owned.as<float>();
   }
   int64_t biggest = 0;
   for (auto& nd : nodes_) biggest = std::max<int64_t>(biggest, static_cast<int64_t>(n) * per_sample(nd));
@@ -244,12 +330,12 @@ Status Model::forward(const float* x, int n, bool train) {
           Node& act = nodes_[i + 1];
           TL_TRY(backend_->bn_act_forward_train(rows, nd.c, xi, nd.gamma.as<float>(), nd.beta.as<float>(), spec_.bn_eps,
                                                 spec_.bn_momentum, nd.rmean.as<float>(), nd.rvar.as<float>(), nd.out.as<float>(),
-                                                nd.xhat.as<float>(), nd.invstd.as<float>(), act.spec.act, act.out.as<int8_t>()));
+                                                nd.xhat, nd.invstd.as<float>(), act.spec.act, act.out.as<int8_t>()));
           ++i;  // the activation is done
         } else if (train)
           TL_TRY(backend_->bn_forward_train(rows, nd.c, xi, nd.gamma.as<float>(), nd.beta.as<float>(), spec_.bn_eps,
                                             spec_.bn_momentum, nd.rmean.as<float>(), nd.rvar.as<float>(), nd.out.as<float>(),
-                                            nd.xhat.as<float>(), nd.invstd.as<float>()));
+                                            nd.xhat, nd.invstd.as<float>()));
         else
           TL_TRY(backend_->bn_forward_infer(rows, nd.c, xi, nd.gamma.as<float>(), nd.beta.as<float>(), nd.rmean.as<float>(),
                                             nd.rvar.as<float>(), spec_.bn_eps, nd.out.as<float>()));
@@ -274,7 +360,7 @@ Status Model::forward(const float* x, int n, bool train) {
 Status Model::loss(const int32_t* labels_host, int n, LossKind kind, float* row_loss_host, int32_t* rank_host) {
   Node& last = storage(static_cast<int>(nodes_.size()) - 1);
   TL_TRY(backend_->upload(labels_scratch_.data(), labels_host, sizeof(int32_t) * n));
-  TL_TRY(backend_->loss(n, spec_.classes, last.out.as<float>(), labels_scratch_.as<int32_t>(), kind, last.grad.as<float>(),
+  TL_TRY(backend_->loss(n, spec_.classes, last.out.as<float>(), labels_scratch_.as<int32_t>(), kind, last.grad,
                         row_loss_.as<float>(), rank_.as<int32_t>()));
   TL_TRY(backend_->download(row_loss_host, row_loss_.data(), sizeof(float) * n));
   TL_TRY(backend_->download(rank_host, rank_.data(), sizeof(int32_t) * n));
@@ -287,7 +373,7 @@ Status Model::grad_target(int input, int64_t elems, float** target, bool* accumu
   Node& st = storage(input);
   (void)elems;
   if (!st.grad_written) {
-    *target = st.grad.as<float>();
+    *target = st.grad;
     *accumulate_after = false;
   } else {
     *target = scratch_.as<float>();
@@ -298,7 +384,7 @@ Status Model::grad_target(int input, int64_t elems, float** target, bool* accumu
 
 Status Model::finish_grad(int input, int64_t elems, bool accumulate_after) {
   Node& st = storage(input);
-  if (accumulate_after) TL_TRY(backend_->accumulate(elems, scratch_.as<float>(), st.grad.as<float>()));
+  if (accumulate_after) TL_TRY(backend_->accumulate(elems, scratch_.as<float>(), st.grad));
   st.grad_written = true;
   return Status::ok();
 }
@@ -313,7 +399,7 @@ Status Model::backward(int n) {
     if (s.kind == OpKind::Flatten) continue;  // shares its input's buffers
     Node& st = storage(i);
     if (!st.grad_written) continue;  // nothing flows back through this node
-    const float* dy = st.grad.as<float>();
+    const float* dy = st.grad;
     const int in = s.inputs.empty() ? -1 : s.inputs[0];
     const bool in_grad = in > 0 && nodes_[in].requires_grad;
     const int64_t in_elems = in > 0 ? static_cast<int64_t>(n) * per_sample(nodes_[in]) : 0;
@@ -337,7 +423,7 @@ Status Model::backward(int n) {
       case OpKind::BatchNorm: {
         const int64_t rows = static_cast<int64_t>(n) * nd.h * nd.w;
         float* target = in_grad ? dx : scratch_.as<float>();
-        TL_TRY(backend_->bn_backward(rows, nd.c, dy, nd.xhat.as<float>(), nd.gamma.as<float>(), nd.invstd.as<float>(), target,
+        TL_TRY(backend_->bn_backward(rows, nd.c, dy, nd.xhat, nd.gamma.as<float>(), nd.invstd.as<float>(), target,
                                      nd.dgamma.as<float>(), nd.dbeta.as<float>()));
         break;
       }
@@ -351,8 +437,8 @@ Status Model::backward(int n) {
           float* bdx = scratch_.as<float>();
           bool bacc = false;
           if (bin_grad) TL_TRY(grad_target(bin, in_elems, &bdx, &bacc));
-          TL_TRY(backend_->act_bn_backward(rows, bn.c, dy, bn.out.as<float>(), bn.xhat.as<float>(), bn.gamma.as<float>(),
-                                           bn.beta.as<float>(), bn.invstd.as<float>(), s.act, bn.grad.as<float>(), bdx,
+          TL_TRY(backend_->act_bn_backward(rows, bn.c, dy, bn.out.as<float>(), bn.xhat, bn.gamma.as<float>(),
+                                           bn.beta.as<float>(), bn.invstd.as<float>(), s.act, bn.grad, bdx,
                                            bn.dgamma.as<float>(), bn.dbeta.as<float>()));
           if (bin_grad) TL_TRY(finish_grad(bin, in_elems, bacc));
           continue;  // the BN node's gradient is never marked written, so the loop skips it
@@ -424,7 +510,7 @@ size_t Model::report_bytes(int n) const {
 
 Status Model::loss_queued(const int32_t* labels_dev, int n, LossKind kind, void* report_host) {
   Node& last = storage(static_cast<int>(nodes_.size()) - 1);
-  TL_TRY(backend_->loss(n, spec_.classes, last.out.as<float>(), labels_dev, kind, last.grad.as<float>(),
+  TL_TRY(backend_->loss(n, spec_.classes, last.out.as<float>(), labels_dev, kind, last.grad,
                         row_loss_.as<float>(), rank_.as<int32_t>()));
   auto* h = static_cast<uint8_t*>(report_host);
   const size_t cb = sizeof(int64_t) * kCounterSlots * nodes_.size();

@@ -100,12 +100,17 @@ class Model {
     int alias = -1;            // flatten: the node whose buffers it shares
     bool requires_grad = false;
     int consumers = 0;
-    Buffer out, grad;
+    Buffer out;
+    float* grad = nullptr;  // this node's output gradient: a slot of the model's gradient pool
+    int grad_slot = -1;
     // weights
     int64_t nweights = 0;
     Buffer wq, wf, gw, wm, wv;
     // batch norm
-    Buffer gamma, beta, rmean, rvar, dgamma, dbeta, gm, gv, bm, bv, xhat, invstd;
+    Buffer gamma, beta, rmean, rvar, dgamma, dbeta, gm, gv, bm, bv, invstd;
+    Buffer xhat_owned;        // x̂, unless it is written over the input's output (xhat_in_place)
+    float* xhat = nullptr;
+    bool xhat_in_place = false;
     Buffer argmax;
     bool grad_written = false;
     // batch norm whose only consumer is the next node, an activation: one fused op each way in training
@@ -123,6 +128,10 @@ class Model {
   ModelSpec spec_;
   UpdateConfig update_;
   std::vector<Node> nodes_;
+  // Gradient buffers shared by nodes whose gradients are never live at the same time (plan_memory).
+  std::vector<Buffer> grad_pool_;
+  std::vector<int64_t> grad_slot_per_sample_;  // floats per sample each slot must hold
+  void plan_memory();
   int capacity_ = 0;
   const float* input_ = nullptr;
   int batch_ = 0;

@@ -83,6 +83,16 @@ export const trainOptionsSchema = z
     learningRate: scheduleSchema.default({ kind: "geometric", start: 0.01, end: 0.001, per: "epoch", warmupEpochs: 0 }),
     loss: z.enum(["squaredHinge", "crossEntropy"]).default("squaredHinge"),
     shuffle: z.boolean().default(true),
+    /** Training batches only, drawn per step and sample from Philox (same on every backend, across resume). */
+    augment: z
+      .object({
+        /** horizontal flip with probability ½ */
+        flip: z.boolean().default(false),
+        /** random crop of the image zero-padded by this many pixels (a shift in [−crop, crop]² each way) */
+        crop: z.number().int().min(0).max(64).default(0),
+      })
+      .strict()
+      .default({ flip: false, crop: 0 }),
     inputScale: z.number().finite().default(2 / 255),
     inputOffset: z.number().finite().default(-1),
     evalBatchSize: z.number().int().min(1).default(1000),

@@ -238,7 +238,8 @@ async function runTraining(run: Run, sets: TrainData): Promise<Run> {
       const lr = epochValues(opts.learningRate, epoch, opts.epochs, spe);
       const res = await model.native.train(
         dataOf(sets.train),
-        { epoch, batch, firstStep: epoch * spe, begin: 0, end: spe, loss: LOSSES[opts.loss], shuffle: opts.shuffle, lr },
+        { epoch, batch, firstStep: epoch * spe, begin: 0, end: spe, loss: LOSSES[opts.loss], shuffle: opts.shuffle, lr,
+          augmentFlip: opts.augment.flip, augmentPad: opts.augment.crop },
         onSteps,
       );
       if (res.cancelled || cancelled) throw cancelError(run);

@@ -64,6 +64,33 @@ Status check_labels(const DataView& data, int classes) {
 // batch b+1 into pinned memory and uploads it on the copy queue, then reads step b−1's report
 // (losses, ranks, counters) that came back asynchronously. Two slots alternate. The device-side
 // order of operations is the same as a plain loop, so results are identical.
+void augment_sample(const Augment& a, uint64_t seed, int64_t step, int i, int h, int w, int c, const uint8_t* src, uint8_t* dst) {
+  const Philox4 r = philox_draw(seed, static_cast<uint32_t>(step), 0, static_cast<uint32_t>(i), kStreamAugment);
+  const bool flip = a.flip && (r.v[0] & 1u);
+  const uint32_t span = static_cast<uint32_t>(2 * a.pad + 1);
+  const int dy = a.pad > 0 ? static_cast<int>(r.v[1] % span) - a.pad : 0;
+  const int dx = a.pad > 0 ? static_cast<int>(r.v[2] % span) - a.pad : 0;
+  // output (y, x) shows input (y + dy, x + dx) of the (flipped) image; outside: 0
+  for (int y = 0; y < h; ++y) {
+    uint8_t* row = dst + static_cast<int64_t>(y) * w * c;
+    const int sy = y + dy;
+    if (sy < 0 || sy >= h) {
+      std::memset(row, 0, static_cast<size_t>(w) * c);
+      continue;
+    }
+    for (int x = 0; x < w; ++x) {
+      const int sx = x + dx;
+      uint8_t* px = row + static_cast<int64_t>(x) * c;
+      if (sx < 0 || sx >= w) {
+        std::memset(px, 0, static_cast<size_t>(c));
+        continue;
+      }
+      const int fx = flip ? w - 1 - sx : sx;
+      std::memcpy(px, src + (static_cast<int64_t>(sy) * w + fx) * c, static_cast<size_t>(c));
+    }
+  }
+}
+
 namespace {
 struct StepPipeline {
   Backend& be;
@@ -84,13 +111,15 @@ struct StepPipeline {
     }
     return be.alloc(sizeof(float) * n * elems, "input batch", &dev_input);
   }
-  // Gathers the samples idx[0..n) into slot s and starts their upload.
-  Status stage(int s, const int64_t* idx) {
+  // Gathers the samples idx[0..n) of global step `step` into slot s (augmented as the plan says)
+  // and starts their upload.
+  Status stage(int s, const int64_t* idx, int64_t step, const Augment& aug, uint64_t seed, int h, int w, int c) {
     TL_TRY(be.host_wait_upload(s));  // the slot's previous upload has left the staging buffer
     uint8_t* px = staging[s].as<uint8_t>();
     auto* lab = reinterpret_cast<int32_t*>(px + pixel_bytes());
     for (int i = 0; i < n; ++i) {
-      std::memcpy(px + i * elems, data.images + idx[i] * elems, static_cast<size_t>(elems));
+      if (aug.any()) augment_sample(aug, seed, step, i, h, w, c, data.images + idx[i] * elems, px + i * elems);
+      else std::memcpy(px + i * elems, data.images + idx[i] * elems, static_cast<size_t>(elems));
       lab[i] = data.labels[idx[i]];
     }
     return be.upload_async(dev_batch[s].data(), px, batch_bytes(), s);
@@ -145,7 +174,11 @@ Status train_epoch(Model& model, const DataView& data, const EpochPlan& plan, co
     on_step(std::move(r));
     return Status::ok();
   };
-  TL_TRY(pipe.stage(static_cast<int>(plan.begin & 1), order.data() + plan.begin * plan.batch));
+  const ModelSpec& ms = model.spec();
+  auto stage = [&](int64_t b) {
+    return pipe.stage(static_cast<int>(b & 1), order.data() + b * plan.batch, plan.first_step + b, plan.augment, ms.seed, ms.h, ms.w, ms.c);
+  };
+  TL_TRY(stage(plan.begin));
   for (int64_t b = plan.begin; b < plan.end; ++b) {
     if (cancel.load()) {
       if (b > plan.begin) TL_TRY(finish(b - 1));
@@ -160,7 +193,7 @@ Status train_epoch(Model& model, const DataView& data, const EpochPlan& plan, co
     TL_TRY(model.update(static_cast<uint64_t>(step), plan.lr[b]));
     TL_TRY(model.queue_counters(pipe.report[s].as<void>()));
     TL_TRY(be.mark(s));
-    if (b + 1 < plan.end) TL_TRY(pipe.stage(static_cast<int>((b + 1) & 1), order.data() + (b + 1) * plan.batch));
+    if (b + 1 < plan.end) TL_TRY(stage(b + 1));
     if (b > plan.begin) TL_TRY(finish(b - 1));
   }
   return finish(plan.end - 1);

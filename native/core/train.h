@@ -16,6 +16,17 @@ struct DataView {
   float scale = 2.0f / 255.0f, offset = -1.0f;  // network input = pixel·scale + offset
 };
 
+// Training-time augmentation of image batches, drawn from Philox (seed, step, position in the
+// batch, stream augment): a function of the step, so identical on every backend and across resume.
+struct Augment {
+  bool flip = false;  // horizontal flip with probability ½
+  int pad = 0;        // shift by (dy, dx) uniform in [−pad, pad]², pixels from outside are 0: a random
+                      // crop of the image zero-padded by `pad`
+  bool any() const { return flip || pad > 0; }
+};
+// Writes sample `src` (h × w × c bytes) to dst as transformed for position i of the batch at `step`.
+void augment_sample(const Augment& a, uint64_t seed, int64_t step, int i, int h, int w, int c, const uint8_t* src, uint8_t* dst);
+
 struct StepReport {
   int64_t step = 0;
   int epoch = 0;
@@ -32,6 +43,7 @@ struct EpochPlan {
   std::vector<float> lr;         // one value per batch of the epoch (index = batch in epoch)
   LossKind loss = LossKind::SquaredHinge;
   bool shuffle = true;
+  Augment augment;               // applied to training batches only
 };
 
 int64_t steps_per_epoch(int64_t count, int batch);

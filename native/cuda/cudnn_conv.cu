@@ -250,34 +250,33 @@ bool Cudnn::supports(ConvProduct p, const ConvGeom& g) {
   return plan(p, g, &pl).is_ok() && pl->ok;
 }
 
-Status Cudnn::forward_f32(const ConvGeom& g, const float* x, const float* w, float* y) {
+// One product: its plan (cached), the workspace, then the call with α = 1, β = 0.
+template <class Call>
+Status Cudnn::run(ConvProduct p, const ConvGeom& g, const char* what, Call call) {
   Plan* pl;
-  TL_TRY(plan(ConvProduct::ForwardF32, g, &pl));
+  TL_TRY(plan(p, g, &pl));
+  if (!pl->ok) return Status(Code::Internal, std::string("cudnn: ") + what + " has no deterministic algorithm for this shape");
   TL_TRY(workspace(pl->ws));
   const float one = 1.0f, zero = 0.0f;
-  TL_CUDNN(api_->ConvolutionForward(handle_, &one, pl->x, x, pl->w, w, pl->conv, pl->algo, ws_, pl->ws, &zero, pl->y, y),
-           "cudnnConvolutionForward (fp32)");
-  return Status::ok();
+  return check(call(*pl, &one, &zero), what);
+}
+
+Status Cudnn::forward_f32(const ConvGeom& g, const float* x, const float* w, float* y) {
+  return run(ConvProduct::ForwardF32, g, "cudnnConvolutionForward (fp32)", [&](const Plan& p, const float* one, const float* zero) {
+    return api_->ConvolutionForward(handle_, one, p.x, x, p.w, w, p.conv, p.algo, ws_, p.ws, zero, p.y, y);
+  });
 }
 
 Status Cudnn::backward_data(const ConvGeom& g, const void* dy, const void* w, void* dx) {
-  Plan* pl;
-  TL_TRY(plan(ConvProduct::BackwardDataBf16, g, &pl));
-  TL_TRY(workspace(pl->ws));
-  const float one = 1.0f, zero = 0.0f;
-  TL_CUDNN(api_->ConvolutionBackwardData(handle_, &one, pl->w, w, pl->y, dy, pl->conv, pl->algo, ws_, pl->ws, &zero, pl->x, dx),
-           "cudnnConvolutionBackwardData (bf16)");
-  return Status::ok();
+  return run(ConvProduct::BackwardDataBf16, g, "cudnnConvolutionBackwardData (bf16)", [&](const Plan& p, const float* one, const float* zero) {
+    return api_->ConvolutionBackwardData(handle_, one, p.w, w, p.y, dy, p.conv, p.algo, ws_, p.ws, zero, p.x, dx);
+  });
 }
 
 Status Cudnn::backward_filter(const ConvGeom& g, const void* x, const void* dy, void* dw) {
-  Plan* pl;
-  TL_TRY(plan(ConvProduct::BackwardFilterBf16, g, &pl));
-  TL_TRY(workspace(pl->ws));
-  const float one = 1.0f, zero = 0.0f;
-  TL_CUDNN(api_->ConvolutionBackwardFilter(handle_, &one, pl->x, x, pl->y, dy, pl->conv, pl->algo, ws_, pl->ws, &zero, pl->w, dw),
-           "cudnnConvolutionBackwardFilter (bf16)");
-  return Status::ok();
+  return run(ConvProduct::BackwardFilterBf16, g, "cudnnConvolutionBackwardFilter (bf16)", [&](const Plan& p, const float* one, const float* zero) {
+    return api_->ConvolutionBackwardFilter(handle_, one, p.x, x, p.y, dy, p.conv, p.algo, ws_, p.ws, zero, p.w, dw);
+  });
 }
 
 }  // namespace cuda

@@ -49,6 +49,8 @@ class Cudnn {
   Cudnn(const Api* api, void* handle, cudaStream_t stream, std::atomic<size_t>* in_use)
       : api_(api), handle_(handle), stream_(stream), in_use_(in_use) {}
   Status plan(ConvProduct p, const ConvGeom& g, Plan** out);
+  template <class Call>
+  Status run(ConvProduct p, const ConvGeom& g, const char* what, Call call);
   Status workspace(size_t bytes);
   Status check(int status, const char* what) const;
 

@@ -314,6 +314,9 @@ Napi::Value ModelWrap::Train(const Napi::CallbackInfo& info) {
   plan.end = static_cast<int64_t>(num(p, "end", 0));
   plan.loss = static_cast<LossKind>(inum(p, "loss", 0));
   plan.shuffle = p.Get("shuffle").IsBoolean() ? p.Get("shuffle").As<Napi::Boolean>().Value() : true;
+  plan.augment.flip = p.Get("augmentFlip").IsBoolean() && p.Get("augmentFlip").As<Napi::Boolean>().Value();
+  plan.augment.pad = inum(p, "augmentPad", 0);
+  if (plan.augment.pad < 0) check(env, Status(Code::Option, "augmentPad must be ≥ 0, got " + std::to_string(plan.augment.pad)));
   Napi::Float32Array lr = p.Get("lr").As<Napi::Float32Array>();
   plan.lr.assign(lr.Data(), lr.Data() + lr.ElementLength());
   busy_ = true;

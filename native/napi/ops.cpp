@@ -270,6 +270,22 @@ Napi::Value Philox(const Napi::CallbackInfo& info) {
   for (int i = 0; i < 4; ++i) out[i] = r.v[i];
   return out;
 }
+// augmentSample(image: Uint8Array (h·w·c), h, w, c, seed, step, position, flip, pad) → the
+// transformed image, exactly as the training loop stages it.
+Napi::Value AugmentSample(const Napi::CallbackInfo& info) {
+  Napi::Uint8Array img = info[0].As<Napi::Uint8Array>();
+  const int h = info[1].As<Napi::Number>().Int32Value(), w = info[2].As<Napi::Number>().Int32Value(),
+            c = info[3].As<Napi::Number>().Int32Value();
+  if (static_cast<int64_t>(img.ElementLength()) != static_cast<int64_t>(h) * w * c)
+    throw Napi::Error::New(info.Env(), "augmentSample: the image has " + std::to_string(img.ElementLength()) + " bytes, not h·w·c");
+  Augment a;
+  a.flip = info[7].As<Napi::Boolean>().Value();
+  a.pad = info[8].As<Napi::Number>().Int32Value();
+  Napi::Uint8Array out = Napi::Uint8Array::New(info.Env(), img.ElementLength());
+  augment_sample(a, static_cast<uint64_t>(info[4].As<Napi::Number>().DoubleValue()), info[5].As<Napi::Number>().Int64Value(),
+                 info[6].As<Napi::Number>().Int32Value(), h, w, c, img.Data(), out.Data());
+  return out;
+}
 Napi::Value SetKernelPath(const Napi::CallbackInfo& info) {
   const std::string p = info[0].As<Napi::String>().Utf8Value();
   KernelPath k = p == "avx512-vnni" ? KernelPath::Avx512Vnni : (p == "avx2" ? KernelPath::Avx2 : KernelPath::Scalar);
@@ -358,6 +374,7 @@ void register_ops(Napi::Env env, Napi::Object exports) {
   ops.Set("plainFloatProduct", Napi::Function::New(env, PlainFloatProduct));
   exports.Set("ops", ops);
   exports.Set("philox", Napi::Function::New(env, Philox));
+  exports.Set("augmentSample", Napi::Function::New(env, AugmentSample));
   exports.Set("setKernelPath", Napi::Function::New(env, SetKernelPath));
   exports.Set("packStates", Napi::Function::New(env, PackStates));
   exports.Set("unpackStates", Napi::Function::New(env, UnpackStates));

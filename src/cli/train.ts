@@ -43,6 +43,8 @@ export interface TrainCommandOptions {
   width?: number;
   hidden?: string;
   seed: number;
+  flip?: boolean;
+  crop: number;
   backend: "cpu" | "cuda" | "auto";
   threads: number;
   limit?: number;
@@ -75,6 +77,8 @@ export function register(program: Command): void {
     .option("--width <w>", "channel multiplier of the CNNs", num("--width", 0))
     .option("--hidden <list>", "hidden sizes of the MLP, e.g. 512,512")
     .option("--seed <n>", "seed of everything random (weights, data order, DST draws)", int("--seed", 0), 1)
+    .option("--flip", "augment: random horizontal flips of the training images")
+    .option("--crop <pixels>", "augment: random crops of the training images zero-padded by this many pixels", int("--crop", 0), 0)
     .addOption(new Option("--backend <name>", "compute backend").choices(["cpu", "cuda", "auto"]).default("auto"))
     .option("--threads <n>", "CPU threads (0: all cores)", int("--threads", 0), 0)
     .option("--limit <n>", "use only the first n training images", int("--limit", 1))
@@ -140,6 +144,7 @@ export async function trainCommand(o: TrainCommandOptions): Promise<void> {
   let started = false;
   const job = train(model, { train: trainSet, test: testSet }, {
     epochs: o.epochs, batchSize: o.batchSize, loss: o.loss, outDir: out, resumeFrom: o.resume, validationFraction: o.validation,
+    augment: { flip: Boolean(o.flip), crop: o.crop },
     learningRate: { kind: "geometric", start: o.lr, end: lrEnd, per: "epoch" },
     onProgress: (p) => {
       const payload = {

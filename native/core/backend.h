@@ -142,6 +142,15 @@ class Backend {
     TL_TRY(bn_forward_train(rows, c, x, gamma, beta, eps, momentum, run_mean, run_var, y, xhat, invstd));
     return act_forward(rows * c, y, act, q);
   }
+  // Evaluation: batch norm with the running statistics, then φ.
+  virtual Status bn_act_forward_infer(int64_t rows, int c, const float* x, const float* gamma, const float* beta,
+                                      const float* run_mean, const float* run_var, float eps, float* y, const ActSpec& act,
+                                      int8_t* q) {
+    TL_TRY(bn_forward_infer(rows, c, x, gamma, beta, run_mean, run_var, eps, y));
+    return act_forward(rows * c, y, act, q);
+  }
+  // True when the three ops above never touch y (then the model allocates no BN output for them).
+  virtual bool fuses_bn_act() const { return false; }
   virtual Status act_bn_backward(int64_t rows, int c, const float* dq, const float* y, const float* xhat, const float* gamma,
                                  const float* beta, const float* invstd, const ActSpec& act, float* dy_scratch, float* dx,
                                  float* dgamma, float* dbeta) {

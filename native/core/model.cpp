@@ -239,7 +239,9 @@ Status Model::ensure_capacity(int n) {
     if (nd.alias >= 0 || i == 0) continue;
     const int64_t elems = static_cast<int64_t>(n) * per_sample(nd);
     const std::string what = "activations of layer \"" + nd.spec.name + "\" at batch " + std::to_string(n);
-    TL_TRY(backend_->alloc(elems * (nd.dtype == DType::I8 ? 1 : sizeof(float)), what.c_str(), &nd.out));
+    // a BN fused with its φ on a backend that keeps y in registers has no output buffer
+    if (!(nd.fused_act && backend_->fuses_bn_act()))
+      TL_TRY(backend_->alloc(elems * (nd.dtype == DType::I8 ? 1 : sizeof(float)), what.c_str(), &nd.out));
     if (nd.spec.kind == OpKind::BatchNorm && !nd.xhat_in_place)
       TL_TRY(backend_->alloc(elems * sizeof(float), what.c_str(), &nd.xhat_owned));
     if (nd.spec.kind == OpKind::MaxPool) TL_TRY(backend_->alloc(elems * sizeof(int32_t), what.c_str(), &nd.argmax));
@@ -332,6 +334,12 @@ Status Model::forward(const float* x, int n, bool train) {
                                                 spec_.bn_momentum, nd.rmean.as<float>(), nd.rvar.as<float>(), nd.out.as<float>(),
                                                 nd.xhat, nd.invstd.as<float>(), act.spec.act, act.out.as<int8_t>()));
           ++i;  // the activation is done
+        } else if (nd.fused_act) {
+          Node& act = nodes_[i + 1];
+          TL_TRY(backend_->bn_act_forward_infer(rows, nd.c, xi, nd.gamma.as<float>(), nd.beta.as<float>(), nd.rmean.as<float>(),
+                                                nd.rvar.as<float>(), spec_.bn_eps, nd.out.as<float>(), act.spec.act,
+                                                act.out.as<int8_t>()));
+          ++i;
         } else if (train)
           TL_TRY(backend_->bn_forward_train(rows, nd.c, xi, nd.gamma.as<float>(), nd.beta.as<float>(), spec_.bn_eps,
                                             spec_.bn_momentum, nd.rmean.as<float>(), nd.rvar.as<float>(), nd.out.as<float>(),

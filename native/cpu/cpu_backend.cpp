@@ -292,16 +292,64 @@ class CpuBackend final : public Backend {
   }
 
   // ---- batch norm
-  Status bn_forward_train(int64_t rows, int c, const float* x, const float* gamma, const float* beta, float eps,
-                          float momentum, float* run_mean, float* run_var, float* y, float* xhat,
-                          float* invstd) override {
+  // ---- batch norm + φ fused: y = γ·x̂ + β lives in a register, never in memory; the same float
+  // expressions as the unfused ops (bn_forward_train, act_forward, act_backward), so the same bits.
+  bool fuses_bn_act() const override { return true; }
+  static int8_t act_one(float y, const ActSpec& s) {
+    return s.levels.n == 1 ? static_cast<int8_t>(y >= s.r ? 1 : (y > -s.r ? 0 : -1)) : tl::act_forward(y, s);
+  }
+  static float act_grad_one(float y, float dq, const ActSpec& s) {
+    if (s.window == Window::Rectangular && s.levels.n == 1 && s.a < s.r)
+      return std::fabs(std::fabs(y) - s.r) <= s.a ? dq * (1.0f / (2.0f * s.a)) : 0.0f;
+    return dq * act_derivative(y, s);
+  }
+  Status bn_act_forward_train(int64_t rows, int c, const float* x, const float* gamma, const float* beta, float eps,
+                              float momentum, float* run_mean, float* run_var, float* y, float* xhat, float* invstd,
+                              const ActSpec& act, int8_t* q) override {
+    std::vector<float> mf(c), isf(c);
+    bn_statistics(rows, c, x, eps, momentum, run_mean, run_var, invstd, mf.data(), isf.data());
+    pool_.parallel_for(rows, 256, [&](int64_t b, int64_t e) {
+      for (int64_t r = b; r < e; ++r)
+        for (int ch = 0; ch < c; ++ch) {
+          const float h = (x[r * c + ch] - mf[ch]) * isf[ch];
+          xhat[r * c + ch] = h;
+          q[r * c + ch] = act_one(gamma[ch] * h + beta[ch], act);
+        }
+    });
+    return Status::ok();
+  }
+  Status bn_act_forward_infer(int64_t rows, int c, const float* x, const float* gamma, const float* beta,
+                              const float* run_mean, const float* run_var, float eps, float* y, const ActSpec& act,
+                              int8_t* q) override {
+    std::vector<float> sc(c), sh(c);
+    bn_infer_coefficients(c, gamma, beta, run_mean, run_var, eps, sc.data(), sh.data());
+    pool_.parallel_for(rows, 256, [&](int64_t b, int64_t e) {
+      for (int64_t r = b; r < e; ++r)
+        for (int ch = 0; ch < c; ++ch) q[r * c + ch] = act_one(x[r * c + ch] * sc[ch] + sh[ch], act);
+    });
+    return Status::ok();
+  }
+  Status act_bn_backward(int64_t rows, int c, const float* dq, const float* y, const float* xhat, const float* gamma,
+                         const float* beta, const float* invstd, const ActSpec& act, float* dy_scratch, float* dx,
+                         float* dgamma, float* dbeta) override {
+    pool_.parallel_for(rows, 256, [&](int64_t b, int64_t e) {
+      for (int64_t r = b; r < e; ++r)
+        for (int ch = 0; ch < c; ++ch) {
+          const int64_t i = r * c + ch;
+          dy_scratch[i] = act_grad_one(gamma[ch] * xhat[i] + beta[ch], dq[i], act);
+        }
+    });
+    return bn_backward(rows, c, dy_scratch, xhat, gamma, invstd, dx, dgamma, dbeta);
+  }
+  // batch statistics (double sums in the fixed chunk order), running statistics, 1/σ
+  void bn_statistics(int64_t rows, int c, const float* x, float eps, float momentum, float* run_mean, float* run_var,
+                     float* invstd, float* mf, float* isf) {
     std::vector<double> mean = column_sums(rows, c, [&](int64_t r, int ch) { return static_cast<double>(x[r * c + ch]); });
     for (auto& m : mean) m /= static_cast<double>(rows);
     std::vector<double> var = column_sums(rows, c, [&](int64_t r, int ch) {
       const double d = x[r * c + ch] - mean[ch];
       return d * d;
     });
-    std::vector<float> mf(c), isf(c);
     for (int ch = 0; ch < c; ++ch) {
       var[ch] /= static_cast<double>(rows);
       mf[ch] = static_cast<float>(mean[ch]);
@@ -310,6 +358,20 @@ class CpuBackend final : public Backend {
       run_mean[ch] = (1.0f - momentum) * run_mean[ch] + momentum * mf[ch];
       run_var[ch] = (1.0f - momentum) * run_var[ch] + momentum * static_cast<float>(var[ch]);
     }
+  }
+  static void bn_infer_coefficients(int c, const float* gamma, const float* beta, const float* run_mean, const float* run_var,
+                                    float eps, float* sc, float* sh) {
+    for (int ch = 0; ch < c; ++ch) {
+      sc[ch] = gamma[ch] / std::sqrt(run_var[ch] + eps);
+      sh[ch] = beta[ch] - run_mean[ch] * sc[ch];
+    }
+  }
+
+  Status bn_forward_train(int64_t rows, int c, const float* x, const float* gamma, const float* beta, float eps,
+                          float momentum, float* run_mean, float* run_var, float* y, float* xhat,
+                          float* invstd) override {
+    std::vector<float> mf(c), isf(c);
+    bn_statistics(rows, c, x, eps, momentum, run_mean, run_var, invstd, mf.data(), isf.data());
     pool_.parallel_for(rows, 256, [&](int64_t b, int64_t e) {
       for (int64_t r = b; r < e; ++r)
         for (int ch = 0; ch < c; ++ch) {
@@ -323,10 +385,7 @@ class CpuBackend final : public Backend {
   Status bn_forward_infer(int64_t rows, int c, const float* x, const float* gamma, const float* beta,
                           const float* run_mean, const float* run_var, float eps, float* y) override {
     std::vector<float> sc(c), sh(c);
-    for (int ch = 0; ch < c; ++ch) {
-      sc[ch] = gamma[ch] / std::sqrt(run_var[ch] + eps);
-      sh[ch] = beta[ch] - run_mean[ch] * sc[ch];
-    }
+    bn_infer_coefficients(c, gamma, beta, run_mean, run_var, eps, sc.data(), sh.data());
     pool_.parallel_for(rows, 256, [&](int64_t b, int64_t e) {
       for (int64_t r = b; r < e; ++r)
         for (int ch = 0; ch < c; ++ch) y[r * c + ch] = x[r * c + ch] * sc[ch] + sh[ch];

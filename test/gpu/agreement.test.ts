@@ -242,6 +242,9 @@ describe("CUDA backend agrees with the CPU backend", function () {
         const out = new Map<string, Buffer>();
         for (const t of m.getState() as Array<{ name: string; data: Buffer }>) out.set(t.name, t.data);
         out.set("metrics", Buffer.from(JSON.stringify(rowsSeen.map((s) => s.layers.map((l) => [l.flips, l.activeMacs])))));
+        // evaluation of the trained net (BN with running statistics, fused with φ where it can be)
+        const ev = await m.evaluate({ images, labels, count }, 48, 0);
+        out.set("eval", Buffer.from(JSON.stringify({ loss: ev.loss, top1: ev.top1, top5: ev.top5 })));
         return out;
       } finally {
         delete process.env.TERNLAB_CUDA_MATH;
@@ -258,6 +261,9 @@ describe("CUDA backend agrees with the CPU backend", function () {
       }
       assert.ok(moved >= 5);
       assert.equal(b.get("metrics")!.toString(), a.get("metrics")!.toString(), "flips and active MACs per step");
+      const ea = JSON.parse(a.get("eval")!.toString()), eb = JSON.parse(b.get("eval")!.toString());
+      assert.equal(eb.top1, ea.top1, "evaluation: top-1");
+      assert.ok(Math.abs(eb.loss - ea.loss) <= 1e-5 * Math.abs(ea.loss), `evaluation loss ${eb.loss} vs ${ea.loss}`);
     });
     // bf16 rounding of the gradients changes a decision only where a gradient is near zero (the
     // first Adam step moves by −α·sign(g)); later steps see different networks, so one step is compared.

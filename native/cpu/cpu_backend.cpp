@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "../core/backend.h"
+#include "../core/loss.h"
 #include "gemm.h"
 #include "thread_pool.h"
 
@@ -463,34 +464,7 @@ class CpuBackend final : public Backend {
               int32_t* rank) override {
     const float inv = kind == LossKind::SquaredHinge ? 1.0f / (static_cast<float>(n) * c) : 1.0f / static_cast<float>(n);
     pool_.parallel_for(n, 16, [&](int64_t b, int64_t e) {
-      for (int64_t r = b; r < e; ++r) {
-        const float* yr = y + r * c;
-        float* dr = dy + r * c;
-        const int lab = labels[r];
-        int rk = 0;
-        for (int j = 0; j < c; ++j) rk += (yr[j] > yr[lab]) || (j < lab && yr[j] == yr[lab]);
-        rank[r] = rk;
-        if (kind == LossKind::SquaredHinge) {
-          double l = 0;
-          for (int j = 0; j < c; ++j) {
-            const float t = j == lab ? 1.0f : -1.0f;
-            const float h = std::max(0.0f, 1.0f - t * yr[j]);
-            l += static_cast<double>(h) * h;
-            dr[j] = -2.0f * t * h * inv;
-          }
-          row_loss[r] = static_cast<float>(l / c);
-        } else {
-          float mx = yr[0];
-          for (int j = 1; j < c; ++j) mx = std::max(mx, yr[j]);
-          double s = 0;
-          for (int j = 0; j < c; ++j) s += std::exp(static_cast<double>(yr[j] - mx));
-          for (int j = 0; j < c; ++j) {
-            const double p = std::exp(static_cast<double>(yr[j] - mx)) / s;
-            dr[j] = static_cast<float>((p - (j == lab ? 1.0 : 0.0)) * inv);
-          }
-          row_loss[r] = static_cast<float>(std::log(s) - (yr[lab] - mx));
-        }
-      }
+      for (int64_t r = b; r < e; ++r) loss_row(c, y + r * c, labels[r], kind, inv, dy + r * c, row_loss + r, rank + r);
     });
     return Status::ok();
   }

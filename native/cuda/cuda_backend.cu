@@ -22,6 +22,7 @@
 #include <type_traits>
 
 #include "../core/backend.h"
+#include "../core/loss.h"
 #include "cudnn_conv.cuh"
 #include "gemm.cuh"
 
@@ -404,34 +405,7 @@ __global__ void k_bn_backward_apply(int64_t n, int c, const float* dy, const flo
 // ---------------------------------------------------------------- loss (one thread per row, as the CPU)
 __global__ void k_loss(int64_t n, int c, const float* y, const int32_t* labels, LossKind kind, float inv, float* dy,
                        float* row_loss, int32_t* rank) {
-  GRID_STRIDE(r, n) {
-    const float* yr = y + r * c;
-    float* dr = dy + r * c;
-    const int lab = labels[r];
-    int rk = 0;
-    for (int j = 0; j < c; ++j) rk += (yr[j] > yr[lab]) || (j < lab && yr[j] == yr[lab]);
-    rank[r] = rk;
-    if (kind == LossKind::SquaredHinge) {
-      double l = 0;
-      for (int j = 0; j < c; ++j) {
-        const float t = j == lab ? 1.0f : -1.0f;
-        const float h = fmaxf(0.0f, __fsub_rn(1.0f, __fmul_rn(t, yr[j])));
-        l = __dadd_rn(l, __dmul_rn(static_cast<double>(h), static_cast<double>(h)));
-        dr[j] = __fmul_rn(__fmul_rn(-2.0f * t, h), inv);
-      }
-      row_loss[r] = static_cast<float>(l / c);
-    } else {
-      float mx = yr[0];
-      for (int j = 1; j < c; ++j) mx = fmaxf(mx, yr[j]);
-      double s = 0;
-      for (int j = 0; j < c; ++j) s = __dadd_rn(s, exp(static_cast<double>(__fsub_rn(yr[j], mx))));
-      for (int j = 0; j < c; ++j) {
-        const double p = exp(static_cast<double>(__fsub_rn(yr[j], mx))) / s;
-        dr[j] = static_cast<float>(__dmul_rn(__dsub_rn(p, j == lab ? 1.0 : 0.0), static_cast<double>(inv)));
-      }
-      row_loss[r] = static_cast<float>(__dsub_rn(log(s), static_cast<double>(__fsub_rn(yr[lab], mx))));
-    }
-  }
+  GRID_STRIDE(r, n) loss_row(c, y + r * c, labels[r], kind, inv, dy + r * c, row_loss + r, rank + r);
 }
 
 // ---------------------------------------------------------------- product operands (loaders)

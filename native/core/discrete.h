@@ -18,6 +18,13 @@ TL_HD float mul_rn(float a, float b) {
   return a * b;
 #endif
 }
+TL_HD double dmul_rn(double a, double b) {
+#if defined(__CUDA_ARCH__)
+  return __dmul_rn(a, b);
+#else
+  return a * b;
+#endif
+}
 
 // Z_N = { n/2^(N-1) - 1 : n = 0..2^N }. States are stored as the signed integer q = w/unit with
 // unit = 2^-max(N-1, 0), so q moves in steps of `qstep` (2 for binary, where Δ = 2; else 1).

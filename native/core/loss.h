@@ -11,14 +11,6 @@
 
 namespace tl {
 
-TL_HD double dmul_rn(double a, double b) {
-#if defined(__CUDA_ARCH__)
-  return __dmul_rn(a, b);
-#else
-  return a * b;
-#endif
-}
-
 // y: the row's c outputs; lab: the true class; inv: the gradient's scale (1/(n·c) for the squared
 // hinge's mean over batch × classes, 1/n for cross-entropy); writes dy[0..c), *loss and *rank
 // (0 = top-1; ties go to the lower class index).

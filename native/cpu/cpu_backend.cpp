@@ -309,14 +309,7 @@ class CpuBackend final : public Backend {
                               const ActSpec& act, int8_t* q) override {
     std::vector<float> mf(c), isf(c);
     bn_statistics(rows, c, x, eps, momentum, run_mean, run_var, invstd, mf.data(), isf.data());
-    pool_.parallel_for(rows, 256, [&](int64_t b, int64_t e) {
-      for (int64_t r = b; r < e; ++r)
-        for (int ch = 0; ch < c; ++ch) {
-          const float h = (x[r * c + ch] - mf[ch]) * isf[ch];
-          xhat[r * c + ch] = h;
-          q[r * c + ch] = act_one(gamma[ch] * h + beta[ch], act);
-        }
-    });
+    bn_apply(rows, c, x, mf.data(), isf.data(), gamma, beta, xhat, [&](int64_t i, float v) { q[i] = act_one(v, act); });
     return Status::ok();
   }
   Status bn_act_forward_infer(int64_t rows, int c, const float* x, const float* gamma, const float* beta,
@@ -360,6 +353,19 @@ class CpuBackend final : public Backend {
       run_var[ch] = (1.0f - momentum) * run_var[ch] + momentum * static_cast<float>(var[ch]);
     }
   }
+  // x̂ = (x − μ)/σ and y = γ·x̂ + β, handed to `out(i, y)` (stored, or turned into φ's states)
+  template <class Out>
+  void bn_apply(int64_t rows, int c, const float* x, const float* mf, const float* isf, const float* gamma, const float* beta,
+                float* xhat, Out out) {
+    pool_.parallel_for(rows, 256, [&](int64_t b, int64_t e) {
+      for (int64_t r = b; r < e; ++r)
+        for (int ch = 0; ch < c; ++ch) {
+          const float h = (x[r * c + ch] - mf[ch]) * isf[ch];
+          xhat[r * c + ch] = h;
+          out(r * c + ch, gamma[ch] * h + beta[ch]);
+        }
+    });
+  }
   static void bn_infer_coefficients(int c, const float* gamma, const float* beta, const float* run_mean, const float* run_var,
                                     float eps, float* sc, float* sh) {
     for (int ch = 0; ch < c; ++ch) {
@@ -373,14 +379,7 @@ class CpuBackend final : public Backend {
                           float* invstd) override {
     std::vector<float> mf(c), isf(c);
     bn_statistics(rows, c, x, eps, momentum, run_mean, run_var, invstd, mf.data(), isf.data());
-    pool_.parallel_for(rows, 256, [&](int64_t b, int64_t e) {
-      for (int64_t r = b; r < e; ++r)
-        for (int ch = 0; ch < c; ++ch) {
-          const float h = (x[r * c + ch] - mf[ch]) * isf[ch];
-          xhat[r * c + ch] = h;
-          y[r * c + ch] = gamma[ch] * h + beta[ch];
-        }
-    });
+    bn_apply(rows, c, x, mf.data(), isf.data(), gamma, beta, xhat, [&](int64_t i, float v) { y[i] = v; });
     return Status::ok();
   }
   Status bn_forward_infer(int64_t rows, int c, const float* x, const float* gamma, const float* beta,

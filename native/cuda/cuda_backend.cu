@@ -121,26 +121,17 @@ __global__ void k_count_zeros(int64_t n, const int8_t* q, int64_t* counter) {
 }
 
 // ---------------------------------------------------------------- Gated-XNOR counters
-// P[pixel·c + ch] = images whose input there is nonzero; zeros counted on the way.
-__global__ void k_nonzero_over_images(int n, int64_t hwc, const int8_t* x, int32_t* P, int64_t* zero_inputs) {
+// count[j] = rows i with a[i·cols + j] ≠ 0, and the zeros counted on the way: over the images of a
+// batch (P[pixel·c + ch], zero inputs) and over the output channels of the weights (zero weights).
+__global__ void k_nonzero_columns(int rows, int64_t cols, const int8_t* a, int32_t* count, int64_t* zeros) {
   int64_t z = 0;
-  GRID_STRIDE(i, hwc) {
+  GRID_STRIDE(j, cols) {
     int s = 0;
-    for (int b = 0; b < n; ++b) s += x[b * hwc + i] != 0;
-    P[i] = s;
-    z += n - s;
+    for (int i = 0; i < rows; ++i) s += a[i * cols + j] != 0;
+    count[j] = s;
+    z += rows - s;
   }
-  block_add(z, zero_inputs);
-}
-__global__ void k_weight_nonzero(int oc, int64_t K, const int8_t* w, int32_t* nzw, int64_t* zero_weights) {
-  int64_t z = 0;
-  GRID_STRIDE(k, K) {
-    int s = 0;
-    for (int o = 0; o < oc; ++o) s += w[o * K + k] != 0;
-    nzw[k] = s;
-    z += oc - s;
-  }
-  block_add(z, zero_weights);
+  block_add(z, zeros);
 }
 // active MACs = Σ_k (output positions whose im2col entry k is nonzero) · (nonzero weights at k)
 __global__ void k_active_macs(ConvGeom g, const int32_t* P, const int32_t* nzw, int64_t* active) {
@@ -1020,8 +1011,8 @@ class CudaBackend final : public Backend {
     TL_TRY(scratch(&counts_, sizeof(int32_t) * (hwc + K), "activity counts"));
     int32_t* P = static_cast<int32_t*>(counts_.p);
     int32_t* nzw = P + hwc;
-    k_nonzero_over_images<<<grid_for(hwc), kThreads, 0, stream_>>>(g.n, hwc, x, P, counters + kZeroInputs);
-    k_weight_nonzero<<<grid_for(K), kThreads, 0, stream_>>>(g.oc, K, w, nzw, counters + kZeroWeights);
+    k_nonzero_columns<<<grid_for(hwc), kThreads, 0, stream_>>>(g.n, hwc, x, P, counters + kZeroInputs);
+    k_nonzero_columns<<<grid_for(K), kThreads, 0, stream_>>>(g.oc, K, w, nzw, counters + kZeroWeights);
     k_active_macs<<<grid_for(K * g.oh), kThreads, 0, stream_>>>(g, P, nzw, counters + kActiveMacs);
     LAUNCHED("conv_counters");
     return Status::ok();

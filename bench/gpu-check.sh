@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# One device call for a session's GPU checks and figures, after ../shared/gpu/stage here:
+#   device run (carry .gpu):  bash bench/gpu-check.sh [--no-kernels]
+# The CPU/GPU agreement suite first (stop and fix if it fails), then the memory plan on the GPU and
+# the benchmark against PyTorch. Everything lands in $OUT (logs, JSON); the card and date in card.txt.
+# The results runs (bench/gpu_train.ts) take minutes each: run them in calls of their own.
+set -uo pipefail
+out=${OUT:-/tmp/ternlab-gpu-check}
+mkdir -p "$out"
+source .gpu/env.sh >/dev/null
+(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader; date -u) | tee "$out/card.txt"
+npm run test:gpu > "$out/test-gpu.log" 2>&1
+rc=$?
+grep -E "passing|failing|pending" "$out/test-gpu.log"
+if [ $rc -ne 0 ]; then
+  grep -A12 -E "^  [0-9]+\) " "$out/test-gpu.log" | head -60
+  exit $rc
+fi
+node dist/bench/memory.js --backend cuda 2>&1 | tee "$out/memory.log"
+node dist/bench/gpu.js --steps 20 --profile "$@" --out "$out/bench.json" > "$out/bench.log" 2>&1
+sed -n '/^ternlab bench/,$p' "$out/bench.log" | head -70

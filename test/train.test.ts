@@ -110,9 +110,10 @@ describe("training", function () {
     await assert.rejects(job, (e: unknown) => (e as TernlabError).code === "E_CANCELLED");
   });
 
-  it("resume from a checkpoint equals an uninterrupted run (weights and metrics)", async () => {
+  for (const augment of [undefined, { flip: true, crop: 2 }])
+  it(`resume from a checkpoint equals an uninterrupted run (weights and metrics)${augment ? ", with augmentation" : ""}`, async () => {
     const dirA = tmp("full"), dirB = tmp("resumed");
-    const opts = { batchSize: 100, learningRate: { kind: "geometric" as const, start: 0.02, end: 0.002 } };
+    const opts = { batchSize: 100, learningRate: { kind: "geometric" as const, start: 0.02, end: 0.002 }, ...(augment ? { augment } : {}) };
     const full = small();
     const rFull = await train(full, { train: trainSet, test: testSet }, { ...opts, epochs: 3, outDir: dirA });
     // Interrupt a run after its first epoch's checkpoint, then resume with a fresh model.

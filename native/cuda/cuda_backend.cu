@@ -1074,9 +1074,6 @@ class CudaBackend final : public Backend {
     LAUNCHED("bn_act_forward_train");
     return Status::ok();
   }
-  // The BN output's gradient in one elementwise pass (y recomputed from x̂: the forward kept no y),
-  // then the batch norm's backward. (Recomputing it inside the two column-sum passes instead was
-  // measured 2.7× slower on the CIFAR net, H200: those passes are latency-bound serial chains.)
   bool fuses_bn_act() const override { return true; }
   Status bn_act_forward_infer(int64_t rows, int c, const float* x, const float* gamma, const float* beta,
                               const float* run_mean, const float* run_var, float eps, float* y, const ActSpec& act,
@@ -1086,6 +1083,9 @@ class CudaBackend final : public Backend {
     LAUNCHED("bn_act_forward_infer");
     return Status::ok();
   }
+  // The BN output's gradient in one elementwise pass (y recomputed from x̂: the forward kept no y),
+  // then the batch norm's backward. (Recomputing it inside the two column-sum passes instead was
+  // measured 2.7× slower on the CIFAR net, H200: those passes are latency-bound serial chains.)
   Status act_bn_backward(int64_t rows, int c, const float* dq, const float* y, const float* xhat, const float* gamma,
                          const float* beta, const float* invstd, const ActSpec& act, float* dy_scratch, float* dx,
                          float* dgamma, float* dbeta) override {

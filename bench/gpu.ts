@@ -52,12 +52,14 @@ function torch(): void {
 // ternlab's hand-written kernels (TERNLAB_CUDNN=0), measured in the same run for the comparison.
 async function ternlab(name: string, spec: ModelSpec, variant = "default"): Promise<void> {
   const addon = loadAddon();
-  // the backend reads TERNLAB_CUDNN at every product, so it stays set for the whole variant run
+  // the backend reads these at every product, so they stay set for the whole variant run
   if (variant === "own") process.env.TERNLAB_CUDNN = "0";
+  if (variant === "cudnn-int8") process.env.TERNLAB_CUDNN_INT8 = "1";
   try {
     await ternlabRun(name, spec, variant, addon);
   } finally {
     delete process.env.TERNLAB_CUDNN;
+    delete process.env.TERNLAB_CUDNN_INT8;
   }
 }
 
@@ -109,7 +111,7 @@ async function main(): Promise<void> {
   if (!flag("no-kernels")) kernels();
   for (const name of models) {
     const spec = name === "cifar" ? gxnorCifar(1) : resnet18(1, 224, 1000);
-    for (const variant of flag("no-own") ? ["default"] : ["default", "own"]) {
+    for (const variant of flag("no-own") ? ["default"] : ["default", "own", "cudnn-int8"]) {
       try {
         await ternlab(name, spec, variant);
       } catch (e) {
@@ -140,6 +142,9 @@ async function main(): Promise<void> {
     }
     if (own) console.log(`          ternlab, own kernels only (TERNLAB_CUDNN=0) ${own.error ? "error: " + own.error : `${fmt(own.images_per_s)} img/s ${fmt(own.ms_per_step, 2)} ms ${fmt(own.device_MiB)} MiB` +
       (t?.images_per_s && own.images_per_s ? `  -> with cuDNN ${(t.images_per_s / own.images_per_s).toFixed(2)}x` : "")}`);
+    const i8 = results.find((r) => r.source === "ternlab" && r.model === name && r.variant === "cudnn-int8");
+    if (i8) console.log(`          ternlab, int8 forward through cuDNN too (TERNLAB_CUDNN_INT8=1) ${i8.error ? "error: " + i8.error : `${fmt(i8.images_per_s)} img/s ${fmt(i8.ms_per_step, 2)} ms` +
+      (t?.images_per_s && i8.images_per_s ? `  -> vs default ${(i8.images_per_s / t.images_per_s).toFixed(2)}x` : "")}`);
     if (t?.backend) console.log(`          backend: ${t.backend}`);
   }
   const prods = results.filter((r) => r.kind === "product");

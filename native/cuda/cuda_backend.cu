@@ -902,6 +902,10 @@ class CudaBackend final : public Backend {
     if (M == 0 || g.oc == 0) return Status::ok();
     if (xi && wi) {
       const float scale = x.scale * w.scale;  // as the CPU: one float product, applied once
+      if (cudnn_int8() && use_dnn(ConvProduct::ForwardInt8, g)) {
+        prof_scope.name = "conv_forward (cuDNN int8)";
+        return dnn_->forward_int8(g, static_cast<const int8_t*>(x.ptr), static_cast<const int8_t*>(w.ptr), scale, y);
+      }
       if (math_mode() == Math::Simple) {
         return simt<int32_t>("conv_forward", M, g.oc, K, K, Im2colA{g, x.ptr, true, 1.0f}, WeightKN{w.ptr, true, 1.0f, K},
                              StoreF{y, g.oc, scale});
@@ -1247,7 +1251,14 @@ class CudaBackend final : public Backend {
     const char* e = std::getenv("TERNLAB_CUDNN");
     return math_mode() == Math::Fast && !(e && !std::strcmp(e, "0"));
   }
+  // TERNLAB_CUDNN_INT8=1: the int8 forward through cuDNN too (an experiment; off by default)
+  static bool cudnn_int8() {
+    const char* e = std::getenv("TERNLAB_CUDNN_INT8");
+    return cudnn_allowed() && e && !std::strcmp(e, "1");
+  }
   std::string products() const {
+    if (dnn_ && cudnn_allowed() && cudnn_int8())
+      return "products: cuDNN " + dnn_->version() + " int8 forward (TERNLAB_CUDNN_INT8=1), bf16 backward and fp32 float-operand forward";
     if (dnn_ && cudnn_allowed()) return "products: int8 tensor cores (own) forward, cuDNN " + dnn_->version() + " bf16 backward and fp32 float-operand forward";
     return std::string("products: own kernels, ") + (math_mode() == Math::Fast ? "bf16 tensor-core" : "fp32") +
            " backward; cuDNN not used: " + (dnn_ ? std::string(math_mode() != Math::Fast ? "TERNLAB_CUDA_MATH is not fast" : "TERNLAB_CUDNN=0") : dnn_why_);

@@ -16,7 +16,7 @@ namespace {
 
 // cudnn_graph.h / cudnn_ops.h values
 constexpr int kSuccess = 0;
-constexpr int kDataFloat = 0, kDataBf16 = 9;
+constexpr int kDataFloat = 0, kDataInt8 = 3, kDataInt32 = 4, kDataBf16 = 9;
 constexpr int kNhwc = 1;
 constexpr int kCrossCorrelation = 1;
 constexpr int kDefaultMath = 0, kTensorOpMath = 1, kFmaMath = 3;
@@ -194,18 +194,19 @@ Status Cudnn::plan(ConvProduct p, const ConvGeom& g, Plan** out) {
   auto* pl = new Plan();
   plans_[key] = pl;
   *out = pl;
-  const bool f32 = p == ConvProduct::ForwardF32;
-  const int dt = f32 ? kDataFloat : kDataBf16;
+  const bool f32 = p == ConvProduct::ForwardF32, i8 = p == ConvProduct::ForwardInt8;
+  const int dt = f32 ? kDataFloat : (i8 ? kDataInt8 : kDataBf16);
+  if (i8 && g.c % 4 != 0) return Status::ok();  // cuDNN's int8 NHWC needs c % 4 == 0: own kernels
   const Api& a = *api_;
   TL_CUDNN(a.CreateTensorDescriptor(&pl->x), "cudnnCreateTensorDescriptor");
   TL_CUDNN(a.CreateTensorDescriptor(&pl->y), "cudnnCreateTensorDescriptor");
   TL_CUDNN(a.CreateFilterDescriptor(&pl->w), "cudnnCreateFilterDescriptor");
   TL_CUDNN(a.CreateConvolutionDescriptor(&pl->conv), "cudnnCreateConvolutionDescriptor");
   TL_CUDNN(a.SetTensor4dDescriptor(pl->x, kNhwc, dt, g.n, g.c, g.h, g.w), "cudnnSetTensor4dDescriptor (input)");
-  TL_CUDNN(a.SetTensor4dDescriptor(pl->y, kNhwc, dt, g.n, g.oc, g.oh, g.ow), "cudnnSetTensor4dDescriptor (output)");
+  TL_CUDNN(a.SetTensor4dDescriptor(pl->y, kNhwc, i8 ? kDataFloat : dt, g.n, g.oc, g.oh, g.ow), "cudnnSetTensor4dDescriptor (output)");
   // our conv weights are [oc][kh][kw][c]: cuDNN's KRSC, i.e. the NHWC filter format
   TL_CUDNN(a.SetFilter4dDescriptor(pl->w, dt, kNhwc, g.oc, g.c, g.kh, g.kw), "cudnnSetFilter4dDescriptor");
-  TL_CUDNN(a.SetConvolution2dDescriptor(pl->conv, g.ph, g.pw, g.sh, g.sw, 1, 1, kCrossCorrelation, kDataFloat),
+  TL_CUDNN(a.SetConvolution2dDescriptor(pl->conv, g.ph, g.pw, g.sh, g.sw, 1, 1, kCrossCorrelation, i8 ? kDataInt32 : kDataFloat),
            "cudnnSetConvolution2dDescriptor");
   TL_CUDNN(a.SetConvolutionMathType(pl->conv, f32 ? kFmaMath : kTensorOpMath), "cudnnSetConvolutionMathType");
   int n = 0, c = 0, oh = 0, ow = 0;
@@ -213,7 +214,7 @@ Status Cudnn::plan(ConvProduct p, const ConvGeom& g, Plan** out) {
   if (n != g.n || c != g.oc || oh != g.oh || ow != g.ow) return Status::ok();  // another output rule: own kernels
   AlgoPerf perf[16];
   int got = 0;
-  if (p == ConvProduct::ForwardF32)
+  if (p == ConvProduct::ForwardF32 || i8)
     TL_CUDNN(a.GetConvolutionForwardAlgorithm_v7(handle_, pl->x, pl->w, pl->conv, pl->y, 16, &got, perf), "cudnnGetConvolutionForwardAlgorithm_v7");
   else if (p == ConvProduct::BackwardDataBf16)
     TL_CUDNN(a.GetConvolutionBackwardDataAlgorithm_v7(handle_, pl->w, pl->y, pl->conv, pl->x, 16, &got, perf),
@@ -230,7 +231,7 @@ Status Cudnn::plan(ConvProduct p, const ConvGeom& g, Plan** out) {
     TL_CUDNN(a.SetConvolutionMathType(pl->conv, f32 ? kFmaMath : q.math_type), "cudnnSetConvolutionMathType");
     size_t ws = 0;
     int st;
-    if (p == ConvProduct::ForwardF32)
+    if (p == ConvProduct::ForwardF32 || i8)
       st = a.GetConvolutionForwardWorkspaceSize(handle_, pl->x, pl->w, pl->conv, pl->y, q.algo, &ws);
     else if (p == ConvProduct::BackwardDataBf16)
       st = a.GetConvolutionBackwardDataWorkspaceSize(handle_, pl->w, pl->y, pl->conv, pl->x, q.algo, &ws);
@@ -264,6 +265,13 @@ Status Cudnn::run(ConvProduct p, const ConvGeom& g, const char* what, Call call)
 Status Cudnn::forward_f32(const ConvGeom& g, const float* x, const float* w, float* y) {
   return run(ConvProduct::ForwardF32, g, "cudnnConvolutionForward (fp32)", [&](const Plan& p, const float* one, const float* zero) {
     return api_->ConvolutionForward(handle_, one, p.x, x, p.w, w, p.conv, p.algo, ws_, p.ws, zero, p.y, y);
+  });
+}
+
+Status Cudnn::forward_int8(const ConvGeom& g, const int8_t* x, const int8_t* w, float scale, float* y) {
+  return run(ConvProduct::ForwardInt8, g, "cudnnConvolutionForward (int8)", [&](const Plan& p, const float*, const float* zero) {
+    // α = the states' scale: y = float(Σ x·w)·scale, the int32 sum converted exactly (|Σ| < 2²⁴)
+    return api_->ConvolutionForward(handle_, &scale, p.x, x, p.w, w, p.conv, p.algo, ws_, p.ws, zero, p.y, y);
   });
 }
 

@@ -23,7 +23,7 @@
 namespace tl {
 namespace cuda {
 
-enum class ConvProduct : int { ForwardF32 = 0, BackwardDataBf16 = 1, BackwardFilterBf16 = 2 };
+enum class ConvProduct : int { ForwardF32 = 0, BackwardDataBf16 = 1, BackwardFilterBf16 = 2, ForwardInt8 = 3 };
 
 class Cudnn {
  public:
@@ -35,6 +35,10 @@ class Cudnn {
 
   // y[n,oh,ow,oc] = conv(x[n,h,w,c], w[oc,kh,kw,c]) in fp32 (FMA math: no TF32).
   Status forward_f32(const ConvGeom& g, const float* x, const float* w, float* y);
+  // y = scale · conv(x, w) with int8 x and w, int32 accumulation, float y (cuDNN's INT8_EXT
+  // configuration; NHWC, c a multiple of 4). Opt-in (TERNLAB_CUDNN_INT8=1): an experiment against
+  // ternlab's own int8 kernels, which stay the default until it is measured and checked exact.
+  Status forward_int8(const ConvGeom& g, const int8_t* x, const int8_t* w, float scale, float* y);
   // dx[n,h,w,c] (bf16) from dy[n,oh,ow,oc] (bf16) and w[oc,kh,kw,c] (bf16).
   Status backward_data(const ConvGeom& g, const void* dy, const void* w, void* dx);
   // dw[oc,kh,kw,c] (bf16) from x[n,h,w,c] (bf16) and dy (bf16).

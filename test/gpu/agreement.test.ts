@@ -42,17 +42,20 @@ function normal(n: number, seed: number, scale = 1): Float32Array {
   return a;
 }
 
-// mode: a TERNLAB_CUDA_MATH value, or "own" (fast, with cuDNN off: TERNLAB_CUDNN=0)
+// mode: a TERNLAB_CUDA_MATH value, "own" (fast, with cuDNN off: TERNLAB_CUDNN=0) or "cudnn-int8"
+// (fast, with the int8 forward through cuDNN too: TERNLAB_CUDNN_INT8=1)
 function withMath<T>(mode: string, f: () => T): T {
   const old = process.env.TERNLAB_CUDA_MATH;
-  process.env.TERNLAB_CUDA_MATH = mode === "own" ? "fast" : mode;
+  process.env.TERNLAB_CUDA_MATH = mode === "own" || mode === "cudnn-int8" ? "fast" : mode;
   if (mode === "own") process.env.TERNLAB_CUDNN = "0";
+  if (mode === "cudnn-int8") process.env.TERNLAB_CUDNN_INT8 = "1";
   try {
     return f();
   } finally {
     if (old === undefined) delete process.env.TERNLAB_CUDA_MATH;
     else process.env.TERNLAB_CUDA_MATH = old;
     delete process.env.TERNLAB_CUDNN;
+    delete process.env.TERNLAB_CUDNN_INT8;
   }
 }
 
@@ -106,10 +109,11 @@ describe("CUDA backend agrees with the CPU backend", function () {
       const x = ternary(g.n * g.h * g.w * g.c, 1), w = ternary(g.oc * K(g), 2);
       it(`int8 forward is bit-identical: ${name}`, () => {
         const cpu = ops.convForward("cpu", g, x, 1, w, 1);
-        for (const mode of ["fast", "simple"]) same(cpu, withMath(mode, () => ops.convForward("cuda", g, x, 1, w, 1)), `${name} (${mode})`);
+        for (const mode of ["fast", "simple", "cudnn-int8"]) same(cpu, withMath(mode, () => ops.convForward("cuda", g, x, 1, w, 1)), `${name} (${mode})`);
         // multi-level states and non-unit scales: still one float product at the end
         const x2 = ternary(x.length, 3).map((v, i) => v * (1 + (i % 2))), w2 = ternary(w.length, 4).map((v, i) => v * (1 + (i % 4)));
-        same(ops.convForward("cpu", g, x2, 0.5, w2, 0.25), ops.convForward("cuda", g, x2, 0.5, w2, 0.25), `${name} (scaled)`);
+        for (const mode of ["fast", "cudnn-int8"])
+          same(ops.convForward("cpu", g, x2, 0.5, w2, 0.25), withMath(mode, () => ops.convForward("cuda", g, x2, 0.5, w2, 0.25)), `${name} (scaled, ${mode})`);
       });
       it(`float forward within 1e-5 (cuDNN fp32 and own): ${name}`, () => {
         const xf = normal(x.length, 5);

@@ -296,20 +296,33 @@ class CpuBackend final : public Backend {
   // ---- batch norm + φ fused: y = γ·x̂ + β lives in a register, never in memory; the same float
   // expressions as the unfused ops (bn_forward_train, act_forward, act_backward), so the same bits.
   bool fuses_bn_act() const override { return true; }
-  static int8_t act_one(float y, const ActSpec& s) {
-    return s.levels.n == 1 ? static_cast<int8_t>(y >= s.r ? 1 : (y > -s.r ? 0 : -1)) : tl::act_forward(y, s);
+  // φ and φ′ per element, with the form chosen once outside the loops: the released code's case
+  // (ternary, rectangular window with a < r) in expressions the compiler vectorises, else the
+  // shared definitions. Both give the same bits: ||x| − r| ≤ a is |x ∓ r| ≤ a exactly.
+  template <class F>
+  static void with_phi(const ActSpec& s, F f) {
+    if (s.levels.n == 1) {
+      const float r = s.r;
+      f([r](float y) { return static_cast<int8_t>(y >= r ? 1 : (y > -r ? 0 : -1)); });
+    } else {
+      f([&s](float y) { return tl::act_forward(y, s); });
+    }
   }
-  static float act_grad_one(float y, float dq, const ActSpec& s) {
-    if (s.window == Window::Rectangular && s.levels.n == 1 && s.a < s.r)
-      return std::fabs(std::fabs(y) - s.r) <= s.a ? dq * (1.0f / (2.0f * s.a)) : 0.0f;
-    return dq * act_derivative(y, s);
+  template <class F>
+  static void with_phi_grad(const ActSpec& s, F f) {
+    if (s.window == Window::Rectangular && s.levels.n == 1 && s.a < s.r) {
+      const float h = 1.0f / (2.0f * s.a), r = s.r, a = s.a;
+      f([h, r, a](float y, float dq) { return std::fabs(std::fabs(y) - r) <= a ? dq * h : 0.0f; });
+    } else {
+      f([&s](float y, float dq) { return dq * act_derivative(y, s); });
+    }
   }
   Status bn_act_forward_train(int64_t rows, int c, const float* x, const float* gamma, const float* beta, float eps,
                               float momentum, float* run_mean, float* run_var, float* y, float* xhat, float* invstd,
                               const ActSpec& act, int8_t* q) override {
     std::vector<float> mf(c), isf(c);
     bn_statistics(rows, c, x, eps, momentum, run_mean, run_var, invstd, mf.data(), isf.data());
-    bn_apply(rows, c, x, mf.data(), isf.data(), gamma, beta, xhat, [&](int64_t i, float v) { q[i] = act_one(v, act); });
+    with_phi(act, [&](auto phi) { bn_apply(rows, c, x, mf.data(), isf.data(), gamma, beta, xhat, [&](int64_t i, float v) { q[i] = phi(v); }); });
     return Status::ok();
   }
   Status bn_act_forward_infer(int64_t rows, int c, const float* x, const float* gamma, const float* beta,
@@ -317,21 +330,25 @@ class CpuBackend final : public Backend {
                               int8_t* q) override {
     std::vector<float> sc(c), sh(c);
     bn_infer_coefficients(c, gamma, beta, run_mean, run_var, eps, sc.data(), sh.data());
-    pool_.parallel_for(rows, 256, [&](int64_t b, int64_t e) {
-      for (int64_t r = b; r < e; ++r)
-        for (int ch = 0; ch < c; ++ch) q[r * c + ch] = act_one(x[r * c + ch] * sc[ch] + sh[ch], act);
+    with_phi(act, [&](auto phi) {
+      pool_.parallel_for(rows, 256, [&](int64_t b, int64_t e) {
+        for (int64_t r = b; r < e; ++r)
+          for (int ch = 0; ch < c; ++ch) q[r * c + ch] = phi(x[r * c + ch] * sc[ch] + sh[ch]);
+      });
     });
     return Status::ok();
   }
   Status act_bn_backward(int64_t rows, int c, const float* dq, const float* y, const float* xhat, const float* gamma,
                          const float* beta, const float* invstd, const ActSpec& act, float* dy_scratch, float* dx,
                          float* dgamma, float* dbeta) override {
-    pool_.parallel_for(rows, 256, [&](int64_t b, int64_t e) {
-      for (int64_t r = b; r < e; ++r)
-        for (int ch = 0; ch < c; ++ch) {
-          const int64_t i = r * c + ch;
-          dy_scratch[i] = act_grad_one(gamma[ch] * xhat[i] + beta[ch], dq[i], act);
-        }
+    with_phi_grad(act, [&](auto dphi) {
+      pool_.parallel_for(rows, 256, [&](int64_t b, int64_t e) {
+        for (int64_t r = b; r < e; ++r)
+          for (int ch = 0; ch < c; ++ch) {
+            const int64_t i = r * c + ch;
+            dy_scratch[i] = dphi(gamma[ch] * xhat[i] + beta[ch], dq[i]);
+          }
+      });
     });
     return bn_backward(rows, c, dy_scratch, xhat, gamma, invstd, dx, dgamma, dbeta);
   }
@@ -417,31 +434,18 @@ class CpuBackend final : public Backend {
 
   // ---- activation
   Status act_forward(int64_t n, const float* x, const ActSpec& s, int8_t* q) override {
-    if (s.levels.n == 1) {
-      // Ternary: the same comparisons as tl::act_forward with its thresholds ±r, vectorisable.
-      const float r = s.r;
+    with_phi(s, [&](auto phi) {
       pool_.parallel_for(n, 1 << 14, [&](int64_t b, int64_t e) {
-        for (int64_t i = b; i < e; ++i) q[i] = static_cast<int8_t>(x[i] >= r ? 1 : (x[i] > -r ? 0 : -1));
+        for (int64_t i = b; i < e; ++i) q[i] = phi(x[i]);
       });
-      return Status::ok();
-    }
-    pool_.parallel_for(n, 1 << 14, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) q[i] = tl::act_forward(x[i], s);
     });
     return Status::ok();
   }
   Status act_backward(int64_t n, const float* x, const float* dq, const ActSpec& s, float* dx) override {
-    if (s.window == Window::Rectangular && s.levels.n == 1 && s.a < s.r) {
-      // The released code's case, vectorisable; the same float expressions as act_derivative
-      // (||x| − r| ≤ a is |x ∓ r| ≤ a exactly), so the result is bit-identical to it.
-      const float h = 1.0f / (2.0f * s.a);
+    with_phi_grad(s, [&](auto dphi) {
       pool_.parallel_for(n, 1 << 14, [&](int64_t b, int64_t e) {
-        for (int64_t i = b; i < e; ++i) dx[i] = std::fabs(std::fabs(x[i]) - s.r) <= s.a ? dq[i] * h : 0.0f;
+        for (int64_t i = b; i < e; ++i) dx[i] = dphi(x[i], dq[i]);
       });
-      return Status::ok();
-    }
-    pool_.parallel_for(n, 1 << 14, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) dx[i] = dq[i] * act_derivative(x[i], s);
     });
     return Status::ok();
   }
@@ -558,93 +562,71 @@ class CpuBackend final : public Backend {
     return out;
   }
 
-  // Rows [r0, r0+rc) of im2col(x) as u8 (s8 + 128: a zero activation and padding are 128).
-  void im2col_u8(const ConvGeom& g, const int8_t* x, int64_t r0, int64_t rc, int64_t Kp, uint8_t* cols) {
+  // Rows [r0, r0+rc) of im2col(x), `stride` elements apart (the first K filled, the rest `pad`).
+  // Each window row is walked in runs of in-image pixels, which are contiguous in NHWC; a run is
+  // handed to copy(dst, offset of its first element in x, length); padding pixels get `pad`.
+  template <class T, class Copy>
+  void im2col_rows(const ConvGeom& g, int64_t r0, int64_t rc, int64_t stride, T* out, T pad, Copy copy) {
     const int64_t per_image = static_cast<int64_t>(g.oh) * g.ow, K = g.k();
+    const int64_t span = static_cast<int64_t>(g.kw) * g.c;
     pool_.parallel_for(rc, 64, [&](int64_t b, int64_t e) {
       for (int64_t r = b; r < e; ++r) {
         const int64_t row = r0 + r, n = row / per_image, oy = (row % per_image) / g.ow, ox = row % g.ow;
-        uint8_t* dst = cols + r * Kp;
+        T* dst = out + r * stride;
         const int64_t ix0 = ox * g.sw - g.pw;
         const bool inside_x = ix0 >= 0 && ix0 + g.kw <= g.w;
         for (int ky = 0; ky < g.kh; ++ky) {
           const int64_t iy = oy * g.sh - g.ph + ky;
-          uint8_t* drow = dst + static_cast<int64_t>(ky) * g.kw * g.c;
+          T* drow = dst + ky * span;
           if (iy < 0 || iy >= g.h) {
-            std::memset(drow, 128, static_cast<size_t>(g.kw) * g.c);
+            std::fill(drow, drow + span, pad);
             continue;
           }
-          const int8_t* srow = x + ((n * g.h + iy) * g.w) * g.c;
-          if (inside_x) {  // the window's row is kw·c contiguous bytes (NHWC)
-            const int8_t* s = srow + ix0 * g.c;
-            for (int64_t k = 0; k < static_cast<int64_t>(g.kw) * g.c; ++k) drow[k] = static_cast<uint8_t>(s[k] + 128);
-            continue;
-          }
-          for (int kx = 0; kx < g.kw; ++kx) {
-            const int64_t ix = ix0 + kx;
-            uint8_t* d = drow + static_cast<int64_t>(kx) * g.c;
-            if (ix < 0 || ix >= g.w) {
-              std::memset(d, 128, g.c);
-            } else {
-              const int8_t* s = srow + ix * g.c;
-              for (int c = 0; c < g.c; ++c) d[c] = static_cast<uint8_t>(s[c] + 128);
+          const int64_t row_off = ((n * g.h + iy) * g.w) * g.c;
+          for (int64_t kx0 = 0; kx0 < g.kw;) {
+            int64_t kx1 = kx0;
+            if (inside_x) kx1 = g.kw;
+            else {
+              const int64_t ix = ix0 + kx0;
+              if (ix < 0 || ix >= g.w) {
+                std::fill(drow + kx0 * g.c, drow + (kx0 + 1) * g.c, pad);
+                ++kx0;
+                continue;
+              }
+              while (kx1 < g.kw && ix0 + kx1 >= 0 && ix0 + kx1 < g.w) ++kx1;
             }
+            copy(drow + kx0 * g.c, row_off + (ix0 + kx0) * g.c, (kx1 - kx0) * g.c);
+            kx0 = kx1;
           }
         }
-        std::memset(dst + K, 128, static_cast<size_t>(Kp - K));
+        std::fill(dst + K, dst + stride, pad);
       }
+    });
+  }
+
+  // Rows [r0, r0+rc) of im2col(x) as u8 (s8 + 128: a zero activation and padding are 128).
+  void im2col_u8(const ConvGeom& g, const int8_t* x, int64_t r0, int64_t rc, int64_t Kp, uint8_t* cols) {
+    im2col_rows<uint8_t>(g, r0, rc, Kp, cols, 128, [&](uint8_t* d, int64_t off, int64_t len) {
+      const int8_t* s = x + off;
+      for (int64_t k = 0; k < len; ++k) d[k] = static_cast<uint8_t>(s[k] + 128);
     });
   }
 
   // Rows [r0, r0+rc) of im2col(x) as float values (int8 operands scaled). Pointwise convs with a
   // float input return the input itself.
   const float* im2col_f(const ConvGeom& g, Operand x, int64_t r0, int64_t rc, std::vector<float>* cols) {
-    const int64_t per_image = static_cast<int64_t>(g.oh) * g.ow, K = g.k();
+    const int64_t K = g.k();
     if (is_pointwise(g) && x.dtype == DType::F32) return static_cast<const float*>(x.ptr) + r0 * K;
     cols->resize(static_cast<size_t>(rc * K));
-    float* out = cols->data();
-    pool_.parallel_for(rc, 64, [&](int64_t b, int64_t e) {
-      for (int64_t r = b; r < e; ++r) {
-        const int64_t row = r0 + r, n = row / per_image, oy = (row % per_image) / g.ow, ox = row % g.ow;
-        float* dst = out + r * K;
-        const int64_t ix0 = ox * g.sw - g.pw;
-        const bool inside_x = ix0 >= 0 && ix0 + g.kw <= g.w;
-        const int64_t span = static_cast<int64_t>(g.kw) * g.c;
-        for (int ky = 0; ky < g.kh; ++ky) {
-          const int64_t iy = oy * g.sh - g.ph + ky;
-          float* drow = dst + ky * span;
-          if (iy < 0 || iy >= g.h) {
-            std::memset(drow, 0, sizeof(float) * span);
-            continue;
-          }
-          const int64_t row_off = ((n * g.h + iy) * g.w) * g.c;
-          for (int64_t kx0 = 0; kx0 < g.kw;) {
-            // the longest run of in-image pixels from kx0 is contiguous in NHWC
-            int64_t kx1 = kx0;
-            if (inside_x) kx1 = g.kw;
-            else {
-              const int64_t ix = ix0 + kx0;
-              if (ix < 0 || ix >= g.w) {
-                std::memset(drow + kx0 * g.c, 0, sizeof(float) * g.c);
-                ++kx0;
-                continue;
-              }
-              while (kx1 < g.kw && ix0 + kx1 >= 0 && ix0 + kx1 < g.w) ++kx1;
-            }
-            const int64_t off = row_off + (ix0 + kx0) * g.c, len = (kx1 - kx0) * g.c;
-            float* d = drow + kx0 * g.c;
-            if (x.dtype == DType::F32) {
-              std::memcpy(d, static_cast<const float*>(x.ptr) + off, sizeof(float) * len);
-            } else {
-              const int8_t* src = static_cast<const int8_t*>(x.ptr) + off;
-              for (int64_t k = 0; k < len; ++k) d[k] = static_cast<float>(src[k]) * x.scale;
-            }
-            kx0 = kx1;
-          }
-        }
+    im2col_rows<float>(g, r0, rc, K, cols->data(), 0.0f, [&](float* d, int64_t off, int64_t len) {
+      if (x.dtype == DType::F32) {
+        std::memcpy(d, static_cast<const float*>(x.ptr) + off, sizeof(float) * len);
+      } else {
+        const int8_t* src = static_cast<const int8_t*>(x.ptr) + off;
+        for (int64_t k = 0; k < len; ++k) d[k] = static_cast<float>(src[k]) * x.scale;
       }
     });
-    return out;
+    return cols->data();
   }
 
   // dx += col2im(dcols) for images [n0, n0+nc); one task per image, so no two tasks touch one pixel.

@@ -25,32 +25,6 @@ std::vector<int64_t> epoch_order(uint64_t seed, int epoch, int64_t count, bool s
 }
 
 namespace {
-// Gathers a batch of raw pixels and labels on the host, uploads, normalises on the device.
-struct BatchLoader {
-  Backend& be;
-  const DataView& data;
-  int64_t elems;
-  std::vector<uint8_t> pixels;
-  std::vector<int32_t> labels;
-  Buffer dev_pixels, dev_input;
-  BatchLoader(Backend& b, const DataView& d, int64_t per_sample) : be(b), data(d), elems(per_sample) {}
-  Status load(const int64_t* idx, int n, int capacity) {
-    if (!dev_input.data() || dev_input.bytes() < sizeof(float) * capacity * elems) {
-      TL_TRY(be.alloc(static_cast<size_t>(capacity) * elems, "input batch", &dev_pixels));
-      TL_TRY(be.alloc(sizeof(float) * capacity * elems, "input batch", &dev_input));
-    }
-    pixels.resize(static_cast<size_t>(n) * elems);
-    labels.resize(n);
-    for (int i = 0; i < n; ++i) {
-      std::memcpy(pixels.data() + i * elems, data.images + idx[i] * elems, static_cast<size_t>(elems));
-      labels[i] = data.labels[idx[i]];
-    }
-    TL_TRY(be.upload(dev_pixels.data(), pixels.data(), pixels.size()));
-    return be.normalize_u8(static_cast<int64_t>(n) * elems, dev_pixels.as<uint8_t>(), data.scale, data.offset,
-                           dev_input.as<float>());
-  }
-};
-
 Status check_labels(const DataView& data, int classes) {
   for (int64_t i = 0; i < data.count; ++i)
     if (data.labels[i] < 0 || data.labels[i] >= classes)
@@ -60,10 +34,11 @@ Status check_labels(const DataView& data, int classes) {
 }
 }  // namespace
 
-// The training step's host side, pipelined (issue 3): while step b computes, the host gathers
-// batch b+1 into pinned memory and uploads it on the copy queue, then reads step b−1's report
-// (losses, ranks, counters) that came back asynchronously. Two slots alternate. The device-side
-// order of operations is the same as a plain loop, so results are identical.
+// The host side of a step, pipelined (issue 3): while step b computes, the host gathers batch b+1
+// into pinned memory and uploads it on the copy queue, then reads step b−1's report (losses,
+// ranks, counters) that came back asynchronously. Two slots alternate. The device-side order of
+// operations is the same as a plain loop, so results are identical. Evaluation uses it too, one
+// slot, one batch at a time (its last batch may be short).
 void augment_sample(const Augment& a, uint64_t seed, int64_t step, int i, int h, int w, int c, const uint8_t* src, uint8_t* dst) {
   const Philox4 r = philox_draw(seed, static_cast<uint32_t>(step), 0, static_cast<uint32_t>(i), kStreamAugment);
   const bool flip = a.flip && (r.v[0] & 1u);
@@ -111,26 +86,27 @@ struct StepPipeline {
     }
     return be.alloc(sizeof(float) * n * elems, "input batch", &dev_input);
   }
-  // Gathers the samples idx[0..n) of global step `step` into slot s (augmented as the plan says)
+  // Gathers the samples idx[0..count) of global step `step` into slot s (augmented as `aug` says)
   // and starts their upload.
-  Status stage(int s, const int64_t* idx, int64_t step, const Augment& aug, uint64_t seed, int h, int w, int c) {
+  Status stage(int s, const int64_t* idx, int count, int64_t step, const Augment& aug, uint64_t seed, int h, int w, int c) {
     TL_TRY(be.host_wait_upload(s));  // the slot's previous upload has left the staging buffer
     uint8_t* px = staging[s].as<uint8_t>();
-    auto* lab = reinterpret_cast<int32_t*>(px + pixel_bytes());
-    for (int i = 0; i < n; ++i) {
+    int32_t* lab = host_labels(s);
+    for (int i = 0; i < count; ++i) {
       if (aug.any()) augment_sample(aug, seed, step, i, h, w, c, data.images + idx[i] * elems, px + i * elems);
       else std::memcpy(px + i * elems, data.images + idx[i] * elems, static_cast<size_t>(elems));
       lab[i] = data.labels[idx[i]];
     }
     return be.upload_async(dev_batch[s].data(), px, batch_bytes(), s);
   }
-  // Queued on the compute stream: wait for slot s's upload, then normalise its pixels.
-  Status input(int s) {
+  // Queued on the compute stream: wait for slot s's upload, then normalise its `count` samples.
+  Status input(int s, int count) {
     TL_TRY(be.wait_upload(s));
-    return be.normalize_u8(static_cast<int64_t>(n) * elems, dev_batch[s].as<uint8_t>(), data.scale, data.offset,
+    return be.normalize_u8(static_cast<int64_t>(count) * elems, dev_batch[s].as<uint8_t>(), data.scale, data.offset,
                            dev_input.as<float>());
   }
   const int32_t* labels(int s) const { return reinterpret_cast<const int32_t*>(dev_batch[s].as<uint8_t>() + pixel_bytes()); }
+  int32_t* host_labels(int s) const { return reinterpret_cast<int32_t*>(staging[s].as<uint8_t>() + pixel_bytes()); }
 };
 }  // namespace
 
@@ -176,7 +152,8 @@ Status train_epoch(Model& model, const DataView& data, const EpochPlan& plan, co
   };
   const ModelSpec& ms = model.spec();
   auto stage = [&](int64_t b) {
-    return pipe.stage(static_cast<int>(b & 1), order.data() + b * plan.batch, plan.first_step + b, plan.augment, ms.seed, ms.h, ms.w, ms.c);
+    return pipe.stage(static_cast<int>(b & 1), order.data() + b * plan.batch, n, plan.first_step + b, plan.augment, ms.seed, ms.h,
+                      ms.w, ms.c);
   };
   TL_TRY(stage(plan.begin));
   for (int64_t b = plan.begin; b < plan.end; ++b) {
@@ -186,7 +163,7 @@ Status train_epoch(Model& model, const DataView& data, const EpochPlan& plan, co
     }
     const int s = static_cast<int>(b & 1);
     const int64_t step = plan.first_step + b;
-    TL_TRY(pipe.input(s));
+    TL_TRY(pipe.input(s, n));
     TL_TRY(model.forward(pipe.dev_input.as<float>(), n, true));
     TL_TRY(model.loss_queued(pipe.labels(s), n, plan.loss, pipe.report[s].as<void>()));
     TL_TRY(model.backward(n));
@@ -205,7 +182,10 @@ Status evaluate(Model& model, const DataView& data, int batch, LossKind loss, co
   if (data.count == 0) return Status::ok();
   const int cap = static_cast<int>(std::min<int64_t>(batch, data.count));
   TL_TRY(model.ensure_capacity(cap));
-  BatchLoader loader(model.backend(), data, model.input_elems());
+  Backend& be = model.backend();
+  StepPipeline pipe(be, data, model.input_elems(), cap);
+  TL_TRY(pipe.init(0));
+  const ModelSpec& ms = model.spec();
   std::vector<int64_t> idx(cap);
   std::vector<float> row_loss(cap);
   std::vector<int32_t> rank(cap);
@@ -214,9 +194,11 @@ Status evaluate(Model& model, const DataView& data, int batch, LossKind loss, co
     if (cancel.load()) return Status(Code::Cancelled, "evaluation was cancelled");
     const int n = static_cast<int>(std::min<int64_t>(cap, data.count - s));
     for (int i = 0; i < n; ++i) idx[i] = s + i;
-    TL_TRY(loader.load(idx.data(), n, cap));
-    TL_TRY(model.forward(loader.dev_input.as<float>(), n, false));
-    TL_TRY(model.loss(loader.labels.data(), n, loss, row_loss.data(), rank.data()));
+    TL_TRY(pipe.stage(0, idx.data(), n, 0, Augment(), ms.seed, ms.h, ms.w, ms.c));
+    TL_TRY(pipe.input(0, n));
+    TL_TRY(model.forward(pipe.dev_input.as<float>(), n, false));
+    TL_TRY(model.loss(pipe.host_labels(0), n, loss, row_loss.data(), rank.data()));
+    TL_TRY(be.mark(0));  // the next batch's upload waits for this one's reads of the slot
     for (int i = 0; i < n; ++i) {
       total += row_loss[i];
       out->top1 += rank[i] == 0;

@@ -154,16 +154,29 @@ __global__ void k_active_macs(ConvGeom g, const int32_t* P, const int32_t* nzw, 
 }
 
 // ---------------------------------------------------------------- pooling (the CPU's order and roundings)
+// An NHWC element index → (n, y, x, channel), in the index type I (uint32_t where every index of
+// the tensor fits: 64-bit division is a long software sequence on the GPU).
+template <class I>
+struct Nhwc {
+  I n;
+  int y, x, c;
+  __device__ __forceinline__ Nhwc(I i, int h, int w, int ch) {
+    c = static_cast<int>(i % ch);
+    I t = i / ch;
+    x = static_cast<int>(t % w);
+    t /= w;
+    y = static_cast<int>(t % h);
+    n = t / h;
+  }
+};
 __global__ void k_maxpool(PoolGeom g, const float* x, float* y, int32_t* argmax) {
   // argmax holds int32 input indices, so every index fits 32 bits: 32-bit index arithmetic (64-bit
   // division is a long software sequence on the GPU and dominated these kernels)
   const uint32_t total = static_cast<uint32_t>(g.n) * g.oh * g.ow * g.c;
   for (uint32_t o = blockIdx.x * blockDim.x + threadIdx.x; o < total; o += gridDim.x * blockDim.x) {
-    const int c = static_cast<int>(o % g.c);
-    uint32_t t = o / g.c;
-    const int ox = static_cast<int>(t % g.ow); t /= g.ow;
-    const int oy = static_cast<int>(t % g.oh);
-    const uint32_t n = t / g.oh;
+    const Nhwc<uint32_t> p(o, g.oh, g.ow, g.c);
+    const uint32_t n = p.n;
+    const int oy = p.y, ox = p.x, c = p.c;
     float best = -INFINITY;
     int32_t bi = -1;
     for (int ky = 0; ky < g.kh; ++ky) {
@@ -191,11 +204,9 @@ __device__ __forceinline__ void window_range(int i, int k, int s, int p, int on,
 __global__ void k_maxpool_backward(PoolGeom g, const float* dy, const int32_t* argmax, float* dx) {
   const uint32_t total = static_cast<uint32_t>(g.n) * g.h * g.w * g.c;  // < 2^31: see k_maxpool
   for (uint32_t idx = blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += gridDim.x * blockDim.x) {
-    const int c = static_cast<int>(idx % g.c);
-    uint32_t t = idx / g.c;
-    const int ix = static_cast<int>(t % g.w); t /= g.w;
-    const int iy = static_cast<int>(t % g.h);
-    const uint32_t n = t / g.h;
+    const Nhwc<uint32_t> p(idx, g.h, g.w, g.c);
+    const uint32_t n = p.n;
+    const int iy = p.y, ix = p.x, c = p.c;
     int y0, y1, x0, x1;
     window_range(iy, g.kh, g.sh, g.ph, g.oh, &y0, &y1);
     window_range(ix, g.kw, g.sw, g.pw, g.ow, &x0, &x1);
@@ -220,11 +231,9 @@ __device__ __forceinline__ int window_count(const PoolGeom& g, int oy, int ox) {
 __global__ void k_avgpool(PoolGeom g, const float* x, float* y) {
   const int64_t total = static_cast<int64_t>(g.n) * g.oh * g.ow * g.c;
   GRID_STRIDE(o, total) {
-    const int c = static_cast<int>(o % g.c);
-    int64_t t = o / g.c;
-    const int ox = static_cast<int>(t % g.ow); t /= g.ow;
-    const int oy = static_cast<int>(t % g.oh);
-    const int64_t n = t / g.oh;
+    const Nhwc<int64_t> p(o, g.oh, g.ow, g.c);
+    const int64_t n = p.n;
+    const int oy = p.y, ox = p.x, c = p.c;
     double s = 0;
     int cnt = 0;
     for (int ky = 0; ky < g.kh; ++ky) {
@@ -243,11 +252,9 @@ __global__ void k_avgpool(PoolGeom g, const float* x, float* y) {
 __global__ void k_avgpool_backward(PoolGeom g, const float* dy, float* dx) {
   const int64_t total = static_cast<int64_t>(g.n) * g.h * g.w * g.c;
   GRID_STRIDE(idx, total) {
-    const int c = static_cast<int>(idx % g.c);
-    int64_t t = idx / g.c;
-    const int ix = static_cast<int>(t % g.w); t /= g.w;
-    const int iy = static_cast<int>(t % g.h);
-    const int64_t n = t / g.h;
+    const Nhwc<int64_t> p(idx, g.h, g.w, g.c);
+    const int64_t n = p.n;
+    const int iy = p.y, ix = p.x, c = p.c;
     int y0, y1, x0, x1;
     window_range(iy, g.kh, g.sh, g.ph, g.oh, &y0, &y1);
     window_range(ix, g.kw, g.sw, g.pw, g.ow, &x0, &x1);

@@ -105,6 +105,32 @@ constexpr int kMmaRowW = kMmaBKB / 4 + 4;                  // shared row stride 
 
 // Both operands k-contiguous ("row.col"). la.row(m) / lb.row(n) decode a row once, la.kctx(k0) a
 // position in k once per tile; la.chunk(row, kctx) returns the 16 bytes of elements [k0, k0 + kElems) of that row (zeros past K or outside the tensor).
+// A warp's 64×32 accumulator tile of the mma kernels: 4×4 fragments m16n8 of 4 values each.
+template <class Acc>
+__device__ __forceinline__ void zero_tile(Acc (&acc)[4][4][4]) {
+#pragma unroll
+  for (int a = 0; a < 4; ++a)
+#pragma unroll
+    for (int b = 0; b < 4; ++b)
+#pragma unroll
+      for (int c = 0; c < 4; ++c) acc[a][b][c] = Acc(0);
+}
+// Hands each value of the tile at (m0, n0) to epi(z, m, n, v), inside M × N; g = lane/4, t = lane%4
+// (the m16n8 fragment layout: rows g and g + 8, columns 2t and 2t + 1).
+template <class Acc, class Epi>
+__device__ __forceinline__ void store_tile(const Acc (&acc)[4][4][4], int m0, int n0, int g, int t, int M, int N, int z, const Epi& epi) {
+#pragma unroll
+  for (int mt = 0; mt < 4; ++mt)
+#pragma unroll
+    for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        const int m = m0 + mt * 16 + g + (c >= 2 ? 8 : 0);
+        const int n = n0 + nt * 8 + 2 * t + (c & 1);
+        if (m < M && n < N) epi(z, m, n, acc[mt][nt][c]);
+      }
+}
+
 template <class P, class LA, class LB, class Epi>
 __global__ void __launch_bounds__(256) mma_nt(int M, int N, int64_t K, LA la, LB lb, Epi epi) {
   __shared__ __align__(16) uint32_t As[kMmaBM * kMmaRowW];
@@ -125,12 +151,7 @@ __global__ void __launch_bounds__(256) mma_nt(int M, int N, int64_t K, LA la, LB
     rb[i] = lb.row(n0 + crow + 32 * i, N);
   }
   typename P::Acc acc[4][4][4];
-#pragma unroll
-  for (int a = 0; a < 4; ++a)
-#pragma unroll
-    for (int b = 0; b < 4; ++b)
-#pragma unroll
-      for (int c = 0; c < 4; ++c) acc[a][b][c] = 0;
+  zero_tile(acc);
 
   uint4 pa[4], pb[4];
   const int64_t tiles = (K + kBK - 1) / kBK;
@@ -187,16 +208,7 @@ __global__ void __launch_bounds__(256) mma_nt(int M, int N, int64_t K, LA la, LB
         for (int nt = 0; nt < 4; ++nt) P::mma(acc[mt][nt], af[mt], bfr[nt]);
     }
   }
-#pragma unroll
-  for (int mt = 0; mt < 4; ++mt)
-#pragma unroll
-    for (int nt = 0; nt < 4; ++nt)
-#pragma unroll
-      for (int c = 0; c < 4; ++c) {
-        const int m = m0 + wm * 64 + mt * 16 + g + (c >= 2 ? 8 : 0);
-        const int n = n0 + wn * 32 + nt * 8 + 2 * t + (c & 1);
-        if (m < M && n < N) epi(0, m, n, acc[mt][nt][c]);
-      }
+  store_tile(acc, m0 + wm * 64, n0 + wn * 32, g, t, M, N, 0, epi);
 }
 
 // bf16, both operands reduction-major: C[m][n] = Σ_r A[r][m]·B[r][n] over r in this block's chunk.
@@ -223,12 +235,7 @@ __global__ void __launch_bounds__(256) mma_tn(int M, int N, int64_t R, int64_t r
   const int crow = tid / 16, ccol = (tid % 16) * 8;  // rows crow + 16 i; 8 columns from ccol
   typename LB::Col cb = lb.col(n0 + ccol, N);
   float acc[4][4][4];
-#pragma unroll
-  for (int a = 0; a < 4; ++a)
-#pragma unroll
-    for (int b = 0; b < 4; ++b)
-#pragma unroll
-      for (int c = 0; c < 4; ++c) acc[a][b][c] = 0.0f;
+  zero_tile(acc);
   constexpr int kPer = kTnBK / 16;
   uint4 pa[kPer], pb[kPer];
   auto fetch = [&](int64_t r0) {
@@ -270,16 +277,7 @@ __global__ void __launch_bounds__(256) mma_tn(int M, int N, int64_t R, int64_t r
         for (int nt = 0; nt < 4; ++nt) Bf16Policy::mma(acc[mt][nt], af[mt], bfr[nt]);
     }
   }
-#pragma unroll
-  for (int mt = 0; mt < 4; ++mt)
-#pragma unroll
-    for (int nt = 0; nt < 4; ++nt)
-#pragma unroll
-      for (int c = 0; c < 4; ++c) {
-        const int m = m0 + wm * 64 + mt * 16 + g + (c >= 2 ? 8 : 0);
-        const int n = n0 + wn * 32 + nt * 8 + 2 * t + (c & 1);
-        if (m < M && n < N) epi(blockIdx.z, m, n, acc[mt][nt][c]);
-      }
+  store_tile(acc, m0 + wm * 64, n0 + wn * 32, g, t, M, N, blockIdx.z, epi);
 }
 
 }  // namespace cuda

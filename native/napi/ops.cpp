@@ -28,7 +28,7 @@ Backend& backend_for(Napi::Env env, const Napi::Value& v) {
   return *(g_backends[kind] = std::move(b));
 }
 
-// A device copy of a typed array, and back.
+// A device copy of a typed array (its bytes; dtype says int8 or float for the product operands), and back.
 struct Dev {
   Buffer buf;
   DType dtype = DType::F32;
@@ -125,9 +125,7 @@ Napi::Value PoolBackward(const Napi::CallbackInfo& info) {
   const size_t in = static_cast<size_t>(g.n) * g.h * g.w * g.c;
   Dev dx = dev_zeros(env, b, sizeof(float) * in);
   if (info[3].IsTypedArray()) {
-    Napi::Int32Array a = info[3].As<Napi::Int32Array>();
-    Dev am = dev_zeros(env, b, a.ByteLength());
-    check(env, b.upload(am.buf.data(), a.Data(), a.ByteLength()));
+    Dev am = to_dev(env, b, info[3]);  // Int32Array argmax
     check(env, b.maxpool_backward(g, dy.buf.as<float>(), am.buf.as<int32_t>(), dx.buf.as<float>()));
   } else {
     check(env, b.avgpool_backward(g, dy.buf.as<float>(), dx.buf.as<float>()));
@@ -205,9 +203,7 @@ Napi::Value Loss(const Napi::CallbackInfo& info) {
   const int64_t n = info[1].As<Napi::Number>().Int64Value();
   const int c = info[2].As<Napi::Number>().Int32Value();
   Dev y = to_dev(env, b, info[3]);
-  Napi::Int32Array lab = info[4].As<Napi::Int32Array>();
-  Dev labels = dev_zeros(env, b, lab.ByteLength());
-  check(env, b.upload(labels.buf.data(), lab.Data(), lab.ByteLength()));
+  Dev labels = to_dev(env, b, info[4]);  // Int32Array
   Dev dy = dev_zeros(env, b, sizeof(float) * n * c), rl = dev_zeros(env, b, sizeof(float) * n), rk = dev_zeros(env, b, sizeof(int32_t) * n);
   check(env, b.loss(n, c, y.buf.as<float>(), labels.buf.as<int32_t>(), static_cast<LossKind>(info[5].As<Napi::Number>().Int32Value()),
                     dy.buf.as<float>(), rl.buf.as<float>(), rk.buf.as<int32_t>()));

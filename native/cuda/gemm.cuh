@@ -155,9 +155,9 @@ __global__ void __launch_bounds__(256) mma_nt(int M, int N, int64_t K, LA la, LB
 
   uint4 pa[4], pb[4];
   const int64_t tiles = (K + kBK - 1) / kBK;
-  {
-    // k is decoded once per tile (kctx), shared by the thread's four rows
-    const int64_t k0 = static_cast<int64_t>(ccol) * P::kElems;
+  // the thread's four rows of tile kt into registers; k is decoded once per tile (kctx)
+  auto fetch = [&](int64_t kt) {
+    const int64_t k0 = kt * kBK + static_cast<int64_t>(ccol) * P::kElems;
     const typename LA::KCtx ka = la.kctx(k0);
     const typename LB::KCtx kb = lb.kctx(k0);
 #pragma unroll
@@ -165,7 +165,8 @@ __global__ void __launch_bounds__(256) mma_nt(int M, int N, int64_t K, LA la, LB
       pa[i] = la.chunk(ra[i], ka);
       pb[i] = lb.chunk(rb[i], kb);
     }
-  }
+  };
+  fetch(0);
   for (int64_t kt = 0; kt < tiles; ++kt) {
     __syncthreads();
 #pragma unroll
@@ -174,16 +175,7 @@ __global__ void __launch_bounds__(256) mma_nt(int M, int N, int64_t K, LA la, LB
       *reinterpret_cast<uint4*>(&Bs[(crow + 32 * i) * kMmaRowW + ccol * 4]) = pb[i];
     }
     __syncthreads();
-    if (kt + 1 < tiles) {
-      const int64_t k0 = (kt + 1) * kBK + static_cast<int64_t>(ccol) * P::kElems;
-      const typename LA::KCtx ka = la.kctx(k0);
-      const typename LB::KCtx kb = lb.kctx(k0);
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        pa[i] = la.chunk(ra[i], ka);
-        pb[i] = lb.chunk(rb[i], kb);
-      }
-    }
+    if (kt + 1 < tiles) fetch(kt + 1);
 #pragma unroll
     for (int ks = 0; ks < kMmaBKB / 32; ++ks) {
       const int kw0 = ks * 8;

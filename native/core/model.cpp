@@ -165,11 +165,24 @@ Status Model::build(const ModelSpec& spec, const UpdateConfig& update) {
 //   input is a conv/dense/pooling node whose only consumer is the BN (their backward passes read
 //   their own inputs or argmax, never their outputs), so the float buffer serves both. In-place is
 //   safe: every backend reads x[i] before it writes x̂[i] and nothing but statistics in between.
-// - Output gradients share buffers. The backward pass visits nodes in decreasing order; node j's
-//   gradient is written first by its highest-numbered consumer (the loss, for the last node) and
-//   read last by node j itself, so it is live over [j, last consumer]. Gradients whose intervals do
-//   not meet take the same slot (greedy, in the order they come alive); a slot is as large as its
-//   largest user. A node's own gradient and its input's are live together, so they never share.
+// - Every other batch-sized buffer (outputs, owned x̂, max-pool argmax, output gradients, the room a
+//   second gradient is accumulated from) is a range of one arena, live over an interval of one
+//   timeline: the forward of node i is step i, the loss step `count`, the backward of node i step
+//   2·count − i. A buffer is live from the step that writes it to the last step that reads it, and
+//   buffers that are never live at the same step may take the same bytes (ensure_capacity places
+//   them). Every op's inputs and outputs are live at its step, so no op ever sees two of its
+//   operands overlap, and a buffer keeps its contents from its write to its last read.
+// - Who reads an output in backward: a conv/dense its input (x of the weight gradient), an
+//   activation its input (φ′ of it; fused with its BN, x̂ and, where the backend keeps it, y), a BN
+//   its x̂, a max-pool its argmax (never its input or output), the loss the last output; avg-pool,
+//   add and flatten read nothing. So an output no backward op reads (a conv's read only by the
+//   max-pool after it) is dead after its last forward reader and its bytes hold gradients later,
+//   and an activation frees its bytes once its consumer's backward has read it.
+// - A node's gradient is written first by its highest-numbered consumer (the loss, for the last
+//   node) and read last by the node itself. A consumer that is not the first to write it writes
+//   into its step's scratch and accumulates from there, so a scratch is live for one step only.
+//   Which consumer comes first depends on which gradients flow, so every consumer but the highest
+//   gets a scratch (and a batch norm whose input takes no gradient: its dx goes there).
 void Model::plan_memory() {
   const int count = static_cast<int>(nodes_.size());
   for (int i = 1; i < count; ++i) {
@@ -182,84 +195,156 @@ void Model::plan_memory() {
     nd.xhat_in_place = in > 0 && src.alias < 0 && src.consumers == 1 && src.dtype == DType::F32 &&
                        (k == OpKind::Conv || k == OpKind::Dense || k == OpKind::MaxPool || k == OpKind::AvgPool);
   }
-  // live interval of each storage node's gradient
+  const char* unshared = std::getenv("TERNLAB_MEMORY_UNSHARED");  // tests: the plan without sharing
+  share_ = !(unshared && *unshared && std::strcmp(unshared, "0") != 0);
+  auto st_of = [&](int i) { return nodes_[i].alias >= 0 ? nodes_[i].alias : i; };
+  // an activation fused with the BN before it runs in the BN's op, forward and backward alike
+  auto fused_into_bn = [&](int k) { return nodes_[k].spec.kind == OpKind::Activation && nodes_[k - 1].fused_act; };
+  auto fwd = [&](int k) { return fused_into_bn(k) ? k - 1 : k; };
+  auto bwd = [&](int k) { return 2 * count - k; };
+  auto bn_bwd = [&](int k) { return bwd(nodes_[k].fused_act ? k + 1 : k); };  // the step a BN's backward runs at
+  const int out_node = st_of(count - 1);
+
+  // the last step reading each output
+  std::vector<int> out_to(count, -1);
+  for (int k = 1; k < count; ++k) {
+    const Node& nd = nodes_[k];
+    if (nd.spec.kind == OpKind::Flatten) continue;  // its consumers read its input's buffers
+    for (int in : nd.spec.inputs) {
+      const int st = st_of(in);
+      if (st == 0) continue;
+      int t = fwd(k);
+      if (nd.spec.kind == OpKind::Conv || nd.spec.kind == OpKind::Dense || nd.spec.kind == OpKind::Activation) t = bwd(k);
+      if (nd.spec.kind == OpKind::BatchNorm && nd.xhat_in_place) t = bn_bwd(k);
+      out_to[st] = std::max(out_to[st], t);
+    }
+  }
+  if (out_node > 0) out_to[out_node] = std::max(out_to[out_node], count);  // the loss
+
+  plan_.clear();
+  auto plan = [&](int node, Use use, int64_t per_sample_bytes, int from, int to) {
+    Planned p;
+    p.node = node; p.use = use; p.per_sample = per_sample_bytes; p.from = from; p.to = std::max(from, to);
+    plan_.push_back(p);
+  };
+  for (int j = 1; j < count; ++j) {
+    const Node& nd = nodes_[j];
+    if (nd.alias >= 0) continue;
+    const int64_t elems = per_sample(nd);
+    // a BN fused with its φ on a backend that keeps y in registers has no output buffer
+    if (!(nd.fused_act && backend_->fuses_bn_act()))
+      plan(j, Use::Output, elems * (nd.dtype == DType::I8 ? 1 : sizeof(float)), fwd(j), out_to[j]);
+    if (nd.spec.kind == OpKind::BatchNorm && !nd.xhat_in_place) plan(j, Use::Xhat, elems * sizeof(float), j, bn_bwd(j));
+    if (nd.spec.kind == OpKind::MaxPool) plan(j, Use::Argmax, elems * sizeof(int32_t), j, bwd(j));
+  }
+
+  // gradients: written first at their highest consumer's step, read last at their own
   std::vector<int> last(count, -1);
-  for (int i = 1; i < count; ++i) {
-    const Node& nd = nodes_[i];
+  std::vector<std::vector<int>> writes(count);  // the steps that write each node's gradient
+  for (int k = 1; k < count; ++k) {
+    const Node& nd = nodes_[k];
     if (nd.spec.kind == OpKind::Flatten) continue;  // passes its gradient through: see its consumers
+    // a BN fused with its activation gets its input's gradient written at the activation's step
+    const int at = nd.fused_act ? k + 1 : k;
     for (int in : nd.spec.inputs) {
       if (in <= 0) continue;
-      const int st = nodes_[in].alias >= 0 ? nodes_[in].alias : in;
-      last[st] = std::max(last[st], i);
+      const int st = st_of(in);
+      last[st] = std::max(last[st], at);
+      // the fused activation hands its BN the gradient as dy_scratch, not through grad_target
+      if (nodes_[in].requires_grad && !fused_into_bn(k)) writes[st].push_back(at);
     }
   }
-  // a BN fused with its activation gets its input's gradient written at the activation's step
-  for (int i = 1; i + 1 < count; ++i)
-    if (nodes_[i].fused_act) {
-      const int in = nodes_[i].spec.inputs[0];
-      if (in > 0) {
-        const int st = nodes_[in].alias >= 0 ? nodes_[in].alias : in;
-        last[st] = std::max(last[st], i + 1);
-      }
-    }
-  const int out = nodes_[count - 1].alias >= 0 ? nodes_[count - 1].alias : count - 1;
-  last[out] = count;  // the loss writes it before the backward pass
-  std::vector<int> order;
-  for (int i = 1; i < count; ++i) {
-    Node& nd = nodes_[i];
-    nd.grad_slot = -1;
-    if (nd.alias < 0 && (nd.requires_grad || nd.consumers > 0) && last[i] >= 0) order.push_back(i);
+  if (out_node > 0) {
+    last[out_node] = count;  // the loss writes it before the backward pass
+    writes[out_node].push_back(count);
   }
-  std::sort(order.begin(), order.end(), [&](int a, int b) { return last[a] != last[b] ? last[a] > last[b] : a > b; });
-  grad_slot_per_sample_.clear();
-  std::vector<int> free_from;  // per slot: the step below which it is free (its last user's index)
-  for (int j : order) {
-    int best = -1;
-    for (size_t k = 0; k < free_from.size(); ++k) {
-      if (free_from[k] <= last[j]) continue;  // still live at step last[j]
-      if (best < 0 || std::abs(grad_slot_per_sample_[k] - per_sample(nodes_[j])) <
-                          std::abs(grad_slot_per_sample_[best] - per_sample(nodes_[j])))
-        best = static_cast<int>(k);
-    }
-    if (best < 0) {
-      best = static_cast<int>(free_from.size());
-      free_from.push_back(0);
-      grad_slot_per_sample_.push_back(0);
-    }
-    free_from[best] = j;
-    grad_slot_per_sample_[best] = std::max(grad_slot_per_sample_[best], per_sample(nodes_[j]));
-    nodes_[j].grad_slot = best;
+  for (int j = 1; j < count; ++j) {
+    const Node& nd = nodes_[j];
+    if (nd.alias < 0 && (nd.requires_grad || j == out_node) && last[j] >= 0)
+      plan(j, Use::Gradient, per_sample(nd) * sizeof(float), bwd(last[j]), bwd(j));
   }
+  // scratch: floats per sample each backward step needs
+  std::vector<int64_t> scratch(count + 1, 0);
+  for (int j = 1; j < count; ++j) {
+    std::sort(writes[j].begin(), writes[j].end(), std::greater<int>());
+    for (size_t w = 1; w < writes[j].size(); ++w) scratch[writes[j][w]] = std::max(scratch[writes[j][w]], per_sample(nodes_[j]));
+  }
+  for (int k = 1; k < count; ++k) {
+    const Node& nd = nodes_[k];
+    if (nd.spec.kind != OpKind::BatchNorm) continue;
+    const int in = nd.spec.inputs[0];
+    if (!(in > 0 && nodes_[in].requires_grad)) {
+      const int at = nd.fused_act ? k + 1 : k;
+      scratch[at] = std::max(scratch[at], per_sample(nd));
+    }
+  }
+  for (int k = 1; k < count; ++k)
+    if (scratch[k] > 0) plan(k, Use::Scratch, scratch[k] * sizeof(float), bwd(k), bwd(k));
 }
 
 Status Model::ensure_capacity(int n) {
   if (n <= capacity_) return Status::ok();
-  for (size_t i = 0; i < nodes_.size(); ++i) {
-    Node& nd = nodes_[i];
-    if (nd.alias >= 0 || i == 0) continue;
-    const int64_t elems = static_cast<int64_t>(n) * per_sample(nd);
-    const std::string what = "activations of layer \"" + nd.spec.name + "\" at batch " + std::to_string(n);
-    // a BN fused with its φ on a backend that keeps y in registers has no output buffer
-    if (!(nd.fused_act && backend_->fuses_bn_act()))
-      TL_TRY(backend_->alloc(elems * (nd.dtype == DType::I8 ? 1 : sizeof(float)), what.c_str(), &nd.out));
-    if (nd.spec.kind == OpKind::BatchNorm && !nd.xhat_in_place)
-      TL_TRY(backend_->alloc(elems * sizeof(float), what.c_str(), &nd.xhat_owned));
-    if (nd.spec.kind == OpKind::MaxPool) TL_TRY(backend_->alloc(elems * sizeof(int32_t), what.c_str(), &nd.argmax));
+  // Nothing in the arena outlives a step, so the old one goes before the new one comes: the peak is
+  // the new plan's alone, and after a failure the next call plans again.
+  capacity_ = 0;
+  arena_.reset();
+  for (auto& nd : nodes_) {
+    nd.out = Region(); nd.xhat_owned = Region(); nd.argmax = Region();
+    nd.grad = nd.scratch = nd.xhat = nullptr;
   }
-  grad_pool_.resize(grad_slot_per_sample_.size());
-  for (size_t k = 0; k < grad_pool_.size(); ++k)
-    TL_TRY(backend_->alloc(sizeof(float) * n * grad_slot_per_sample_[k], ("gradients at batch " + std::to_string(n)).c_str(),
-                           &grad_pool_[k]));
+  // Greedy by size, best fit (the largest buffers first, each into the smallest gap between the
+  // buffers already placed that are live at one of its steps). Offsets are multiples of 256, the
+  // alignment a separate allocation gets from every backend.
+  constexpr size_t kAlign = 256;
+  for (auto& p : plan_) {
+    p.bytes = (static_cast<size_t>(p.per_sample) * n + kAlign - 1) / kAlign * kAlign;
+    p.offset = 0;
+  }
+  std::vector<size_t> order(plan_.size());
+  for (size_t a = 0; a < order.size(); ++a) order[a] = a;
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    const Planned &p = plan_[a], &q = plan_[b];
+    if (p.bytes != q.bytes) return p.bytes > q.bytes;
+    return p.from != q.from ? p.from < q.from : a < b;
+  });
+  std::vector<size_t> placed;  // by offset
+  size_t total = 0;
+  for (size_t a : order) {
+    Planned& p = plan_[a];
+    size_t at = SIZE_MAX, best_gap = SIZE_MAX, end = 0;
+    for (size_t b : placed) {
+      const Planned& q = plan_[b];
+      if (share_ && (q.to < p.from || p.to < q.from)) continue;  // never live at the same step
+      if (q.offset >= end && q.offset - end >= p.bytes && q.offset - end < best_gap) {
+        at = end;
+        best_gap = q.offset - end;
+      }
+      end = std::max(end, q.offset + q.bytes);
+    }
+    p.offset = at != SIZE_MAX ? at : end;
+    placed.insert(std::upper_bound(placed.begin(), placed.end(), p.offset,
+                                   [&](size_t off, size_t b) { return off < plan_[b].offset; }),
+                  a);
+    total = std::max(total, p.offset + p.bytes);
+  }
+  TL_TRY(backend_->alloc(total, ("activations and gradients at batch " + std::to_string(n)).c_str(), &arena_));
+  auto* base = arena_.as<uint8_t>();
+  for (const Planned& p : plan_) {
+    Node& nd = nodes_[p.node];
+    void* at = base + p.offset;
+    switch (p.use) {
+      case Use::Output: nd.out = Region{at, p.bytes}; break;
+      case Use::Xhat: nd.xhat_owned = Region{at, p.bytes}; break;
+      case Use::Argmax: nd.argmax = Region{at, p.bytes}; break;
+      case Use::Gradient: nd.grad = static_cast<float*>(at); break;
+      case Use::Scratch: nd.scratch = static_cast<float*>(at); break;
+    }
+  }
   for (size_t i = 1; i < nodes_.size(); ++i) {
     Node& nd = nodes_[i];
-    if (nd.alias >= 0) continue;
-    nd.grad = nd.grad_slot >= 0 ? grad_pool_[nd.grad_slot].as<float>() : nullptr;
     if (nd.spec.kind == OpKind::BatchNorm)
       nd.xhat = nd.xhat_in_place ? storage(nd.spec.inputs[0]).out.as<float>() : nd.xhat_owned.as<float>();
   }
-  int64_t biggest = 0;
-  for (auto& nd : nodes_) biggest = std::max<int64_t>(biggest, static_cast<int64_t>(n) * per_sample(nd));
-  TL_TRY(backend_->alloc(biggest * sizeof(float), "gradient scratch", &scratch_));
   TL_TRY(backend_->alloc(sizeof(int32_t) * n, "labels", &labels_scratch_));
   TL_TRY(backend_->alloc(sizeof(float) * n, "per-sample loss", &row_loss_));
   TL_TRY(backend_->alloc(sizeof(int32_t) * n, "per-sample rank", &rank_));
@@ -375,24 +460,25 @@ Status Model::loss(const int32_t* labels_host, int n, LossKind kind, float* row_
   return Status::ok();
 }
 
-// Where the gradient for `input` goes: its own grad buffer the first time in this backward pass,
-// the scratch buffer (then accumulated) when another consumer already wrote it.
-Status Model::grad_target(int input, int64_t elems, float** target, bool* accumulate_after) {
+// Where the gradient for `input` goes at backward step `step`: its own grad buffer the first time in
+// this backward pass, the step's scratch (then accumulated) when another consumer already wrote it.
+Status Model::grad_target(int step, int input, float** target, bool* accumulate_after) {
   Node& st = storage(input);
-  (void)elems;
   if (!st.grad_written) {
     *target = st.grad;
     *accumulate_after = false;
   } else {
-    *target = scratch_.as<float>();
+    *target = nodes_[step].scratch;
     *accumulate_after = true;
+    if (!*target)
+      return Status(Code::Internal, "layer \"" + nodes_[step].spec.name + "\": the memory plan gave its backward step no scratch");
   }
   return Status::ok();
 }
 
-Status Model::finish_grad(int input, int64_t elems, bool accumulate_after) {
+Status Model::finish_grad(int step, int input, int64_t elems, bool accumulate_after) {
   Node& st = storage(input);
-  if (accumulate_after) TL_TRY(backend_->accumulate(elems, scratch_.as<float>(), st.grad));
+  if (accumulate_after) TL_TRY(backend_->accumulate(elems, nodes_[step].scratch, st.grad));
   st.grad_written = true;
   return Status::ok();
 }
@@ -413,7 +499,7 @@ Status Model::backward(int n) {
     const int64_t in_elems = in > 0 ? static_cast<int64_t>(n) * per_sample(nodes_[in]) : 0;
     float* dx = nullptr;
     bool acc = false;
-    if (in_grad) TL_TRY(grad_target(in, in_elems, &dx, &acc));
+    if (in_grad) TL_TRY(grad_target(i, in, &dx, &acc));
     switch (s.kind) {
       case OpKind::Conv:
       case OpKind::Dense: {
@@ -430,7 +516,8 @@ Status Model::backward(int n) {
         break;
       case OpKind::BatchNorm: {
         const int64_t rows = static_cast<int64_t>(n) * nd.h * nd.w;
-        float* target = in_grad ? dx : scratch_.as<float>();
+        float* target = in_grad ? dx : nd.scratch;
+        if (!target) return Status(Code::Internal, "layer \"" + s.name + "\": the memory plan gave its backward step no scratch");
         TL_TRY(backend_->bn_backward(rows, nd.c, dy, nd.xhat, nd.gamma.as<float>(), nd.invstd.as<float>(), target,
                                      nd.dgamma.as<float>(), nd.dbeta.as<float>()));
         break;
@@ -442,13 +529,14 @@ Status Model::backward(int n) {
           const int bin = bn.spec.inputs[0];
           const bool bin_grad = bin > 0 && nodes_[bin].requires_grad;
           const int64_t rows = static_cast<int64_t>(n) * bn.h * bn.w;
-          float* bdx = scratch_.as<float>();
+          float* bdx = nd.scratch;
           bool bacc = false;
-          if (bin_grad) TL_TRY(grad_target(bin, in_elems, &bdx, &bacc));
+          if (bin_grad) TL_TRY(grad_target(i, bin, &bdx, &bacc));
+          if (!bdx) return Status(Code::Internal, "layer \"" + s.name + "\": the memory plan gave its backward step no scratch");
           TL_TRY(backend_->act_bn_backward(rows, bn.c, dy, bn.out.as<float>(), bn.xhat, bn.gamma.as<float>(),
                                            bn.beta.as<float>(), bn.invstd.as<float>(), s.act, bn.grad, bdx,
                                            bn.dgamma.as<float>(), bn.dbeta.as<float>()));
-          if (bin_grad) TL_TRY(finish_grad(bin, in_elems, bacc));
+          if (bin_grad) TL_TRY(finish_grad(i, bin, in_elems, bacc));
           continue;  // the BN node's gradient is never marked written, so the loop skips it
         }
         if (in_grad)
@@ -456,21 +544,21 @@ Status Model::backward(int n) {
         break;
       case OpKind::Add: {
         if (in_grad) TL_TRY(backend_->copy(dx, dy, sizeof(float) * in_elems));
-        if (in_grad) TL_TRY(finish_grad(in, in_elems, acc));
+        if (in_grad) TL_TRY(finish_grad(i, in, in_elems, acc));
         const int in1 = s.inputs[1];
         if (in1 > 0 && nodes_[in1].requires_grad) {
           float* dx1;
           bool acc1;
-          TL_TRY(grad_target(in1, in_elems, &dx1, &acc1));
+          TL_TRY(grad_target(i, in1, &dx1, &acc1));
           TL_TRY(backend_->copy(dx1, dy, sizeof(float) * in_elems));
-          TL_TRY(finish_grad(in1, in_elems, acc1));
+          TL_TRY(finish_grad(i, in1, in_elems, acc1));
         }
         continue;
       }
       default:
         break;
     }
-    if (in_grad) TL_TRY(finish_grad(in, in_elems, acc));
+    if (in_grad) TL_TRY(finish_grad(i, in, in_elems, acc));
   }
   return Status::ok();
 }
@@ -658,6 +746,30 @@ Status Model::set_state(const std::vector<NamedTensor>& in) {
     }
   }
   return Status::ok();
+}
+
+std::string Model::memory_report_json() const {
+  static const char* const uses[] = {"output", "xhat", "argmax", "gradient", "scratch"};
+  size_t weights = 0, weight_grads = 0, optimizer = 0, bn = 0;
+  for (const Node& nd : nodes_) {
+    weights += nd.wq.bytes() + nd.wf.bytes();
+    weight_grads += nd.gw.bytes();
+    optimizer += nd.wm.bytes() + nd.wv.bytes() + nd.gm.bytes() + nd.gv.bytes() + nd.bm.bytes() + nd.bv.bytes();
+    for (const Buffer* b : {&nd.gamma, &nd.beta, &nd.rmean, &nd.rvar, &nd.dgamma, &nd.dbeta, &nd.invstd}) bn += b->bytes();
+  }
+  const size_t other = counters_.bytes() + labels_scratch_.bytes() + row_loss_.bytes() + rank_.bytes();
+  std::ostringstream o;
+  o << "{\"batch\":" << capacity_ << ",\"shared\":" << (share_ ? "true" : "false") << ",\"steps\":" << 2 * nodes_.size()
+    << ",\"arena\":" << arena_.bytes() << ",\"weights\":" << weights << ",\"weightGradients\":" << weight_grads
+    << ",\"optimizer\":" << optimizer << ",\"batchNorm\":" << bn << ",\"other\":" << other << ",\"buffers\":[";
+  for (size_t k = 0; k < plan_.size(); ++k) {
+    const Planned& p = plan_[k];
+    o << (k ? "," : "") << "{\"node\":" << p.node << ",\"layer\":\"" << nodes_[p.node].spec.name << "\",\"use\":\""
+      << uses[static_cast<int>(p.use)] << "\",\"from\":" << p.from << ",\"to\":" << p.to << ",\"offset\":" << p.offset
+      << ",\"bytes\":" << (capacity_ ? p.bytes : 0) << "}";
+  }
+  o << "]}";
+  return o.str();
 }
 
 std::string Model::summary_json() const {

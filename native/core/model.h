@@ -57,6 +57,14 @@ struct LayerCounters {
   bool integer_input = false;
 };
 
+// Where one planned buffer lives: a range of the model's arena (plan_memory), not an allocation.
+struct Region {
+  void* ptr = nullptr;
+  size_t bytes = 0;
+  void* data() const { return ptr; }
+  template <class T> T* as() const { return static_cast<T*>(ptr); }
+};
+
 class Model {
  public:
   Model(std::unique_ptr<Backend> backend) : backend_(std::move(backend)) {}
@@ -82,7 +90,11 @@ class Model {
   void decode_counters(const int64_t* host_counters, std::vector<LayerCounters>* out) const;
   void decode_report(const void* report_host, int n, double* loss_sum, int64_t* correct, std::vector<LayerCounters>* out) const;
 
+  // Allocates every activation and gradient buffer for batches up to n (forward() calls it).
   Status ensure_capacity(int n);
+  // JSON: the arena's plan at the current capacity (each buffer's use, bytes, offset and live
+  // steps) and the model's other buffers by category; the bytes add up to what the model holds.
+  std::string memory_report_json() const;
   Status get_state(std::vector<NamedTensor>* out);
   Status set_state(const std::vector<NamedTensor>& in);
   std::string summary_json() const;
@@ -100,18 +112,18 @@ class Model {
     int alias = -1;            // flatten: the node whose buffers it shares
     bool requires_grad = false;
     int consumers = 0;
-    Buffer out;
-    float* grad = nullptr;  // this node's output gradient: a slot of the model's gradient pool
-    int grad_slot = -1;
+    Region out;
+    float* grad = nullptr;  // this node's output gradient (a region of the arena)
+    float* scratch = nullptr;  // room for a gradient to accumulate from, during this node's backward step
     // weights
     int64_t nweights = 0;
     Buffer wq, wf, gw, wm, wv;
     // batch norm
     Buffer gamma, beta, rmean, rvar, dgamma, dbeta, gm, gv, bm, bv, invstd;
-    Buffer xhat_owned;        // x̂, unless it is written over the input's output (xhat_in_place)
+    Region xhat_owned;        // x̂, unless it is written over the input's output (xhat_in_place)
     float* xhat = nullptr;
     bool xhat_in_place = false;
-    Buffer argmax;
+    Region argmax;
     bool grad_written = false;
     // batch norm whose only consumer is the next node, an activation: one fused op each way in training
     bool fused_act = false;
@@ -121,21 +133,31 @@ class Model {
   Operand operand_of(int i);
   ConvGeom conv_geom(int i, int n) const;
   PoolGeom pool_geom(int i, int n) const;
-  Status grad_target(int input, int64_t elems, float** target, bool* accumulate_after);
-  Status finish_grad(int input, int64_t elems, bool accumulate_after);
+  Status grad_target(int step, int input, float** target, bool* accumulate_after);
+  Status finish_grad(int step, int input, int64_t elems, bool accumulate_after);
 
   std::unique_ptr<Backend> backend_;
   ModelSpec spec_;
   UpdateConfig update_;
   std::vector<Node> nodes_;
-  // Gradient buffers shared by nodes whose gradients are never live at the same time (plan_memory).
-  std::vector<Buffer> grad_pool_;
-  std::vector<int64_t> grad_slot_per_sample_;  // floats per sample each slot must hold
+  // One buffer of the plan: which node's, what for, its bytes per sample and the steps it is live
+  // over (plan_memory's timeline), then its place in the arena (ensure_capacity).
+  enum class Use : int { Output, Xhat, Argmax, Gradient, Scratch };
+  struct Planned {
+    int node = 0;
+    Use use = Use::Output;
+    int64_t per_sample = 0;  // bytes
+    int from = 0, to = 0;    // live over steps [from, to]
+    size_t offset = 0, bytes = 0;
+  };
+  std::vector<Planned> plan_;
+  bool share_ = true;  // false: every planned buffer gets its own bytes (TERNLAB_MEMORY_UNSHARED)
+  Buffer arena_;       // every planned buffer, placed so that buffers live at the same step never overlap
   void plan_memory();
   int capacity_ = 0;
   const float* input_ = nullptr;
   int batch_ = 0;
-  Buffer counters_, scratch_, labels_scratch_, row_loss_, rank_;
+  Buffer counters_, labels_scratch_, row_loss_, rank_;
   int64_t step_ = 0;
 };
 

@@ -95,6 +95,10 @@ export interface NativeModel {
   getStep(): number;
   setStep(step: number): void;
   memoryInUse(): number;
+  /** JSON: the activation arena's plan (each buffer's layer, use, live steps, offset, bytes) and the other buffers by category. */
+  memoryReport(): string;
+  /** Allocates the buffers for batches up to `batch` without computing (train and evaluate do it themselves). */
+  ensureCapacity(batch: number): void;
 }
 
 export interface Addon {
@@ -153,7 +157,7 @@ function wrapErrors<T extends object>(obj: T): T {
           throw fromNativeError(e);
         }
         const proxy: Record<string, unknown> = {};
-        for (const name of ["summary", "train", "evaluate", "cancel", "getState", "setState", "getStep", "setStep", "memoryInUse"])
+        for (const name of ["summary", "train", "evaluate", "cancel", "getState", "setState", "getStep", "setStep", "memoryInUse", "memoryReport", "ensureCapacity"])
           proxy[name] = wrapFn((inst as Record<string, (...a: unknown[]) => unknown>)[name], inst);
         return proxy;
       };

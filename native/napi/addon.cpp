@@ -88,7 +88,9 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
                         InstanceMethod("evaluate", &ModelWrap::Evaluate), InstanceMethod("cancel", &ModelWrap::Cancel),
                         InstanceMethod("getState", &ModelWrap::GetState), InstanceMethod("setState", &ModelWrap::SetState),
                         InstanceMethod("getStep", &ModelWrap::GetStep), InstanceMethod("setStep", &ModelWrap::SetStep),
-                        InstanceMethod("memoryInUse", &ModelWrap::MemoryInUse)});
+                        InstanceMethod("memoryInUse", &ModelWrap::MemoryInUse),
+                        InstanceMethod("memoryReport", &ModelWrap::MemoryReport),
+                        InstanceMethod("ensureCapacity", &ModelWrap::EnsureCapacity)});
   }
 
   ModelWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelWrap>(info) {
@@ -155,6 +157,20 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   }
   Napi::Value MemoryInUse(const Napi::CallbackInfo& info) {
     return Napi::Number::New(info.Env(), static_cast<double>(model_->backend().bytes_in_use()));
+  }
+  Napi::Value MemoryReport(const Napi::CallbackInfo& info) {
+    require_idle(info.Env());  // a run may be re-planning the arena on its worker thread
+    return Napi::String::New(info.Env(), model_->memory_report_json());
+  }
+  // The buffers for a batch, without computing anything (train and evaluate allocate the same).
+  Napi::Value EnsureCapacity(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    require_idle(env);
+    const double n = info[0].IsNumber() ? info[0].As<Napi::Number>().DoubleValue() : 0;
+    if (!(n >= 1 && n <= 1 << 30 && n == static_cast<int>(n)))
+      throw option_error(env, "ensureCapacity: the batch must be a positive integer, got " + info[0].ToString().Utf8Value());
+    check(env, model_->ensure_capacity(static_cast<int>(n)));
+    return env.Undefined();
   }
   Napi::Value GetState(const Napi::CallbackInfo& info);
   Napi::Value SetState(const Napi::CallbackInfo& info);

@@ -126,7 +126,6 @@ Status Model::build(const ModelSpec& spec, const UpdateConfig& update) {
     const uint32_t layer = static_cast<uint32_t>(i);
     if (n.nweights > 0) {
       const std::string what = "weights of layer \"" + s.name + "\"";
-      TL_TRY(backend_->alloc(n.nweights * sizeof(float), what.c_str(), &n.gw));
       if (s.discrete) {
         TL_TRY(backend_->alloc(n.nweights, what.c_str(), &n.wq));
         TL_TRY(backend_->init_states(n.nweights, n.wq.as<int8_t>(), spec.seed, layer, s.init_spread, s.levels));
@@ -157,6 +156,14 @@ Status Model::build(const ModelSpec& spec, const UpdateConfig& update) {
     nodes_[i].fused_act = nodes_[i].spec.kind == OpKind::BatchNorm && nodes_[i].consumers == 1 &&
                           nodes_[i + 1].spec.kind == OpKind::Activation && nodes_[i + 1].spec.inputs[0] == static_cast<int>(i);
   plan_memory();
+  std::vector<bool> gw_planned(nodes_.size(), false);
+  for (const Planned& p : plan_) gw_planned[p.node] = gw_planned[p.node] || p.use == Use::WeightGradient;
+  for (size_t i = 0; i < nodes_.size(); ++i) {
+    Node& n = nodes_[i];
+    if (n.nweights == 0 || gw_planned[i]) continue;
+    TL_TRY(backend_->alloc(n.nweights * sizeof(float), ("weight gradient of layer \"" + n.spec.name + "\"").c_str(), &n.gw_owned));
+    n.gw = Region{n.gw_owned.data(), n.gw_owned.bytes()};
+  }
   return Status::ok();
 }
 
@@ -166,12 +173,13 @@ Status Model::build(const ModelSpec& spec, const UpdateConfig& update) {
 //   their own inputs or argmax, never their outputs), so the float buffer serves both. In-place is
 //   safe: every backend reads x[i] before it writes x̂[i] and nothing but statistics in between.
 // - Every other batch-sized buffer (outputs, owned x̂, max-pool argmax, output gradients, the room a
-//   second gradient is accumulated from) is a range of one arena, live over an interval of one
-//   timeline: the forward of node i is step i, the loss step `count`, the backward of node i step
-//   2·count − i. A buffer is live from the step that writes it to the last step that reads it, and
-//   buffers that are never live at the same step may take the same bytes (ensure_capacity places
-//   them). Every op's inputs and outputs are live at its step, so no op ever sees two of its
-//   operands overlap, and a buffer keeps its contents from its write to its last read.
+//   second gradient is accumulated from) and the weight gradients are ranges of one arena, live over
+//   an interval of one timeline: the forward of node i is step i, the loss step `count`, the
+//   backward of node i step 2·count − i, the update step 2·count. A buffer is live from the step
+//   that writes it to the last step that reads it, and buffers that are never live at the same step
+//   may take the same bytes (ensure_capacity places them). Every op's inputs and outputs are live at
+//   its step, so no op ever sees two of its operands overlap, and a buffer keeps its contents from
+//   its write to its last read.
 // - Who reads an output in backward: a conv/dense its input (x of the weight gradient), an
 //   activation its input (φ′ of it; fused with its BN, x̂ and, where the backend keeps it, y), a BN
 //   its x̂, a max-pool its argmax (never its input or output), the loss the last output; avg-pool,
@@ -183,6 +191,9 @@ Status Model::build(const ModelSpec& spec, const UpdateConfig& update) {
 //   into its step's scratch and accumulates from there, so a scratch is live for one step only.
 //   Which consumer comes first depends on which gradients flow, so every consumer but the highest
 //   gets a scratch (and a batch norm whose input takes no gradient: its dx goes there).
+// - A layer's weight gradient is written by its backward (every backend overwrites it: it is never
+//   zeroed between steps) and read by the update, step 2·count. A layer no gradient reaches (no
+//   path to the loss) never writes it and updates with zeros, so it keeps a buffer of its own.
 void Model::plan_memory() {
   const int count = static_cast<int>(nodes_.size());
   for (int i = 1; i < count; ++i) {
@@ -280,6 +291,17 @@ void Model::plan_memory() {
   }
   for (int k = 1; k < count; ++k)
     if (scratch[k] > 0) plan(k, Use::Scratch, scratch[k] * sizeof(float), bwd(k), bwd(k));
+  // weight gradients of the layers the loss's gradient reaches
+  std::vector<bool> reached(count, false);
+  reached[count - 1] = true;
+  for (int k = count - 1; k >= 1; --k)
+    if (reached[k])
+      for (int in : nodes_[k].spec.inputs) reached[in] = true;
+  for (int j = 1; j < count; ++j)
+    if (nodes_[j].nweights > 0 && reached[j]) {
+      plan(j, Use::WeightGradient, 0, bwd(j), 2 * count);
+      plan_.back().fixed = nodes_[j].nweights * sizeof(float);
+    }
 }
 
 Status Model::ensure_capacity(int n) {
@@ -291,42 +313,58 @@ Status Model::ensure_capacity(int n) {
   for (auto& nd : nodes_) {
     nd.out = Region(); nd.xhat_owned = Region(); nd.argmax = Region();
     nd.grad = nd.scratch = nd.xhat = nullptr;
+    if (!nd.gw_owned.data()) nd.gw = Region();
   }
-  // Greedy by size, best fit (the largest buffers first, each into the smallest gap between the
-  // buffers already placed that are live at one of its steps). Offsets are multiples of 256, the
-  // alignment a separate allocation gets from every backend.
+  // Greedy by size, best fit: the largest buffers first, each into the smallest gap between the
+  // buffers already placed that are live at one of its steps. The weight gradients (live from their
+  // layer's backward to the update) fit best last on some graphs (the CIFAR net: they then sit
+  // beside the first layers' gradients, not among the activations), so both orders are tried and
+  // the smaller arena kept. Offsets are multiples of 256, the alignment a separate allocation gets
+  // from every backend.
   constexpr size_t kAlign = 256;
-  for (auto& p : plan_) {
-    p.bytes = (static_cast<size_t>(p.per_sample) * n + kAlign - 1) / kAlign * kAlign;
-    p.offset = 0;
-  }
-  std::vector<size_t> order(plan_.size());
-  for (size_t a = 0; a < order.size(); ++a) order[a] = a;
-  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
-    const Planned &p = plan_[a], &q = plan_[b];
-    if (p.bytes != q.bytes) return p.bytes > q.bytes;
-    return p.from != q.from ? p.from < q.from : a < b;
-  });
-  std::vector<size_t> placed;  // by offset
-  size_t total = 0;
-  for (size_t a : order) {
-    Planned& p = plan_[a];
-    size_t at = SIZE_MAX, best_gap = SIZE_MAX, end = 0;
-    for (size_t b : placed) {
-      const Planned& q = plan_[b];
-      if (share_ && (q.to < p.from || p.to < q.from)) continue;  // never live at the same step
-      if (q.offset >= end && q.offset - end >= p.bytes && q.offset - end < best_gap) {
-        at = end;
-        best_gap = q.offset - end;
+  for (auto& p : plan_) p.bytes = (static_cast<size_t>(p.per_sample) * n + p.fixed + kAlign - 1) / kAlign * kAlign;
+  auto place = [&](bool weight_gradients_last, std::vector<size_t>* offsets) {
+    std::vector<size_t> order(plan_.size());
+    for (size_t a = 0; a < order.size(); ++a) order[a] = a;
+    std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+      const Planned &p = plan_[a], &q = plan_[b];
+      const bool pw = weight_gradients_last && p.use == Use::WeightGradient, qw = weight_gradients_last && q.use == Use::WeightGradient;
+      if (pw != qw) return qw;
+      if (p.bytes != q.bytes) return p.bytes > q.bytes;
+      return p.from != q.from ? p.from < q.from : a < b;
+    });
+    offsets->assign(plan_.size(), 0);
+    std::vector<size_t> placed;  // by offset
+    size_t total = 0;
+    for (size_t a : order) {
+      const Planned& p = plan_[a];
+      size_t at = SIZE_MAX, best_gap = SIZE_MAX, end = 0;
+      for (size_t b : placed) {
+        const Planned& q = plan_[b];
+        const size_t qo = (*offsets)[b];
+        if (share_ && (q.to < p.from || p.to < q.from)) continue;  // never live at the same step
+        if (qo >= end && qo - end >= p.bytes && qo - end < best_gap) {
+          at = end;
+          best_gap = qo - end;
+        }
+        end = std::max(end, qo + q.bytes);
       }
-      end = std::max(end, q.offset + q.bytes);
+      (*offsets)[a] = at != SIZE_MAX ? at : end;
+      placed.insert(std::upper_bound(placed.begin(), placed.end(), (*offsets)[a],
+                                     [&](size_t off, size_t b) { return off < (*offsets)[b]; }),
+                    a);
+      total = std::max(total, (*offsets)[a] + p.bytes);
     }
-    p.offset = at != SIZE_MAX ? at : end;
-    placed.insert(std::upper_bound(placed.begin(), placed.end(), p.offset,
-                                   [&](size_t off, size_t b) { return off < plan_[b].offset; }),
-                  a);
-    total = std::max(total, p.offset + p.bytes);
+    return total;
+  };
+  std::vector<size_t> offsets, last_offsets;
+  size_t total = place(false, &offsets);
+  const size_t total_last = place(true, &last_offsets);
+  if (total_last < total) {
+    total = total_last;
+    offsets.swap(last_offsets);
   }
+  for (size_t a = 0; a < plan_.size(); ++a) plan_[a].offset = offsets[a];
   TL_TRY(backend_->alloc(total, ("activations and gradients at batch " + std::to_string(n)).c_str(), &arena_));
   auto* base = arena_.as<uint8_t>();
   for (const Planned& p : plan_) {
@@ -338,6 +376,7 @@ Status Model::ensure_capacity(int n) {
       case Use::Argmax: nd.argmax = Region{at, p.bytes}; break;
       case Use::Gradient: nd.grad = static_cast<float*>(at); break;
       case Use::Scratch: nd.scratch = static_cast<float*>(at); break;
+      case Use::WeightGradient: nd.gw = Region{at, p.bytes}; break;
     }
   }
   for (size_t i = 1; i < nodes_.size(); ++i) {
@@ -749,11 +788,11 @@ Status Model::set_state(const std::vector<NamedTensor>& in) {
 }
 
 std::string Model::memory_report_json() const {
-  static const char* const uses[] = {"output", "xhat", "argmax", "gradient", "scratch"};
+  static const char* const uses[] = {"output", "xhat", "argmax", "gradient", "scratch", "weightGradient"};
   size_t weights = 0, weight_grads = 0, optimizer = 0, bn = 0;
   for (const Node& nd : nodes_) {
     weights += nd.wq.bytes() + nd.wf.bytes();
-    weight_grads += nd.gw.bytes();
+    weight_grads += nd.gw_owned.bytes();
     optimizer += nd.wm.bytes() + nd.wv.bytes() + nd.gm.bytes() + nd.gv.bytes() + nd.bm.bytes() + nd.bv.bytes();
     for (const Buffer* b : {&nd.gamma, &nd.beta, &nd.rmean, &nd.rvar, &nd.dgamma, &nd.dbeta, &nd.invstd}) bn += b->bytes();
   }

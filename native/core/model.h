@@ -117,7 +117,11 @@ class Model {
     float* scratch = nullptr;  // room for a gradient to accumulate from, during this node's backward step
     // weights
     int64_t nweights = 0;
-    Buffer wq, wf, gw, wm, wv;
+    Buffer wq, wf, wm, wv;
+    // the weight gradient: a range of the arena from this layer's backward to the update, or its own
+    // buffer (gw_owned, zeros forever) for a layer no gradient reaches
+    Region gw;
+    Buffer gw_owned;
     // batch norm
     Buffer gamma, beta, rmean, rvar, dgamma, dbeta, gm, gv, bm, bv, invstd;
     Region xhat_owned;        // x̂, unless it is written over the input's output (xhat_in_place)
@@ -142,11 +146,11 @@ class Model {
   std::vector<Node> nodes_;
   // One buffer of the plan: which node's, what for, its bytes per sample and the steps it is live
   // over (plan_memory's timeline), then its place in the arena (ensure_capacity).
-  enum class Use : int { Output, Xhat, Argmax, Gradient, Scratch };
+  enum class Use : int { Output, Xhat, Argmax, Gradient, Scratch, WeightGradient };
   struct Planned {
     int node = 0;
     Use use = Use::Output;
-    int64_t per_sample = 0;  // bytes
+    int64_t per_sample = 0, fixed = 0;  // bytes: per_sample · batch + fixed
     int from = 0, to = 0;    // live over steps [from, to]
     size_t offset = 0, bytes = 0;
   };

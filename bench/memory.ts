@@ -2,7 +2,9 @@
 // gradients, scratch), per backend: the allocation plan is the model's (native/core/model.cpp),
 // so the CPU backend shows the same activation/gradient plan the GPU uses (the CUDA backend adds
 // its own scratch: converted operands, cuDNN workspace, partial sums).
-//   node dist/bench/memory.js [--backend cpu|cuda] [--batch 256]
+//   node dist/bench/memory.js [--backend cpu|cuda] [--batch 256] [--evaluate] [--buffers]
+// The buffers are allocated without computing (ensureCapacity); --evaluate then runs one
+// evaluation pass and checks that it holds the same bytes. --buffers lists the arena's plan.
 import { gxnorCifar, loadAddon, resnet18, updateConfig } from "./gpu_models";
 
 const args = process.argv.slice(2);
@@ -11,19 +13,68 @@ const opt = (name: string, dflt: string) => {
   return i >= 0 && i + 1 < args.length ? args[i + 1] : dflt;
 };
 
+interface Planned { node: number; layer: string; use: string; from: number; to: number; offset: number; bytes: number }
+interface Report {
+  batch: number; shared: boolean; steps: number; arena: number;
+  weights: number; weightGradients: number; optimizer: number; batchNorm: number; other: number;
+  buffers: Planned[];
+}
+
+const MiB = (b: number) => +(b / 2 ** 20).toFixed(1);
+
+// Activations split by whether a backward op reads them (live past the loss step, steps / 2).
+function category(p: Planned, r: Report): string {
+  return p.use === "output" ? (p.to > r.steps / 2 ? "output (read in backward)" : "output (forward only)") : p.use;
+}
+
+// The arena's buffers by category: their own bytes (what separate buffers would hold) and what is
+// live at the step where the most is live (the least any placement of them can take).
+export function breakdown(r: Report): Record<string, unknown> {
+  const own: Record<string, number> = {};
+  for (const p of r.buffers) own[category(p, r)] = (own[category(p, r)] ?? 0) + p.bytes;
+  let peak = 0, peakStep = 0;
+  for (let t = 1; t <= r.steps; ++t) {
+    const live = r.buffers.reduce((s, p) => s + (p.from <= t && t <= p.to ? p.bytes : 0), 0);
+    if (live > peak) [peak, peakStep] = [live, t];
+  }
+  const atPeak: Record<string, number> = {};
+  for (const p of r.buffers)
+    if (p.from <= peakStep && peakStep <= p.to) atPeak[category(p, r)] = (atPeak[category(p, r)] ?? 0) + p.bytes;
+  const mib = (o: Record<string, number>) => Object.fromEntries(Object.entries(o).map(([k, v]) => [k, MiB(v)]));
+  const nodes = r.steps / 2;
+  const where = peakStep < nodes ? `forward of node ${peakStep}` : peakStep === nodes ? "loss" : peakStep === r.steps ? "update" : `backward of node ${r.steps - peakStep}`;
+  return {
+    arena: MiB(r.arena), arenaUnshared: MiB(r.buffers.reduce((s, p) => s + p.bytes, 0)), peakLive: MiB(peak), peakAt: where,
+    arenaBuffers: mib(own), liveAtPeak: mib(atPeak),
+    fixed: mib({ weights: r.weights, weightGradients: r.weightGradients, optimizer: r.optimizer, batchNorm: r.batchNorm, other: r.other }),
+  };
+}
+
 async function main(): Promise<void> {
   const addon = loadAddon();
   const kind = opt("backend", "cpu"), batch = Number(opt("batch", "256"));
   for (const [name, spec] of [["cifar", gxnorCifar(1)], ["resnet18-224", resnet18(1, 224, 1000)]] as const) {
     const m = new addon.NativeModel(spec, updateConfig(), { kind, threads: 0 });
-    const per = spec.h * spec.w * spec.c;
-    const images = new Uint8Array(batch * per), labels = new Int32Array(batch);
-    // one evaluation pass allocates every activation and gradient buffer for the batch
-    await m.evaluate({ images, labels, count: batch }, batch, 0);
-    console.log(JSON.stringify({ model: name, backend: kind, batch, MiB: +(m.memoryInUse() / 2 ** 20).toFixed(1) }));
+    m.ensureCapacity(batch);
+    const bytes = m.memoryInUse();
+    const report: Report = JSON.parse(m.memoryReport());
+    const out: Record<string, unknown> = { model: name, backend: kind, batch, MiB: MiB(bytes) };
+    if (args.includes("--evaluate")) {
+      // a real pass allocates nothing more: the plan is all the model holds
+      const per = spec.h * spec.w * spec.c;
+      const images = new Uint8Array(batch * per), labels = new Int32Array(batch);
+      await m.evaluate({ images, labels, count: batch }, batch, 0);
+      out.MiBAfterEvaluate = MiB(m.memoryInUse());
+      if (m.memoryInUse() !== bytes) throw new Error(`${name}: ${m.memoryInUse()} bytes after an evaluation pass, ${bytes} planned`);
+    }
+    console.log(JSON.stringify(out));
+    console.log(JSON.stringify(breakdown(report)));
+    if (args.includes("--buffers"))
+      for (const p of report.buffers) console.log(JSON.stringify({ layer: p.layer, use: p.use, from: p.from, to: p.to, offset: p.offset, MiB: MiB(p.bytes) }));
   }
 }
-main().catch((e) => {
-  console.error(e);
-  process.exit(1);
-});
+if (require.main === module)
+  main().catch((e) => {
+    console.error(e);
+    process.exit(1);
+  });

@@ -1,17 +1,26 @@
 /**
- * The model's memory plan (native/core/model.cpp, plan_memory): gradients share buffers by
- * liveness, x̂ is written over the BN input's output and a BN fused with its φ keeps no output, so a
- * deeper chain costs its weights and forward buffers per layer, not a float gradient, x̂ and BN
- * output per node as well.
+ * The model's memory plan (native/core/model.cpp, plan_memory): x̂ is written over the BN input's
+ * output, a BN fused with its φ keeps no output, and every batch-sized buffer (outputs, x̂, argmax,
+ * gradients, scratch) is a range of one arena, live from the step that writes it to the last step
+ * that reads it; buffers never live at the same step share bytes. So a deeper chain costs its
+ * weights and forward buffers per layer, a forward output that no backward op reads costs nothing
+ * once the gradients are larger, and the results are those of a plan that shares nothing.
  */
 import * as assert from "node:assert/strict";
-import { loadAddon, NodeSpec, OP, updateConfig } from "../bench/gpu_models";
+import { gxnorCifar, loadAddon, ModelSpec, NodeSpec, OP, resnet18, tinyNet, updateConfig } from "../bench/gpu_models";
 
 const addon = loadAddon();
 const WIDTH = 64, BATCH = 128;
 
+interface Planned { node: number; layer: string; use: string; from: number; to: number; offset: number; bytes: number }
+interface Report {
+  batch: number; shared: boolean; steps: number; arena: number;
+  weights: number; weightGradients: number; optimizer: number; batchNorm: number; other: number;
+  buffers: Planned[];
+}
+
 // depth × (dense WIDTH → BN → φ), then dense 10 → BN
-function chain(depth: number): { h: number; w: number; c: number; classes: number; seed: number; nodes: NodeSpec[] } {
+function chain(depth: number): ModelSpec {
   const nodes: NodeSpec[] = [{ kind: OP.input, name: "input", inputs: [] }];
   const add = (n: NodeSpec) => nodes.push(n) - 1;
   let last = add({ kind: OP.flatten, name: "flatten", inputs: [0] });
@@ -25,14 +34,89 @@ function chain(depth: number): { h: number; w: number; c: number; classes: numbe
   return { h: 4, w: 4, c: 4, classes: 10, seed: 1, nodes };
 }
 
+// Every case the plan distinguishes: a BN on the input (no input gradient: its dx goes to the
+// scratch), fused and unfused BN + φ, x̂ over a max-pool's output, a conv read only by its max-pool,
+// an activation and an add read by two consumers (gradients accumulated through the scratch), an add
+// of one tensor to itself, average pooling, a full-precision conv, flatten of a real-valued output,
+// a conv no gradient reaches (its weight gradient stays zero: it updates with zeros).
+function everyCase(): ModelSpec {
+  const act = { levels: 1, r: 1, a: 0.5, window: 0 };
+  const n: NodeSpec[] = [
+    { kind: OP.input, name: "input", inputs: [] },
+    { kind: OP.batchNorm, name: "bn0", inputs: [0] },
+    { kind: OP.activation, name: "act0", inputs: [1], act },
+    { kind: OP.conv, name: "conv1", inputs: [2], out: 8, kh: 3, kw: 3, ph: 1, pw: 1, levels: 1 },
+    { kind: OP.maxPool, name: "pool1", inputs: [3], kh: 2, kw: 2, sh: 2, sw: 2 },
+    { kind: OP.batchNorm, name: "bn1", inputs: [4] },
+    { kind: OP.activation, name: "act1", inputs: [5], act },
+    { kind: OP.conv, name: "conv2a", inputs: [6], out: 8, kh: 3, kw: 3, ph: 1, pw: 1, levels: 1 },
+    { kind: OP.batchNorm, name: "bn2a", inputs: [7] },
+    { kind: OP.conv, name: "conv2b", inputs: [6], out: 8, discrete: false },
+    { kind: OP.batchNorm, name: "bn2b", inputs: [9] },
+    { kind: OP.add, name: "add", inputs: [8, 10] },
+    { kind: OP.add, name: "twice", inputs: [11, 11] },
+    { kind: OP.activation, name: "act2", inputs: [12], act },
+    { kind: OP.conv, name: "conv3", inputs: [13], out: 8, kh: 3, kw: 3, sh: 2, sw: 2, ph: 1, pw: 1, levels: 1 },
+    { kind: OP.avgPool, name: "avg", inputs: [12], kh: 2, kw: 2, sh: 2, sw: 2 },
+    { kind: OP.add, name: "add3", inputs: [14, 15] },
+    { kind: OP.flatten, name: "flatten", inputs: [16] },
+    { kind: OP.dense, name: "fc", inputs: [17], out: 10, levels: 1 },
+    { kind: OP.conv, name: "dead", inputs: [13], out: 4, kh: 3, kw: 3, ph: 1, pw: 1, levels: 1 },
+    { kind: OP.batchNorm, name: "bnfc", inputs: [18] },
+  ];
+  return { h: 8, w: 8, c: 3, classes: 10, seed: 3, nodes: n };
+}
+
+function model(spec: ModelSpec, unshared = false) {
+  // TERNLAB_MEMORY_UNSHARED (read when a model is built): every planned buffer its own bytes
+  process.env.TERNLAB_MEMORY_UNSHARED = unshared ? "1" : "";
+  try {
+    return new addon.NativeModel(spec, updateConfig(), { kind: "cpu", threads: 2 });
+  } finally {
+    delete process.env.TERNLAB_MEMORY_UNSHARED;
+  }
+}
+
+function data(spec: ModelSpec, count: number) {
+  const per = spec.h * spec.w * spec.c;
+  const images = new Uint8Array(count * per).map((_, i) => (i * 37 + (i >> 7) * 11) & 255);
+  const labels = Int32Array.from({ length: count }, (_, i) => (i * 7) % spec.classes);
+  return { images, labels, count };
+}
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+async function train(m: any, spec: ModelSpec, batch: number, steps: number): Promise<number[]> {
+  const losses: number[] = [];
+  const lr = new Float32Array(steps).fill(0.01);
+  await m.train(data(spec, batch * steps), { epoch: 0, batch, firstStep: 0, begin: 0, end: steps, loss: 0, shuffle: true, lr },
+    (rows: { loss: number }[]) => rows.forEach((r) => losses.push(r.loss)));
+  return losses;
+}
+
 async function bytesAfterOneStep(depth: number): Promise<number> {
   const spec = chain(depth);
-  const m = new addon.NativeModel(spec, updateConfig(), { kind: "cpu", threads: 1 });
-  const per = spec.h * spec.w * spec.c, count = BATCH;
-  const images = new Uint8Array(count * per).map((_, i) => (i * 37) & 255);
-  const labels = Int32Array.from({ length: count }, (_, i) => i % 10);
-  await m.train({ images, labels, count }, { epoch: 0, batch: BATCH, firstStep: 0, begin: 0, end: 1, loss: 0, shuffle: false, lr: new Float32Array(1).fill(0.01) }, () => undefined);
+  const m = model(spec);
+  await train(m, spec, BATCH, 1);
   return m.memoryInUse();
+}
+
+const live = (p: Planned, t: number) => p.from <= t && t <= p.to;
+const overlap = (p: Planned, q: Planned) => p.offset < q.offset + q.bytes && q.offset < p.offset + p.bytes;
+const find = (r: Report, layer: string, use: string) => {
+  const p = r.buffers.find((b) => b.layer === layer && b.use === use);
+  assert.ok(p, `no ${use} buffer planned for ${layer}`);
+  return p;
+};
+
+// The placement's invariant: buffers live at a common step never share a byte, and all fit.
+function assertPlaced(r: Report, what: string): void {
+  for (const p of r.buffers) assert.ok(p.offset + p.bytes <= r.arena, `${what}: ${p.layer} ${p.use} lies past the arena`);
+  for (let a = 0; a < r.buffers.length; ++a)
+    for (let b = a + 1; b < r.buffers.length; ++b) {
+      const p = r.buffers[a], q = r.buffers[b];
+      if (p.to >= q.from && q.to >= p.from && p.bytes && q.bytes)
+        assert.ok(!overlap(p, q), `${what}: ${p.layer} ${p.use} [${p.from}, ${p.to}] and ${q.layer} ${q.use} [${q.from}, ${q.to}] share bytes`);
+    }
 }
 
 describe("memory plan", () => {
@@ -51,5 +135,97 @@ describe("memory plan", () => {
     assert.ok(perLayer <= params + forward + counters,
       `each layer added ${perLayer} bytes; weights and forward buffers are ${params + forward} (a gradient, x̂ or BN output per node would add ${round(4 * BATCH * WIDTH)} each)`);
     assert.ok(perLayer >= params, `each layer added ${perLayer} bytes, less than its own parameters (${params})`);
+  });
+
+  it("the CIFAR net holds what is live at its busiest step: conv1's x̂, three conv1-sized gradients, later weight gradients", () => {
+    const spec = gxnorCifar(1, 0.25), batch = 64;
+    const m = model(spec);
+    m.ensureCapacity(batch);
+    const r: Report = JSON.parse(m.memoryReport());
+    assert.equal(r.batch, batch);
+    assert.ok(r.shared);
+    // the report accounts for every byte the model holds
+    assert.equal(r.arena + r.weights + r.weightGradients + r.optimizer + r.batchNorm + r.other, m.memoryInUse());
+    assertPlaced(r, "cifar");
+    // conv1's output (bn1's x̂ in place) is read by φ1's fused backward, where φ1's, bn1's and
+    // conv1's gradients (all conv1's size) are live with it, and the weight gradients of every
+    // later layer (written by their backward, read by the update): no placement can hold less, and
+    // the plan holds no more. The old plan held every output and a pool of gradients besides.
+    const conv1 = 4 * batch * 32 * 32 * 32;
+    const layers: { name: string; weights: number }[] = JSON.parse(m.summary()).layers;
+    const laterWeightGradients = layers.filter((l) => l.weights > 0 && l.name !== "conv1").reduce((s, l) => s + Math.ceil((4 * l.weights) / 256) * 256, 0);
+    assert.ok(r.arena <= 4 * conv1 + laterWeightGradients,
+      `arena ${r.arena} bytes; conv1's x̂ and three gradients are ${4 * conv1}, the later weight gradients ${laterWeightGradients}`);
+    assert.equal(r.weightGradients, 0, "weight gradients are in the arena");
+    const own = r.buffers.reduce((s, p) => s + p.bytes, 0);
+    assert.ok(r.arena < own / 2, `arena ${r.arena} bytes for ${own} bytes of buffers`);
+    // they must not share: the four are read or written by one op
+    const x1 = find(r, "conv1", "output"), together = [x1, find(r, "conv1", "gradient"), find(r, "bn1", "gradient"), find(r, "act1", "gradient")];
+    for (let a = 0; a < together.length; ++a)
+      for (let b = a + 1; b < together.length; ++b)
+        assert.ok(!overlap(together[a], together[b]), `${together[a].layer} ${together[a].use} shares bytes with ${together[b].layer} ${together[b].use}`);
+    // what backward reads outlives the loss step; conv2's output, read only by pool2's forward, dies there
+    const lossStep = r.steps / 2, backwardOf = (layer: string) => r.steps - spec.nodes.findIndex((n) => n.name === layer);
+    assert.ok(x1.to >= backwardOf("act1"), "bn1's x̂ (over conv1's output) must live until φ1's fused backward");
+    assert.ok(find(r, "act1", "output").to >= backwardOf("conv2"), "φ1's states are conv2's x for its weight gradient");
+    assert.ok(find(r, "pool2", "argmax").to >= backwardOf("pool2"));
+    const conv2 = find(r, "conv2", "output");
+    assert.equal(conv2.to, conv2.from + 1, "conv2's output is read by pool2's forward only");
+    assert.ok(conv2.to < lossStep);
+    // ... so its bytes are reused by a gradient
+    assert.ok(r.buffers.some((p) => p.use === "gradient" && overlap(p, conv2)), "conv2's output shares its bytes with no gradient");
+    // the CIFAR net has one consumer per node and no BN on its input: no scratch at all
+    assert.ok(!r.buffers.some((p) => p.use === "scratch"));
+  });
+
+  it("places every graph's buffers without overlap; ResNet's skip connections get their scratch", () => {
+    for (const [name, spec] of [["resnet18-32", resnet18(1, 32, 10)], ["tiny", tinyNet()], ["every case", everyCase()]] as const) {
+      const m = model(spec);
+      m.ensureCapacity(32);
+      const r: Report = JSON.parse(m.memoryReport());
+      assertPlaced(r, name);
+      assert.equal(r.arena + r.weights + r.weightGradients + r.optimizer + r.batchNorm + r.other, m.memoryInUse());
+      const u = model(spec, true);
+      u.ensureCapacity(32);
+      const ru: Report = JSON.parse(u.memoryReport());
+      assert.ok(!ru.shared && ru.arena === ru.buffers.reduce((s, p) => s + p.bytes, 0), `${name}: the unshared plan shares`);
+      assert.ok(r.arena < ru.arena, `${name}: sharing saves nothing (${r.arena} of ${ru.arena} bytes)`);
+    }
+    const e: Report = JSON.parse((() => { const m = model(everyCase()); m.ensureCapacity(8); return m.memoryReport(); })());
+    assert.ok(!e.buffers.some((p) => p.layer === "dead" && p.use === "weightGradient") && e.weightGradients > 0,
+      "the weight gradient no backward writes must keep its own zeros, not a range of the arena");
+    assert.ok(e.buffers.some((p) => p.layer === "fc" && p.use === "weightGradient"));
+    const r: Report = JSON.parse((() => { const m = model(resnet18(1, 32, 10)); m.ensureCapacity(8); return m.memoryReport(); })());
+    // s1b1's add feeds φ and the next block's add; φ comes first in the backward pass, so the gradient
+    // from the add is accumulated through the scratch at φ's step, one step long
+    const s = find(r, "s1b1.act2", "scratch");
+    assert.equal(s.from, s.to);
+    assert.equal(s.bytes, find(r, "s1b1.add", "gradient").bytes);
+  });
+
+  it("ensureCapacity allocates what an evaluation pass and a training step use", async () => {
+    const spec = everyCase();
+    const m = model(spec);
+    m.ensureCapacity(32);
+    const planned = m.memoryInUse();
+    await m.evaluate(data(spec, 64), 32, 0);
+    assert.equal(m.memoryInUse(), planned);
+    await train(m, spec, 32, 2);
+    assert.equal(m.memoryInUse(), planned);
+    assert.throws(() => m.ensureCapacity(0), /positive integer/);
+  });
+
+  it("training with shared buffers gives the bits of training without sharing", async () => {
+    for (const [name, spec, batch] of [["every case", everyCase(), 16], ["tiny", tinyNet(), 16], ["cifar", gxnorCifar(2, 0.125), 8]] as const) {
+      const shared = model(spec), unshared = model(spec, true);
+      const a = await train(shared, spec, batch, 3), b = await train(unshared, spec, batch, 3);
+      assert.deepEqual(a, b, `${name}: losses differ`);
+      const sa = shared.getState(), sb = unshared.getState();
+      assert.equal(sa.length, sb.length);
+      for (let i = 0; i < sa.length; ++i) assert.ok(Buffer.compare(sa[i].data, sb[i].data) === 0, `${name}: ${sa[i].name} differs`);
+      const ea = await shared.evaluate(data(spec, 40), batch, 0), eb = await unshared.evaluate(data(spec, 40), batch, 0);
+      assert.deepEqual(ea, eb, `${name}: evaluation differs`);
+      assert.ok(shared.memoryInUse() < unshared.memoryInUse());
+    }
   });
 });

@@ -5,7 +5,7 @@
 //   node dist/bench/memory.js [--backend cpu|cuda] [--batch 256] [--evaluate] [--buffers]
 // The buffers are allocated without computing (ensureCapacity); --evaluate then runs one
 // evaluation pass and checks that it holds the same bytes. --buffers lists the arena's plan.
-import { gxnorCifar, loadAddon, resnet18, updateConfig } from "./gpu_models";
+import { gxnorCifar, loadAddon, ModelSpec, OP, resnet18, updateConfig } from "./gpu_models";
 
 const args = process.argv.slice(2);
 const opt = (name: string, dflt: string) => {
@@ -22,16 +22,24 @@ interface Report {
 
 const MiB = (b: number) => +(b / 2 ** 20).toFixed(1);
 
-// Activations split by whether a backward op reads them (live past the loss step, steps / 2).
-function category(p: Planned, r: Report): string {
-  return p.use === "output" ? (p.to > r.steps / 2 ? "output (read in backward)" : "output (forward only)") : p.use;
+// Outputs by what reads them in backward (those live past the loss step, steps / 2): a conv's or
+// pool's output there holds its BN's x̂, an activation's int8 states are the next conv's x, a BN's
+// or add's output is the input of φ′ (an unfused activation).
+function category(p: Planned, r: Report, spec: ModelSpec): string {
+  if (p.use !== "output") return p.use;
+  if (p.to <= r.steps / 2) return "output (forward only)";
+  const kind = spec.nodes[p.node].kind;
+  if (kind === OP.activation) return "output (φ states)";
+  if (kind === OP.batchNorm || kind === OP.add) return "output (φ′ input)";
+  return "output (holding x̂)";
 }
 
 // The arena's buffers by category: their own bytes (what separate buffers would hold) and what is
 // live at the step where the most is live (the least any placement of them can take).
-export function breakdown(r: Report): Record<string, unknown> {
+export function breakdown(r: Report, spec: ModelSpec): Record<string, unknown> {
+  const category_ = (p: Planned) => category(p, r, spec);
   const own: Record<string, number> = {};
-  for (const p of r.buffers) own[category(p, r)] = (own[category(p, r)] ?? 0) + p.bytes;
+  for (const p of r.buffers) own[category_(p)] = (own[category_(p)] ?? 0) + p.bytes;
   let peak = 0, peakStep = 0;
   for (let t = 1; t <= r.steps; ++t) {
     const live = r.buffers.reduce((s, p) => s + (p.from <= t && t <= p.to ? p.bytes : 0), 0);
@@ -39,7 +47,7 @@ export function breakdown(r: Report): Record<string, unknown> {
   }
   const atPeak: Record<string, number> = {};
   for (const p of r.buffers)
-    if (p.from <= peakStep && peakStep <= p.to) atPeak[category(p, r)] = (atPeak[category(p, r)] ?? 0) + p.bytes;
+    if (p.from <= peakStep && peakStep <= p.to) atPeak[category_(p)] = (atPeak[category_(p)] ?? 0) + p.bytes;
   const mib = (o: Record<string, number>) => Object.fromEntries(Object.entries(o).map(([k, v]) => [k, MiB(v)]));
   const nodes = r.steps / 2;
   const where = peakStep < nodes ? `forward of node ${peakStep}` : peakStep === nodes ? "loss" : peakStep === r.steps ? "update" : `backward of node ${r.steps - peakStep}`;
@@ -68,7 +76,7 @@ async function main(): Promise<void> {
       if (m.memoryInUse() !== bytes) throw new Error(`${name}: ${m.memoryInUse()} bytes after an evaluation pass, ${bytes} planned`);
     }
     console.log(JSON.stringify(out));
-    console.log(JSON.stringify(breakdown(report)));
+    console.log(JSON.stringify(breakdown(report, spec)));
     if (args.includes("--buffers"))
       for (const p of report.buffers) console.log(JSON.stringify({ layer: p.layer, use: p.use, from: p.from, to: p.to, offset: p.offset, MiB: MiB(p.bytes) }));
   }

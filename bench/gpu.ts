@@ -154,7 +154,7 @@ async function main(): Promise<void> {
       console.log(`  ${p.op.padEnd(22)} ${p.shape.padEnd(28)} ${fmt(p.ms, 3).padStart(8)} ms ${fmt(p.TOPS).padStart(5)} T(FL)OPS` +
         (p.op === "forward int8" && ceil ? `  ${((100 * p.TOPS) / ceil.int8_TOPS).toFixed(0)}% of peak` : ""));
     for (const e of results.filter((r) => r.kind === "elementwise"))
-      console.log(`  bn fwd ${fmt(e.bn_forward_ms, 3)} ms, bn bwd ${fmt(e.bn_backward_ms, 3)} ms, act ${fmt(e.act_forward_ms, 3)} ms on ${e.shape} (${fmt(e.tensor_MB)} MB)`);
+      console.log(`  bn fwd ${fmt(e.bn_forward_ms, 3)} ms, bn bwd ${fmt(e.bn_backward_ms, 3)} ms (int16 input: ${fmt(e.bn_forward_i16_ms, 3)} / ${fmt(e.bn_backward_i16_ms, 3)} ms), act ${fmt(e.act_forward_ms, 3)} ms on ${e.shape} (${fmt(e.tensor_MB)} MB)`);
   }
   const dst = results.find((r) => r.kind === "dst"), copy = results.find((r) => r.kind === "copy");
   if (dst) console.log(`\nDST update (fused Adam + Philox + flip count), ${dst.weights} weights: ${fmt(dst.ms, 3)} ms, ${fmt(dst.GBps)} GB/s; ` +

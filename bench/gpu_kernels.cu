@@ -103,23 +103,41 @@ int main(int argc, char** argv) {
     // batch norm and activation on this layer's output
     const int64_t rows = g.rows();
     const int c = g.oc;
-    Buffer gamma, beta, rm, rv, xh, is, out, dg, dbb;
-    for (Buffer* p : {&gamma, &beta, &rm, &rv, &is, &dg, &dbb}) die(b.alloc(4 * c, "bn", p));
+    Buffer gamma, beta, rm, rv, xh, mu, is, out, dg, dbb, y16;
+    for (Buffer* p : {&gamma, &beta, &rm, &rv, &mu, &is, &dg, &dbb}) die(b.alloc(4 * c, "bn", p));
     die(b.alloc(4 * rows * c, "xhat", &xh));
     die(b.alloc(4 * rows * c, "bn out", &out));
     const double bnf = time_ms(b, 20, [&] {
-      return b.bn_forward_train(rows, c, y.as<float>(), gamma.as<float>(), beta.as<float>(), 1e-4f, 0.1f, rm.as<float>(), rv.as<float>(),
-                                out.as<float>(), xh.as<float>(), is.as<float>());
+      return b.bn_forward_train(rows, c, f32_operand(y.as<float>()), gamma.as<float>(), beta.as<float>(), 1e-4f, 0.1f, rm.as<float>(),
+                                rv.as<float>(), out.as<float>(), xh.as<float>(), mu.as<float>(), is.as<float>());
     });
+    XhatSource stored;
+    stored.stored = xh.as<float>();
     const double bnb = time_ms(b, 20, [&] {
-      return b.bn_backward(rows, c, y.as<float>(), xh.as<float>(), gamma.as<float>(), is.as<float>(), out.as<float>(), dg.as<float>(), dbb.as<float>());
+      return b.bn_backward(rows, c, y.as<float>(), stored, gamma.as<float>(), is.as<float>(), out.as<float>(), dg.as<float>(), dbb.as<float>());
+    });
+    // the same on the layer's exact int16 sums: no x̂ stored, recomputed in the backward
+    die(b.alloc(2 * rows * c, "int16 sums", &y16));
+    die(b.zero(y16.data(), 2 * rows * c));
+    const double bnf16 = time_ms(b, 20, [&] {
+      return b.bn_forward_train(rows, c, Operand{DType::I16, y16.data(), 1.0f}, gamma.as<float>(), beta.as<float>(), 1e-4f, 0.1f,
+                                rm.as<float>(), rv.as<float>(), out.as<float>(), nullptr, mu.as<float>(), is.as<float>());
+    });
+    XhatSource recomputed;
+    recomputed.q = y16.as<int16_t>();
+    recomputed.mean = mu.as<float>();
+    recomputed.invstd = is.as<float>();
+    const double bnb16 = time_ms(b, 20, [&] {
+      return b.bn_backward(rows, c, y.as<float>(), recomputed, gamma.as<float>(), is.as<float>(), out.as<float>(), dg.as<float>(),
+                           dbb.as<float>());
     });
     ActSpec as;
     Buffer q;
     die(b.alloc(rows * c, "act out", &q));
     const double act = time_ms(b, 20, [&] { return b.act_forward(rows * c, out.as<float>(), as, q.as<int8_t>()); });
-    std::printf("{\"kind\":\"elementwise\",\"shape\":\"%s\",\"bn_forward_ms\":%.4f,\"bn_backward_ms\":%.4f,\"act_forward_ms\":%.4f,\"tensor_MB\":%.1f}\n",
-                s.name, bnf, bnb, act, 4.0 * rows * c / 1e6);
+    std::printf("{\"kind\":\"elementwise\",\"shape\":\"%s\",\"bn_forward_ms\":%.4f,\"bn_backward_ms\":%.4f,\"bn_forward_i16_ms\":%.4f,"
+                "\"bn_backward_i16_ms\":%.4f,\"act_forward_ms\":%.4f,\"tensor_MB\":%.1f}\n",
+                s.name, bnf, bnb, bnf16, bnb16, act, 4.0 * rows * c / 1e6);
   }
 
   // fused DST update (Adam proposal, Philox draw, flip count): bytes = q r/w + g + m r/w + v r/w

@@ -67,15 +67,20 @@ function everyCase(): ModelSpec {
   return { h: 8, w: 8, c: 3, classes: 10, seed: 3, nodes: n };
 }
 
-function model(spec: ModelSpec, unshared = false) {
-  // TERNLAB_MEMORY_UNSHARED (read when a model is built): every planned buffer its own bytes
+function model(spec: ModelSpec, unshared = false, floatSums = false) {
+  // read when a model is built: TERNLAB_MEMORY_UNSHARED, every planned buffer its own bytes;
+  // TERNLAB_EXACT_SUMS=0, ternary products keep float outputs instead of exact int16 sums
   process.env.TERNLAB_MEMORY_UNSHARED = unshared ? "1" : "";
+  if (floatSums) process.env.TERNLAB_EXACT_SUMS = "0";
   try {
     return new addon.NativeModel(spec, updateConfig(), { kind: "cpu", threads: 2 });
   } finally {
     delete process.env.TERNLAB_MEMORY_UNSHARED;
+    delete process.env.TERNLAB_EXACT_SUMS;
   }
 }
+const dtypes = (m: { summary(): string }) =>
+  Object.fromEntries((JSON.parse(m.summary()).layers as { name: string; dtype: string }[]).map((l) => [l.name, l.dtype]));
 
 function data(spec: ModelSpec, count: number) {
   const per = spec.h * spec.w * spec.c;
@@ -213,6 +218,33 @@ describe("memory plan", () => {
     await train(m, spec, 32, 2);
     assert.equal(m.memoryInUse(), planned);
     assert.throws(() => m.ensureCapacity(0), /positive integer/);
+  });
+
+  it("ternary products read only by batch norms (directly or through max-pools) are kept as exact int16 sums, with the bits of float outputs", async () => {
+    for (const [name, spec, batch] of [["every case", everyCase(), 16], ["cifar", gxnorCifar(2, 0.125), 8]] as const) {
+      const exact = model(spec), float = model(spec, false, true);
+      const d = dtypes(exact), f = dtypes(float);
+      if (name === "every case") {
+        // conv1 → pool1 → bn1 and conv2a → bn2a; not the float conv, nor conv3 (read by an add), nor a dead conv
+        assert.deepEqual([d.conv1, d.pool1, d.conv2a], ["int16", "int16", "int16"]);
+        assert.deepEqual([d.conv2b, d.conv3, d.fc, d.dead], ["float32", "float32", "float32", "float32"]);
+      } else {
+        assert.deepEqual([d.conv1, d.conv2, d.pool2, d.conv3, d.fc7, d.fc8], ["float32", "int16", "int16", "int16", "int16", "int16"]);
+      }
+      assert.ok(Object.values(f).every((t) => t !== "int16"));
+      const a = await train(exact, spec, batch, 3), b = await train(float, spec, batch, 3);
+      assert.deepEqual(a, b, `${name}: losses differ`);
+      const sa = exact.getState(), sb = float.getState();
+      for (let i = 0; i < sa.length; ++i) assert.ok(Buffer.compare(sa[i].data, sb[i].data) === 0, `${name}: ${sa[i].name} differs`);
+      const ea = await exact.evaluate(data(spec, 40), batch, 0), eb = await float.evaluate(data(spec, 40), batch, 0);
+      assert.deepEqual(ea, eb, `${name}: evaluation differs`);
+      // the CIFAR net's busiest step (conv1's backward: a float conv) holds no int16 sums, so there
+      // the outputs shrink but not the peak
+      const outputs = (m: { memoryReport(): string }) =>
+        (JSON.parse(m.memoryReport()) as Report).buffers.filter((p) => p.use.startsWith("output")).reduce((t, p) => t + p.bytes, 0);
+      assert.ok(outputs(exact) < (name === "cifar" ? 0.75 : 1) * outputs(float), `${name}: int16 sums do not shrink the outputs`);
+      if (name === "every case") assert.ok(exact.memoryInUse() < float.memoryInUse(), `${name}: int16 sums hold no less memory`);
+    }
   });
 
   it("training with shared buffers gives the bits of training without sharing", async () => {

@@ -36,13 +36,31 @@ class Buffer {
   size_t bytes_ = 0;
 };
 
-enum class DType : int32_t { F32 = 0, I8 = 1 };
+// I16: the exact integer sums of an int8 × int8 product (a ternary conv's output is an integer
+// times one scale, |Σ| ≤ K·qmax²), kept in 2 bytes instead of a 4-byte float: value = q·scale with
+// the product's own float expression, so every reader sees the float the product would have stored.
+enum class DType : int32_t { F32 = 0, I8 = 1, I16 = 2 };
 
-// One operand of a product: float values, or int8 states whose value is scale·q.
+// One operand: float values, or int8 states / int16 sums whose value is scale·q.
 struct Operand {
   DType dtype = DType::F32;
   const void* ptr = nullptr;
   float scale = 1.0f;
+};
+inline size_t dtype_bytes(DType t) { return t == DType::I8 ? 1 : t == DType::I16 ? 2 : 4; }
+inline Operand f32_operand(const float* p) { return Operand{DType::F32, p, 1.0f}; }
+// The value of element i of an F32 or I16 operand, the expression the product's store uses.
+TL_HD float i16_value(int16_t q, float scale) { return mul_rn(static_cast<float>(q), scale); }
+
+// x̂ of a batch norm in the backward pass: stored by the forward, or recomputed from its exact
+// int16 input as (q·scale − μ)·σ⁻¹, the forward's float expression, so the same bits.
+struct XhatSource {
+  const float* stored = nullptr;
+  const int16_t* q = nullptr;
+  float scale = 1.0f;
+  const float* mean = nullptr;
+  const float* invstd = nullptr;
+  TL_HD float recompute(int64_t i, int ch) const { return mul_rn(i16_value(q[i], scale) - mean[ch], invstd[ch]); }
 };
 
 struct ConvGeom {
@@ -114,36 +132,43 @@ class Backend {
     TL_TRY(conv_backward_filter(g, x, dy, dw));
     return dx ? conv_backward_data(g, dy, w, dx) : Status::ok();
   }
+  // An int8 × int8 product stored as its exact int16 sums (the caller guarantees K·qmax_x·qmax_w
+  // fits in int16); the value is the sum times x.scale·w.scale (DType::I16).
+  virtual Status conv_forward_i16(const ConvGeom& g, Operand x, Operand w, int16_t* y) = 0;
   // Gated-XNOR counters of an int8×int8 product: zero inputs, zero weights, active MACs (exact).
   virtual Status conv_counters(const ConvGeom& g, const int8_t* x, const int8_t* w, int64_t* counters) = 0;
 
   // pooling
   virtual Status maxpool_forward(const PoolGeom& g, const float* x, float* y, int32_t* argmax) = 0;
+  // the same on exact int16 sums (one positive scale: the maxima and their positions are those of the floats)
+  virtual Status maxpool_forward_i16(const PoolGeom& g, const int16_t* x, int16_t* y, int32_t* argmax) = 0;
   virtual Status maxpool_backward(const PoolGeom& g, const float* dy, const int32_t* argmax, float* dx) = 0;
   virtual Status avgpool_forward(const PoolGeom& g, const float* x, float* y) = 0;
   virtual Status avgpool_backward(const PoolGeom& g, const float* dy, float* dx) = 0;
 
-  // batch norm over rows × channels (rows = n·h·w); biased batch variance, EMA running stats
-  virtual Status bn_forward_train(int64_t rows, int c, const float* x, const float* gamma, const float* beta,
+  // batch norm over rows × channels (rows = n·h·w); biased batch variance, EMA running stats.
+  // x: F32, or I16 sums (then xhat may be null: the backward recomputes it from x, mean and invstd).
+  // mean, invstd: the batch's float μ and σ⁻¹ per channel, as x̂ = (x − μ)·σ⁻¹ uses them.
+  virtual Status bn_forward_train(int64_t rows, int c, Operand x, const float* gamma, const float* beta,
                                   float eps, float momentum, float* run_mean, float* run_var, float* y,
-                                  float* xhat, float* invstd) = 0;
-  virtual Status bn_forward_infer(int64_t rows, int c, const float* x, const float* gamma, const float* beta,
+                                  float* xhat, float* mean, float* invstd) = 0;
+  virtual Status bn_forward_infer(int64_t rows, int c, Operand x, const float* gamma, const float* beta,
                                   const float* run_mean, const float* run_var, float eps, float* y) = 0;
-  virtual Status bn_backward(int64_t rows, int c, const float* dy, const float* xhat, const float* gamma,
+  virtual Status bn_backward(int64_t rows, int c, const float* dy, const XhatSource& xhat, const float* gamma,
                              const float* invstd, float* dx, float* dgamma, float* dbeta) = 0;
 
   // Batch norm followed by φ (the usual pair), as one op each way. y is the BN output: the defaults
   // write it (forward) and read it (backward); a backend may instead recompute y = γ·x̂ + β from x̂
   // with the same float expression, which gives the same bits. dy_scratch (backward): room for
   // the BN output's gradient, which the defaults pass between the two unfused ops.
-  virtual Status bn_act_forward_train(int64_t rows, int c, const float* x, const float* gamma, const float* beta, float eps,
-                                      float momentum, float* run_mean, float* run_var, float* y, float* xhat, float* invstd,
-                                      const ActSpec& act, int8_t* q) {
-    TL_TRY(bn_forward_train(rows, c, x, gamma, beta, eps, momentum, run_mean, run_var, y, xhat, invstd));
+  virtual Status bn_act_forward_train(int64_t rows, int c, Operand x, const float* gamma, const float* beta, float eps,
+                                      float momentum, float* run_mean, float* run_var, float* y, float* xhat, float* mean,
+                                      float* invstd, const ActSpec& act, int8_t* q) {
+    TL_TRY(bn_forward_train(rows, c, x, gamma, beta, eps, momentum, run_mean, run_var, y, xhat, mean, invstd));
     return act_forward(rows * c, y, act, q);
   }
   // Evaluation: batch norm with the running statistics, then φ.
-  virtual Status bn_act_forward_infer(int64_t rows, int c, const float* x, const float* gamma, const float* beta,
+  virtual Status bn_act_forward_infer(int64_t rows, int c, Operand x, const float* gamma, const float* beta,
                                       const float* run_mean, const float* run_var, float eps, float* y, const ActSpec& act,
                                       int8_t* q) {
     TL_TRY(bn_forward_infer(rows, c, x, gamma, beta, run_mean, run_var, eps, y));
@@ -151,7 +176,7 @@ class Backend {
   }
   // True when the three ops above never touch y (then the model allocates no BN output for them).
   virtual bool fuses_bn_act() const { return false; }
-  virtual Status act_bn_backward(int64_t rows, int c, const float* dq, const float* y, const float* xhat, const float* gamma,
+  virtual Status act_bn_backward(int64_t rows, int c, const float* dq, const float* y, const XhatSource& xhat, const float* gamma,
                                  const float* beta, const float* invstd, const ActSpec& act, float* dy_scratch, float* dx,
                                  float* dgamma, float* dbeta) {
     TL_TRY(act_backward(rows * c, y, dq, act, dy_scratch));

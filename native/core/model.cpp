@@ -144,7 +144,7 @@ Status Model::build(const ModelSpec& spec, const UpdateConfig& update) {
     }
     if (s.kind == OpKind::BatchNorm) {
       const size_t b = sizeof(float) * n.c;
-      for (Buffer* buf : {&n.gamma, &n.beta, &n.rmean, &n.rvar, &n.dgamma, &n.dbeta, &n.gm, &n.gv, &n.bm, &n.bv, &n.invstd})
+      for (Buffer* buf : {&n.gamma, &n.beta, &n.rmean, &n.rvar, &n.dgamma, &n.dbeta, &n.gm, &n.gv, &n.bm, &n.bv, &n.mean, &n.invstd})
         TL_TRY(backend_->alloc(b, "batch norm", buf));
       std::vector<float> ones(n.c, 1.0f);
       TL_TRY(backend_->upload(n.gamma.data(), ones.data(), b));
@@ -155,6 +155,7 @@ Status Model::build(const ModelSpec& spec, const UpdateConfig& update) {
   for (size_t i = 1; i + 1 < nodes_.size(); ++i)
     nodes_[i].fused_act = nodes_[i].spec.kind == OpKind::BatchNorm && nodes_[i].consumers == 1 &&
                           nodes_[i + 1].spec.kind == OpKind::Activation && nodes_[i + 1].spec.inputs[0] == static_cast<int>(i);
+  assign_exact_sums();
   plan_memory();
   std::vector<bool> gw_planned(nodes_.size(), false);
   for (const Planned& p : plan_) gw_planned[p.node] = gw_planned[p.node] || p.use == Use::WeightGradient;
@@ -165,6 +166,49 @@ Status Model::build(const ModelSpec& spec, const UpdateConfig& update) {
     n.gw = Region{n.gw_owned.data(), n.gw_owned.bytes()};
   }
   return Status::ok();
+}
+
+// A ternary conv/dense layer's output is an integer times one scale: with |Σ| ≤ K·qmax_x·qmax_w ≤
+// 32767 it is stored exactly as int16 sums (2 bytes, not a 4-byte float) when only batch norms read
+// it, directly or through max-pools (which pool the integers: one positive scale, so the same maxima
+// and positions). Every reader turns q into q·scale with the product's own float expression, and
+// the BN recomputes x̂ from it in the backward instead of keeping a float x̂, so the bits are those
+// of the float path. TERNLAB_EXACT_SUMS=0 keeps float outputs (the tests compare the two).
+void Model::assign_exact_sums() {
+  const char* env = std::getenv("TERNLAB_EXACT_SUMS");
+  if (env && std::strcmp(env, "0") == 0) return;
+  const int count = static_cast<int>(nodes_.size());
+  std::vector<std::vector<int>> readers(count);
+  for (int k = 1; k < count; ++k)
+    for (int in : nodes_[k].spec.inputs) readers[in].push_back(k);
+  auto only_bn = [&](int j) {
+    for (int k : readers[j])
+      if (nodes_[k].spec.kind != OpKind::BatchNorm) return false;
+    return !readers[j].empty();
+  };
+  for (int j = 1; j + 1 < count; ++j) {
+    Node& nd = nodes_[j];
+    const NodeSpec& s = nd.spec;
+    if ((s.kind != OpKind::Conv && s.kind != OpKind::Dense) || !s.discrete || nd.alias >= 0) continue;
+    const int in = s.inputs[0];
+    if (in <= 0 || nodes_[in].dtype != DType::I8) continue;
+    const Node& src = storage(in);  // the activation whose states the product reads
+    const int64_t bound = static_cast<int64_t>(s.kh) * s.kw * nodes_[in].c * src.spec.act.levels.qmax() * s.levels.qmax();
+    if (bound > 32767) continue;
+    bool ok = !readers[j].empty();
+    for (int k : readers[j]) {
+      const OpKind kk = nodes_[k].spec.kind;
+      ok = ok && (kk == OpKind::BatchNorm || (kk == OpKind::MaxPool && only_bn(k)));
+    }
+    if (!ok) continue;
+    nd.dtype = DType::I16;
+    nd.scale = nodes_[in].scale * s.levels.unit();  // conv_forward's x.scale·w.scale: the same float
+    for (int k : readers[j])
+      if (nodes_[k].spec.kind == OpKind::MaxPool) {
+        nodes_[k].dtype = DType::I16;
+        nodes_[k].scale = nd.scale;
+      }
+  }
 }
 
 // Activation memory, planned once per graph:
@@ -226,7 +270,8 @@ void Model::plan_memory() {
       if (st == 0) continue;
       int t = fwd(k);
       if (nd.spec.kind == OpKind::Conv || nd.spec.kind == OpKind::Dense || nd.spec.kind == OpKind::Activation) t = bwd(k);
-      if (nd.spec.kind == OpKind::BatchNorm && nd.xhat_in_place) t = bn_bwd(k);
+      // x̂ in place over this output, or recomputed from it (int16 sums): read by the BN's backward
+      if (nd.spec.kind == OpKind::BatchNorm && (nd.xhat_in_place || nodes_[st].dtype == DType::I16)) t = bn_bwd(k);
       out_to[st] = std::max(out_to[st], t);
     }
   }
@@ -244,8 +289,9 @@ void Model::plan_memory() {
     const int64_t elems = per_sample(nd);
     // a BN fused with its φ on a backend that keeps y in registers has no output buffer
     if (!(nd.fused_act && backend_->fuses_bn_act()))
-      plan(j, Use::Output, elems * (nd.dtype == DType::I8 ? 1 : sizeof(float)), fwd(j), out_to[j]);
-    if (nd.spec.kind == OpKind::BatchNorm && !nd.xhat_in_place) plan(j, Use::Xhat, elems * sizeof(float), j, bn_bwd(j));
+      plan(j, Use::Output, elems * dtype_bytes(nd.dtype), fwd(j), out_to[j]);
+    if (nd.spec.kind == OpKind::BatchNorm && !nd.xhat_in_place && nodes_[st_of(nd.spec.inputs[0])].dtype != DType::I16)
+      plan(j, Use::Xhat, elems * sizeof(float), j, bn_bwd(j));
     if (nd.spec.kind == OpKind::MaxPool) plan(j, Use::Argmax, elems * sizeof(int32_t), j, bwd(j));
   }
 
@@ -433,7 +479,8 @@ Status Model::forward(const float* x, int n, bool train) {
         const ConvGeom g = conv_geom(static_cast<int>(i), n);
         Operand w = s.discrete ? Operand{DType::I8, nd.wq.data(), s.levels.unit()} : Operand{DType::F32, nd.wf.data(), 1.0f};
         Operand xin = operand_of(in);
-        TL_TRY(backend_->conv_forward(g, xin, w, nd.out.as<float>()));
+        if (nd.dtype == DType::I16) TL_TRY(backend_->conv_forward_i16(g, xin, w, nd.out.as<int16_t>()));
+        else TL_TRY(backend_->conv_forward(g, xin, w, nd.out.as<float>()));
         if (train && s.discrete) {
           int64_t* c = counters + i * kCounterSlots;
           if (xin.dtype == DType::I8) TL_TRY(backend_->conv_counters(g, static_cast<const int8_t*>(xin.ptr), nd.wq.as<int8_t>(), c));
@@ -442,8 +489,12 @@ Status Model::forward(const float* x, int n, bool train) {
         break;
       }
       case OpKind::MaxPool:
-        TL_TRY(backend_->maxpool_forward(pool_geom(static_cast<int>(i), n), static_cast<const float*>(operand_of(in).ptr),
-                                         nd.out.as<float>(), nd.argmax.as<int32_t>()));
+        if (nd.dtype == DType::I16)
+          TL_TRY(backend_->maxpool_forward_i16(pool_geom(static_cast<int>(i), n), static_cast<const int16_t*>(operand_of(in).ptr),
+                                               nd.out.as<int16_t>(), nd.argmax.as<int32_t>()));
+        else
+          TL_TRY(backend_->maxpool_forward(pool_geom(static_cast<int>(i), n), static_cast<const float*>(operand_of(in).ptr),
+                                           nd.out.as<float>(), nd.argmax.as<int32_t>()));
         break;
       case OpKind::AvgPool:
         TL_TRY(backend_->avgpool_forward(pool_geom(static_cast<int>(i), n), static_cast<const float*>(operand_of(in).ptr),
@@ -451,12 +502,13 @@ Status Model::forward(const float* x, int n, bool train) {
         break;
       case OpKind::BatchNorm: {
         const int64_t rows = static_cast<int64_t>(n) * nd.h * nd.w;
-        const float* xi = static_cast<const float*>(operand_of(in).ptr);
+        const Operand xi = operand_of(in);  // F32, or exact I16 sums (then no x̂ is kept: nd.xhat is null)
         if (train && nd.fused_act) {
           Node& act = nodes_[i + 1];
           TL_TRY(backend_->bn_act_forward_train(rows, nd.c, xi, nd.gamma.as<float>(), nd.beta.as<float>(), spec_.bn_eps,
                                                 spec_.bn_momentum, nd.rmean.as<float>(), nd.rvar.as<float>(), nd.out.as<float>(),
-                                                nd.xhat, nd.invstd.as<float>(), act.spec.act, act.out.as<int8_t>()));
+                                                nd.xhat, nd.mean.as<float>(), nd.invstd.as<float>(), act.spec.act,
+                                                act.out.as<int8_t>()));
           ++i;  // the activation is done
         } else if (nd.fused_act) {
           Node& act = nodes_[i + 1];
@@ -467,7 +519,7 @@ Status Model::forward(const float* x, int n, bool train) {
         } else if (train)
           TL_TRY(backend_->bn_forward_train(rows, nd.c, xi, nd.gamma.as<float>(), nd.beta.as<float>(), spec_.bn_eps,
                                             spec_.bn_momentum, nd.rmean.as<float>(), nd.rvar.as<float>(), nd.out.as<float>(),
-                                            nd.xhat, nd.invstd.as<float>()));
+                                            nd.xhat, nd.mean.as<float>(), nd.invstd.as<float>()));
         else
           TL_TRY(backend_->bn_forward_infer(rows, nd.c, xi, nd.gamma.as<float>(), nd.beta.as<float>(), nd.rmean.as<float>(),
                                             nd.rvar.as<float>(), spec_.bn_eps, nd.out.as<float>()));
@@ -522,6 +574,22 @@ Status Model::finish_grad(int step, int input, int64_t elems, bool accumulate_af
   return Status::ok();
 }
 
+// x̂ of batch norm i for its backward: stored by the forward, or recomputed from its exact int16 input.
+XhatSource Model::xhat_source(int i) {
+  Node& nd = nodes_[i];
+  XhatSource xs;
+  const Operand x = operand_of(nd.spec.inputs[0]);
+  if (x.dtype == DType::I16) {
+    xs.q = static_cast<const int16_t*>(x.ptr);
+    xs.scale = x.scale;
+    xs.mean = nd.mean.as<float>();
+    xs.invstd = nd.invstd.as<float>();
+  } else {
+    xs.stored = nd.xhat;
+  }
+  return xs;
+}
+
 Status Model::backward(int n) {
   for (auto& nd : nodes_) nd.grad_written = false;
   storage(static_cast<int>(nodes_.size()) - 1).grad_written = true;  // written by loss()
@@ -557,7 +625,7 @@ Status Model::backward(int n) {
         const int64_t rows = static_cast<int64_t>(n) * nd.h * nd.w;
         float* target = in_grad ? dx : nd.scratch;
         if (!target) return Status(Code::Internal, "layer \"" + s.name + "\": the memory plan gave its backward step no scratch");
-        TL_TRY(backend_->bn_backward(rows, nd.c, dy, nd.xhat, nd.gamma.as<float>(), nd.invstd.as<float>(), target,
+        TL_TRY(backend_->bn_backward(rows, nd.c, dy, xhat_source(i), nd.gamma.as<float>(), nd.invstd.as<float>(), target,
                                      nd.dgamma.as<float>(), nd.dbeta.as<float>()));
         break;
       }
@@ -572,7 +640,7 @@ Status Model::backward(int n) {
           bool bacc = false;
           if (bin_grad) TL_TRY(grad_target(i, bin, &bdx, &bacc));
           if (!bdx) return Status(Code::Internal, "layer \"" + s.name + "\": the memory plan gave its backward step no scratch");
-          TL_TRY(backend_->act_bn_backward(rows, bn.c, dy, bn.out.as<float>(), bn.xhat, bn.gamma.as<float>(),
+          TL_TRY(backend_->act_bn_backward(rows, bn.c, dy, bn.out.as<float>(), xhat_source(in), bn.gamma.as<float>(),
                                            bn.beta.as<float>(), bn.invstd.as<float>(), s.act, bn.grad, bdx,
                                            bn.dgamma.as<float>(), bn.dbeta.as<float>()));
           if (bin_grad) TL_TRY(finish_grad(i, bin, in_elems, bacc));
@@ -794,7 +862,7 @@ std::string Model::memory_report_json() const {
     weights += nd.wq.bytes() + nd.wf.bytes();
     weight_grads += nd.gw_owned.bytes();
     optimizer += nd.wm.bytes() + nd.wv.bytes() + nd.gm.bytes() + nd.gv.bytes() + nd.bm.bytes() + nd.bv.bytes();
-    for (const Buffer* b : {&nd.gamma, &nd.beta, &nd.rmean, &nd.rvar, &nd.dgamma, &nd.dbeta, &nd.invstd}) bn += b->bytes();
+    for (const Buffer* b : {&nd.gamma, &nd.beta, &nd.rmean, &nd.rvar, &nd.dgamma, &nd.dbeta, &nd.mean, &nd.invstd}) bn += b->bytes();
   }
   const size_t other = counters_.bytes() + labels_scratch_.bytes() + row_loss_.bytes() + rank_.bytes();
   std::ostringstream o;
@@ -819,7 +887,7 @@ std::string Model::summary_json() const {
     if (i) o << ",";
     o << "{\"name\":\"" << nd.spec.name << "\",\"kind\":\"" << op_name(nd.spec.kind) << "\",\"inputs\":[";
     for (size_t k = 0; k < nd.spec.inputs.size(); ++k) o << (k ? "," : "") << nd.spec.inputs[k];
-    o << "],\"shape\":[" << nd.h << "," << nd.w << "," << nd.c << "],\"dtype\":\"" << (nd.dtype == DType::I8 ? "int8" : "float32")
+    o << "],\"shape\":[" << nd.h << "," << nd.w << "," << nd.c << "],\"dtype\":\"" << (nd.dtype == DType::I8 ? "int8" : nd.dtype == DType::I16 ? "int16" : "float32")
       << "\",\"weights\":" << nd.nweights << ",\"discrete\":" << (nd.nweights > 0 && nd.spec.discrete ? "true" : "false")
       << ",\"levels\":" << nd.spec.levels.n << ",\"bytesPerWeight\":" << (nd.nweights == 0 ? 0 : (nd.spec.discrete ? 1 : 4))
       << ",\"optimizerBytesPerWeight\":" << (nd.wm.data() ? 8 : 0) << ",\"params\":"

@@ -124,6 +124,7 @@ class Model {
     Buffer gw_owned;
     // batch norm
     Buffer gamma, beta, rmean, rvar, dgamma, dbeta, gm, gv, bm, bv, invstd;
+    Buffer mean;              // the last training batch's μ (float), for x̂ recomputed from int16 sums
     Region xhat_owned;        // x̂, unless it is written over the input's output (xhat_in_place)
     float* xhat = nullptr;
     bool xhat_in_place = false;
@@ -135,6 +136,7 @@ class Model {
   int64_t per_sample(const Node& n) const { return static_cast<int64_t>(n.h) * n.w * n.c; }
   Node& storage(int i) { return nodes_[nodes_[i].alias >= 0 ? nodes_[i].alias : i]; }
   Operand operand_of(int i);
+  XhatSource xhat_source(int bn);
   ConvGeom conv_geom(int i, int n) const;
   PoolGeom pool_geom(int i, int n) const;
   Status grad_target(int step, int input, float** target, bool* accumulate_after);
@@ -157,6 +159,7 @@ class Model {
   std::vector<Planned> plan_;
   bool share_ = true;  // false: every planned buffer gets its own bytes (TERNLAB_MEMORY_UNSHARED)
   Buffer arena_;       // every planned buffer, placed so that buffers live at the same step never overlap
+  void assign_exact_sums();
   void plan_memory();
   int capacity_ = 0;
   const float* input_ = nullptr;

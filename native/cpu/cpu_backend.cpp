@@ -97,31 +97,11 @@ class CpuBackend final : public Backend {
   Status conv_forward(const ConvGeom& g, Operand x, Operand w, float* y) override {
     const int64_t K = g.k(), rows = g.rows();
     if (x.dtype == DType::I8 && w.dtype == DType::I8) {
-      const int64_t Kp = round_up(K, 64);
-      std::vector<int8_t> wp(static_cast<size_t>(g.oc * Kp), 0);
-      std::vector<int32_t> colsum(g.oc, 0);
-      const int8_t* ws = static_cast<const int8_t*>(w.ptr);
-      for (int o = 0; o < g.oc; ++o) {
-        int32_t s = 0;
-        for (int64_t k = 0; k < K; ++k) { wp[o * Kp + k] = ws[o * K + k]; s += ws[o * K + k]; }
-        colsum[o] = s;
-      }
       const float scale = x.scale * w.scale;
-      std::vector<uint8_t> cols;
-      std::vector<int32_t> acc;
-      for (int64_t r0 = 0; r0 < rows; r0 += kRowChunk) {
-        const int64_t rc = std::min(kRowChunk, rows - r0);
-        cols.resize(static_cast<size_t>(rc * Kp));
-        acc.resize(static_cast<size_t>(rc * g.oc));
-        im2col_u8(g, static_cast<const int8_t*>(x.ptr), r0, rc, Kp, cols.data());
-        igemm(pool_, rc, g.oc, Kp, cols.data(), wp.data(), colsum.data(), acc.data(), g.oc);
+      return int8_product(g, x, w, [&](int64_t r0, int64_t b, int64_t e, const int32_t* a) {
         float* yo = y + r0 * g.oc;
-        const int32_t* a = acc.data();
-        pool_.parallel_for(rc * g.oc, 1 << 14, [&](int64_t b, int64_t e) {
-          for (int64_t i = b; i < e; ++i) yo[i] = static_cast<float>(a[i]) * scale;
-        });
-      }
-      return Status::ok();
+        for (int64_t i = b; i < e; ++i) yo[i] = static_cast<float>(a[i]) * scale;
+      });
     }
     // A float operand: float GEMM of im2col(x)[rows, K] by Wᵀ[K, oc].
     std::vector<float> wt = weights_transposed(g, w);
@@ -132,6 +112,41 @@ class CpuBackend final : public Backend {
       sgemm(pool_, rc, g.oc, K, a, K, wt.data(), g.oc, y + r0 * g.oc, g.oc, false);
     }
     return Status::ok();
+  }
+  Status conv_forward_i16(const ConvGeom& g, Operand x, Operand w, int16_t* y) override {
+    return int8_product(g, x, w, [&](int64_t r0, int64_t b, int64_t e, const int32_t* a) {
+      int16_t* yo = y + r0 * g.oc;
+      for (int64_t i = b; i < e; ++i) yo[i] = static_cast<int16_t>(a[i]);
+    });
+  }
+  // The exact int8 × int8 product in row chunks; store(r0, b, e, acc) writes elements [b, e) of
+  // the chunk starting at row r0 from its int32 sums.
+  template <class Store>
+  Status int8_product(const ConvGeom& g, Operand x, Operand w, Store store) {
+    const int64_t K = g.k(), rows = g.rows();
+    {
+      const int64_t Kp = round_up(K, 64);
+      std::vector<int8_t> wp(static_cast<size_t>(g.oc * Kp), 0);
+      std::vector<int32_t> colsum(g.oc, 0);
+      const int8_t* ws = static_cast<const int8_t*>(w.ptr);
+      for (int o = 0; o < g.oc; ++o) {
+        int32_t s = 0;
+        for (int64_t k = 0; k < K; ++k) { wp[o * Kp + k] = ws[o * K + k]; s += ws[o * K + k]; }
+        colsum[o] = s;
+      }
+      std::vector<uint8_t> cols;
+      std::vector<int32_t> acc;
+      for (int64_t r0 = 0; r0 < rows; r0 += kRowChunk) {
+        const int64_t rc = std::min(kRowChunk, rows - r0);
+        cols.resize(static_cast<size_t>(rc * Kp));
+        acc.resize(static_cast<size_t>(rc * g.oc));
+        im2col_u8(g, static_cast<const int8_t*>(x.ptr), r0, rc, Kp, cols.data());
+        igemm(pool_, rc, g.oc, Kp, cols.data(), wp.data(), colsum.data(), acc.data(), g.oc);
+        const int32_t* a = acc.data();
+        pool_.parallel_for(rc * g.oc, 1 << 14, [&](int64_t b, int64_t e) { store(r0, b, e, a); });
+      }
+      return Status::ok();
+    }
   }
 
   Status conv_backward_data(const ConvGeom& g, const float* dy, Operand w, float* dx) override {
@@ -216,18 +231,25 @@ class CpuBackend final : public Backend {
 
   // ---- pooling
   Status maxpool_forward(const PoolGeom& g, const float* x, float* y, int32_t* argmax) override {
+    return maxpool(g, x, y, argmax, -std::numeric_limits<float>::infinity());
+  }
+  Status maxpool_forward_i16(const PoolGeom& g, const int16_t* x, int16_t* y, int32_t* argmax) override {
+    return maxpool(g, x, y, argmax, std::numeric_limits<int16_t>::min());
+  }
+  template <class T>
+  Status maxpool(const PoolGeom& g, const T* x, T* y, int32_t* argmax, T empty) {
     // Channels innermost (NHWC): each window position updates a contiguous row of c maxima.
     pool_.parallel_for(static_cast<int64_t>(g.n) * g.oh, 1, [&](int64_t b, int64_t e) {
       for (int64_t t = b; t < e; ++t) {
         const int64_t n = t / g.oh, oy = t % g.oh;
         for (int ox = 0; ox < g.ow; ++ox) {
           const int64_t o = ((n * g.oh + oy) * g.ow + ox) * g.c;
-          float* yo = y + o;
+          T* yo = y + o;
           int32_t* ao = argmax + o;
           bool first = true;
           for_window(g, oy, ox, [&](int64_t iy, int64_t ix) {
             const int64_t base = ((n * g.h + iy) * g.w + ix) * g.c;
-            const float* xi = x + base;
+            const T* xi = x + base;
             if (first) {
               for (int c = 0; c < g.c; ++c) { yo[c] = xi[c]; ao[c] = static_cast<int32_t>(base + c); }
               first = false;
@@ -240,7 +262,7 @@ class CpuBackend final : public Backend {
             }
           });
           if (first)
-            for (int c = 0; c < g.c; ++c) { yo[c] = -std::numeric_limits<float>::infinity(); ao[c] = -1; }
+            for (int c = 0; c < g.c; ++c) { yo[c] = empty; ao[c] = -1; }
         }
       }
     });
@@ -317,68 +339,96 @@ class CpuBackend final : public Backend {
       f([&s](float y, float dq) { return dq * act_derivative(y, s); });
     }
   }
-  Status bn_act_forward_train(int64_t rows, int c, const float* x, const float* gamma, const float* beta, float eps,
-                              float momentum, float* run_mean, float* run_var, float* y, float* xhat, float* invstd,
-                              const ActSpec& act, int8_t* q) override {
-    std::vector<float> mf(c), isf(c);
-    bn_statistics(rows, c, x, eps, momentum, run_mean, run_var, invstd, mf.data(), isf.data());
-    with_phi(act, [&](auto phi) { bn_apply(rows, c, x, mf.data(), isf.data(), gamma, beta, xhat, [&](int64_t i, float v) { q[i] = phi(v); }); });
+  // x's values as the product stored them: F32 as they are, I16 as q·scale (the same float). The
+  // reader is chosen once, outside the loops, like φ's form.
+  template <class F>
+  static void with_input(Operand x, F f) {
+    if (x.dtype == DType::I16) {
+      const int16_t* q = static_cast<const int16_t*>(x.ptr);
+      const float scale = x.scale;
+      f([q, scale](int64_t i) { return i16_value(q[i], scale); });
+    } else {
+      const float* v = static_cast<const float*>(x.ptr);
+      f([v](int64_t i) { return v[i]; });
+    }
+  }
+  template <class F>
+  static void with_xhat(const XhatSource& xs, F f) {
+    if (xs.stored) {
+      const float* h = xs.stored;
+      f([h](int64_t i, int) { return h[i]; });
+    } else {
+      f([&xs](int64_t i, int ch) { return xs.recompute(i, ch); });
+    }
+  }
+  Status bn_act_forward_train(int64_t rows, int c, Operand x, const float* gamma, const float* beta, float eps,
+                              float momentum, float* run_mean, float* run_var, float* y, float* xhat, float* mean,
+                              float* invstd, const ActSpec& act, int8_t* q) override {
+    with_input(x, [&](auto xv) {
+      bn_statistics(rows, c, xv, eps, momentum, run_mean, run_var, invstd, mean);
+      with_phi(act, [&](auto phi) { bn_apply(rows, c, xv, mean, invstd, gamma, beta, xhat, [&](int64_t i, float v) { q[i] = phi(v); }); });
+    });
     return Status::ok();
   }
-  Status bn_act_forward_infer(int64_t rows, int c, const float* x, const float* gamma, const float* beta,
+  Status bn_act_forward_infer(int64_t rows, int c, Operand x, const float* gamma, const float* beta,
                               const float* run_mean, const float* run_var, float eps, float* y, const ActSpec& act,
                               int8_t* q) override {
     std::vector<float> sc(c), sh(c);
     bn_infer_coefficients(c, gamma, beta, run_mean, run_var, eps, sc.data(), sh.data());
-    with_phi(act, [&](auto phi) {
-      pool_.parallel_for(rows, 256, [&](int64_t b, int64_t e) {
-        for (int64_t r = b; r < e; ++r)
-          for (int ch = 0; ch < c; ++ch) q[r * c + ch] = phi(x[r * c + ch] * sc[ch] + sh[ch]);
+    with_input(x, [&](auto xv) {
+      with_phi(act, [&](auto phi) {
+        pool_.parallel_for(rows, 256, [&](int64_t b, int64_t e) {
+          for (int64_t r = b; r < e; ++r)
+            for (int ch = 0; ch < c; ++ch) q[r * c + ch] = phi(xv(r * c + ch) * sc[ch] + sh[ch]);
+        });
       });
     });
     return Status::ok();
   }
-  Status act_bn_backward(int64_t rows, int c, const float* dq, const float* y, const float* xhat, const float* gamma,
+  Status act_bn_backward(int64_t rows, int c, const float* dq, const float* y, const XhatSource& xhat, const float* gamma,
                          const float* beta, const float* invstd, const ActSpec& act, float* dy_scratch, float* dx,
                          float* dgamma, float* dbeta) override {
-    with_phi_grad(act, [&](auto dphi) {
-      pool_.parallel_for(rows, 256, [&](int64_t b, int64_t e) {
-        for (int64_t r = b; r < e; ++r)
-          for (int ch = 0; ch < c; ++ch) {
-            const int64_t i = r * c + ch;
-            dy_scratch[i] = dphi(gamma[ch] * xhat[i] + beta[ch], dq[i]);
-          }
+    with_xhat(xhat, [&](auto xh) {
+      with_phi_grad(act, [&](auto dphi) {
+        pool_.parallel_for(rows, 256, [&](int64_t b, int64_t e) {
+          for (int64_t r = b; r < e; ++r)
+            for (int ch = 0; ch < c; ++ch) {
+              const int64_t i = r * c + ch;
+              dy_scratch[i] = dphi(gamma[ch] * xh(i, ch) + beta[ch], dq[i]);
+            }
+        });
       });
     });
     return bn_backward(rows, c, dy_scratch, xhat, gamma, invstd, dx, dgamma, dbeta);
   }
-  // batch statistics (double sums in the fixed chunk order), running statistics, 1/σ
-  void bn_statistics(int64_t rows, int c, const float* x, float eps, float momentum, float* run_mean, float* run_var,
-                     float* invstd, float* mf, float* isf) {
-    std::vector<double> mean = column_sums(rows, c, [&](int64_t r, int ch) { return static_cast<double>(x[r * c + ch]); });
+  // batch statistics (double sums in the fixed chunk order), running statistics, μ and 1/σ in float
+  template <class X>
+  void bn_statistics(int64_t rows, int c, X xv, float eps, float momentum, float* run_mean, float* run_var,
+                     float* invstd, float* mf) {
+    std::vector<double> mean = column_sums(rows, c, [&](int64_t r, int ch) { return static_cast<double>(xv(r * c + ch)); });
     for (auto& m : mean) m /= static_cast<double>(rows);
     std::vector<double> var = column_sums(rows, c, [&](int64_t r, int ch) {
-      const double d = x[r * c + ch] - mean[ch];
+      const double d = xv(r * c + ch) - mean[ch];
       return d * d;
     });
     for (int ch = 0; ch < c; ++ch) {
       var[ch] /= static_cast<double>(rows);
       mf[ch] = static_cast<float>(mean[ch]);
-      isf[ch] = static_cast<float>(1.0 / std::sqrt(var[ch] + eps));
-      invstd[ch] = isf[ch];
+      invstd[ch] = static_cast<float>(1.0 / std::sqrt(var[ch] + eps));
       run_mean[ch] = (1.0f - momentum) * run_mean[ch] + momentum * mf[ch];
       run_var[ch] = (1.0f - momentum) * run_var[ch] + momentum * static_cast<float>(var[ch]);
     }
   }
-  // x̂ = (x − μ)/σ and y = γ·x̂ + β, handed to `out(i, y)` (stored, or turned into φ's states)
-  template <class Out>
-  void bn_apply(int64_t rows, int c, const float* x, const float* mf, const float* isf, const float* gamma, const float* beta,
+  // x̂ = (x − μ)/σ (stored unless xhat is null) and y = γ·x̂ + β, handed to `out(i, y)` (stored, or
+  // turned into φ's states)
+  template <class X, class Out>
+  void bn_apply(int64_t rows, int c, X xv, const float* mf, const float* isf, const float* gamma, const float* beta,
                 float* xhat, Out out) {
     pool_.parallel_for(rows, 256, [&](int64_t b, int64_t e) {
       for (int64_t r = b; r < e; ++r)
         for (int ch = 0; ch < c; ++ch) {
-          const float h = (x[r * c + ch] - mf[ch]) * isf[ch];
-          xhat[r * c + ch] = h;
+          const float h = (xv(r * c + ch) - mf[ch]) * isf[ch];
+          if (xhat) xhat[r * c + ch] = h;
           out(r * c + ch, gamma[ch] * h + beta[ch]);
         }
     });
@@ -391,43 +441,48 @@ class CpuBackend final : public Backend {
     }
   }
 
-  Status bn_forward_train(int64_t rows, int c, const float* x, const float* gamma, const float* beta, float eps,
-                          float momentum, float* run_mean, float* run_var, float* y, float* xhat,
+  Status bn_forward_train(int64_t rows, int c, Operand x, const float* gamma, const float* beta, float eps,
+                          float momentum, float* run_mean, float* run_var, float* y, float* xhat, float* mean,
                           float* invstd) override {
-    std::vector<float> mf(c), isf(c);
-    bn_statistics(rows, c, x, eps, momentum, run_mean, run_var, invstd, mf.data(), isf.data());
-    bn_apply(rows, c, x, mf.data(), isf.data(), gamma, beta, xhat, [&](int64_t i, float v) { y[i] = v; });
-    return Status::ok();
-  }
-  Status bn_forward_infer(int64_t rows, int c, const float* x, const float* gamma, const float* beta,
-                          const float* run_mean, const float* run_var, float eps, float* y) override {
-    std::vector<float> sc(c), sh(c);
-    bn_infer_coefficients(c, gamma, beta, run_mean, run_var, eps, sc.data(), sh.data());
-    pool_.parallel_for(rows, 256, [&](int64_t b, int64_t e) {
-      for (int64_t r = b; r < e; ++r)
-        for (int ch = 0; ch < c; ++ch) y[r * c + ch] = x[r * c + ch] * sc[ch] + sh[ch];
+    with_input(x, [&](auto xv) {
+      bn_statistics(rows, c, xv, eps, momentum, run_mean, run_var, invstd, mean);
+      bn_apply(rows, c, xv, mean, invstd, gamma, beta, xhat, [&](int64_t i, float v) { y[i] = v; });
     });
     return Status::ok();
   }
-  Status bn_backward(int64_t rows, int c, const float* dy, const float* xhat, const float* gamma, const float* invstd,
+  Status bn_forward_infer(int64_t rows, int c, Operand x, const float* gamma, const float* beta,
+                          const float* run_mean, const float* run_var, float eps, float* y) override {
+    std::vector<float> sc(c), sh(c);
+    bn_infer_coefficients(c, gamma, beta, run_mean, run_var, eps, sc.data(), sh.data());
+    with_input(x, [&](auto xv) {
+      pool_.parallel_for(rows, 256, [&](int64_t b, int64_t e) {
+        for (int64_t r = b; r < e; ++r)
+          for (int ch = 0; ch < c; ++ch) y[r * c + ch] = xv(r * c + ch) * sc[ch] + sh[ch];
+      });
+    });
+    return Status::ok();
+  }
+  Status bn_backward(int64_t rows, int c, const float* dy, const XhatSource& xhat, const float* gamma, const float* invstd,
                      float* dx, float* dgamma, float* dbeta) override {
-    std::vector<double> db = column_sums(rows, c, [&](int64_t r, int ch) { return static_cast<double>(dy[r * c + ch]); });
-    std::vector<double> dg =
-        column_sums(rows, c, [&](int64_t r, int ch) { return static_cast<double>(dy[r * c + ch]) * xhat[r * c + ch]; });
-    std::vector<float> k1(c), k2(c), k3(c);
-    for (int ch = 0; ch < c; ++ch) {
-      dgamma[ch] = static_cast<float>(dg[ch]);
-      dbeta[ch] = static_cast<float>(db[ch]);
-      k1[ch] = gamma[ch] * invstd[ch];
-      k2[ch] = static_cast<float>(db[ch] / rows);
-      k3[ch] = static_cast<float>(dg[ch] / rows);
-    }
-    pool_.parallel_for(rows, 256, [&](int64_t b, int64_t e) {
-      for (int64_t r = b; r < e; ++r)
-        for (int ch = 0; ch < c; ++ch) {
-          const int64_t i = r * c + ch;
-          dx[i] = k1[ch] * (dy[i] - k2[ch] - xhat[i] * k3[ch]);
-        }
+    with_xhat(xhat, [&](auto xh) {
+      std::vector<double> db = column_sums(rows, c, [&](int64_t r, int ch) { return static_cast<double>(dy[r * c + ch]); });
+      std::vector<double> dg =
+          column_sums(rows, c, [&](int64_t r, int ch) { return static_cast<double>(dy[r * c + ch]) * xh(r * c + ch, ch); });
+      std::vector<float> k1(c), k2(c), k3(c);
+      for (int ch = 0; ch < c; ++ch) {
+        dgamma[ch] = static_cast<float>(dg[ch]);
+        dbeta[ch] = static_cast<float>(db[ch]);
+        k1[ch] = gamma[ch] * invstd[ch];
+        k2[ch] = static_cast<float>(db[ch] / rows);
+        k3[ch] = static_cast<float>(dg[ch] / rows);
+      }
+      pool_.parallel_for(rows, 256, [&](int64_t b, int64_t e) {
+        for (int64_t r = b; r < e; ++r)
+          for (int ch = 0; ch < c; ++ch) {
+            const int64_t i = r * c + ch;
+            dx[i] = k1[ch] * (dy[i] - k2[ch] - xh(i, ch) * k3[ch]);
+          }
+      });
     });
     return Status::ok();
   }

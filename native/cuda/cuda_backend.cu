@@ -169,7 +169,8 @@ struct Nhwc {
     n = t / h;
   }
 };
-__global__ void k_maxpool(PoolGeom g, const float* x, float* y, int32_t* argmax) {
+template <class T>
+__global__ void k_maxpool(PoolGeom g, const T* x, T* y, int32_t* argmax, T empty) {
   // argmax holds int32 input indices, so every index fits 32 bits: 32-bit index arithmetic (64-bit
   // division is a long software sequence on the GPU and dominated these kernels)
   const uint32_t total = static_cast<uint32_t>(g.n) * g.oh * g.ow * g.c;
@@ -177,7 +178,7 @@ __global__ void k_maxpool(PoolGeom g, const float* x, float* y, int32_t* argmax)
     const Nhwc<uint32_t> p(o, g.oh, g.ow, g.c);
     const uint32_t n = p.n;
     const int oy = p.y, ox = p.x, c = p.c;
-    float best = -INFINITY;
+    T best = empty;
     int32_t bi = -1;
     for (int ky = 0; ky < g.kh; ++ky) {
       const int iy = oy * g.sh - g.ph + ky;
@@ -186,7 +187,7 @@ __global__ void k_maxpool(PoolGeom g, const float* x, float* y, int32_t* argmax)
         const int ix = ox * g.sw - g.pw + kx;
         if (ix < 0 || ix >= g.w) continue;
         const uint32_t idx = ((n * g.h + iy) * g.w + ix) * g.c + c;
-        const float v = x[idx];
+        const T v = x[idx];
         if (bi < 0 || v > best) { best = v; bi = static_cast<int32_t>(idx); }
       }
     }
@@ -269,6 +270,39 @@ __global__ void k_avgpool_backward(PoolGeom g, const float* dy, float* dx) {
 }
 
 // ---------------------------------------------------------------- batch norm (the CPU's sums, replayed)
+// Readers, chosen on the host per call (kernels are templated on them): the BN input as float or
+// as exact int16 sums times their scale; x̂ as stored or recomputed from the int16 input.
+struct F32In {
+  const float* p;
+  __device__ __forceinline__ float operator()(int64_t i) const { return p[i]; }
+};
+struct I16In {
+  const int16_t* p;
+  float scale;
+  __device__ __forceinline__ float operator()(int64_t i) const { return i16_value(p[i], scale); }
+};
+struct XhatStored {
+  const float* p;
+  __device__ __forceinline__ float operator()(int64_t i, int) const { return p[i]; }
+};
+struct XhatRecomputed {
+  XhatSource s;
+  __device__ __forceinline__ float operator()(int64_t i, int ch) const { return s.recompute(i, ch); }
+};
+template <class F>
+void with_input(Operand x, F f) {
+  if (x.dtype == DType::I16) f(I16In{static_cast<const int16_t*>(x.ptr), x.scale});
+  else f(F32In{static_cast<const float*>(x.ptr)});
+}
+template <class F>
+void with_xhat(const XhatSource& xs, F f) {
+  if (xs.stored) f(XhatStored{xs.stored});
+  else f(XhatRecomputed{xs});
+}
+struct NoB {
+  __device__ __forceinline__ float operator()(int64_t, int) const { return 0.0f; }
+};
+
 // part[chunk·c + ch] = Σ over the chunk's rows, in row order, in double — as CpuBackend::column_sums.
 enum class ColSum { X, SqDev, Dy, DyXhat };
 // The BN output's gradient behind φ, recomputed where the fused backward needs it: y = γ·x̂ + β as
@@ -293,8 +327,8 @@ __device__ __forceinline__ double column_term(float v, float b, double mean) {
 }
 // Rows are read 16 at a time ahead of the sequential adds (the sum order is the CPU's): one thread
 // walks a 512-row chunk, and a load at a time left it waiting on memory latency.
-template <ColSum kWhat>
-__global__ void k_column_partials(int64_t rows, int c, const float* a, const float* b, const double* mean, double* part) {
+template <ColSum kWhat, class A, class B>
+__global__ void k_column_partials(int64_t rows, int c, A a, B b, const double* mean, double* part) {
   const int64_t chunks = (rows + kReduceChunk - 1) / kReduceChunk;
   constexpr bool kB = kWhat == ColSum::DyXhat;
   constexpr int kAhead = 16;
@@ -308,13 +342,13 @@ __global__ void k_column_partials(int64_t rows, int c, const float* a, const flo
       float v[kAhead], w[kAhead];
 #pragma unroll
       for (int j = 0; j < kAhead; ++j) {
-        v[j] = a[(r + j) * c + ch];
-        w[j] = kB ? b[(r + j) * c + ch] : 0.0f;
+        v[j] = a((r + j) * c + ch);
+        w[j] = kB ? b((r + j) * c + ch, ch) : 0.0f;
       }
 #pragma unroll
       for (int j = 0; j < kAhead; ++j) s = __dadd_rn(s, column_term<kWhat>(v[j], w[j], m));
     }
-    for (; r < r1; ++r) s = __dadd_rn(s, column_term<kWhat>(a[r * c + ch], kB ? b[r * c + ch] : 0.0f, m));
+    for (; r < r1; ++r) s = __dadd_rn(s, column_term<kWhat>(a(r * c + ch), kB ? b(r * c + ch, ch) : 0.0f, m));
     part[t] = s;
   }
 }
@@ -348,40 +382,46 @@ __global__ void k_bn_stats(int c, const double* mean, const double* var, float e
     run_var[ch] = __fadd_rn(__fmul_rn(1.0f - momentum, run_var[ch]), __fmul_rn(momentum, static_cast<float>(var[ch])));
   }
 }
-__global__ void k_bn_apply(int64_t n, int c, const float* x, const float* mf, const float* is, const float* gamma,
+// x̂ is written unless xhat is null (an int16 input: the backward recomputes it)
+template <class X>
+__global__ void k_bn_apply(int64_t n, int c, X x, const float* mf, const float* is, const float* gamma,
                            const float* beta, float* xhat, float* y) {
   CHANNEL_STRIDE(i, n, ch, c) {
-    const float h = __fmul_rn(__fsub_rn(x[i], mf[ch]), is[ch]);
-    xhat[i] = h;
+    const float h = __fmul_rn(__fsub_rn(x(i), mf[ch]), is[ch]);
+    if (xhat) xhat[i] = h;
     y[i] = __fadd_rn(__fmul_rn(gamma[ch], h), beta[ch]);
   }
 }
 // BN apply and φ in one pass: x̂ and the int8 states, no float BN output (recomputed when needed)
-__global__ void k_bn_act_apply(int64_t n, int c, const float* x, const float* mf, const float* is, const float* gamma,
+template <class X>
+__global__ void k_bn_act_apply(int64_t n, int c, X x, const float* mf, const float* is, const float* gamma,
                                const float* beta, ActSpec act, float* xhat, int8_t* q) {
   CHANNEL_STRIDE(i, n, ch, c) {
-    const float h = __fmul_rn(__fsub_rn(x[i], mf[ch]), is[ch]);
-    xhat[i] = h;
+    const float h = __fmul_rn(__fsub_rn(x(i), mf[ch]), is[ch]);
+    if (xhat) xhat[i] = h;
     q[i] = tl::act_forward(__fadd_rn(__fmul_rn(gamma[ch], h), beta[ch]), act);
   }
 }
-__global__ void k_act_backward_xhat(int64_t n, int c, const float* dq, const float* xhat, ActGrad ag, float* dy) {
-  CHANNEL_STRIDE(i, n, ch, c) dy[i] = ag(dq[i], xhat[i], static_cast<int>(ch));
+template <class H>
+__global__ void k_act_backward_xhat(int64_t n, int c, const float* dq, H xhat, ActGrad ag, float* dy) {
+  CHANNEL_STRIDE(i, n, ch, c) dy[i] = ag(dq[i], xhat(i, static_cast<int>(ch)), static_cast<int>(ch));
 }
-__global__ void k_bn_act_infer(int64_t n, int c, const float* x, const float* gamma, const float* beta, const float* rm,
+template <class X>
+__global__ void k_bn_act_infer(int64_t n, int c, X x, const float* gamma, const float* beta, const float* rm,
                                const float* rv, float eps, ActSpec act, int8_t* q) {
   CHANNEL_STRIDE(i, n, ch, c) {  // k_bn_infer's expressions, then φ
     const float sc = gamma[ch] / sqrtf(__fadd_rn(rv[ch], eps));
     const float sh = __fsub_rn(beta[ch], __fmul_rn(rm[ch], sc));
-    q[i] = tl::act_forward(__fadd_rn(__fmul_rn(x[i], sc), sh), act);
+    q[i] = tl::act_forward(__fadd_rn(__fmul_rn(x(i), sc), sh), act);
   }
 }
-__global__ void k_bn_infer(int64_t n, int c, const float* x, const float* gamma, const float* beta, const float* rm,
+template <class X>
+__global__ void k_bn_infer(int64_t n, int c, X x, const float* gamma, const float* beta, const float* rm,
                            const float* rv, float eps, float* y) {
   CHANNEL_STRIDE(i, n, ch, c) {
     const float sc = gamma[ch] / sqrtf(__fadd_rn(rv[ch], eps));
     const float sh = __fsub_rn(beta[ch], __fmul_rn(rm[ch], sc));
-    y[i] = __fadd_rn(__fmul_rn(x[i], sc), sh);
+    y[i] = __fadd_rn(__fmul_rn(x(i), sc), sh);
   }
 }
 __global__ void k_bn_backward_coeffs(int64_t rows, int c, const double* db, const double* dg, const float* gamma,
@@ -394,9 +434,10 @@ __global__ void k_bn_backward_coeffs(int64_t rows, int c, const double* db, cons
     k[2 * c + ch] = static_cast<float>(dg[ch] / static_cast<double>(rows));
   }
 }
-__global__ void k_bn_backward_apply(int64_t n, int c, const float* dy, const float* xhat, const float* k, float* dx) {
+template <class H>
+__global__ void k_bn_backward_apply(int64_t n, int c, const float* dy, H xhat, const float* k, float* dx) {
   CHANNEL_STRIDE(i, n, ch, c) {
-    dx[i] = __fmul_rn(k[ch], __fsub_rn(__fsub_rn(dy[i], k[c + ch]), __fmul_rn(xhat[i], k[2 * c + ch])));
+    dx[i] = __fmul_rn(k[ch], __fsub_rn(__fsub_rn(dy[i], k[c + ch]), __fmul_rn(xhat(i, static_cast<int>(ch)), k[2 * c + ch])));
   }
 }
 
@@ -503,6 +544,12 @@ struct StoreF {
   __device__ void operator()(int, int m, int n, Acc v) const {
     y[static_cast<int64_t>(m) * ld + n] = __fmul_rn(static_cast<float>(v), scale);
   }
+};
+struct StoreI16 {  // exact integer sums (the caller guarantees they fit)
+  int16_t* y;
+  int ld;
+  template <class Acc>
+  __device__ void operator()(int, int m, int n, Acc v) const { y[static_cast<int64_t>(m) * ld + n] = static_cast<int16_t>(v); }
 };
 struct StoreSplit {
   float* ws;
@@ -937,6 +984,20 @@ class CudaBackend final : public Backend {
                        StoreF{y, g.oc, 1.0f});
   }
 
+  Status conv_forward_i16(const ConvGeom& g, Operand x, Operand w, int16_t* y) override {
+    Prof prof_scope(&prof_, stream_, "conv_forward");
+    const int64_t M = g.rows(), K = g.k();
+    if (M == 0 || g.oc == 0) return Status::ok();
+    if (math_mode() == Math::Simple)
+      return simt<int32_t>("conv_forward", M, g.oc, K, K, Im2colA{g, x.ptr, true, 1.0f}, WeightKN{w.ptr, true, 1.0f, K},
+                           StoreI16{y, g.oc});
+    dim3 grid(static_cast<unsigned>(cdiv(M, kMmaBM)), static_cast<unsigned>(cdiv(g.oc, kMmaBN)));
+    mma_nt<S8Policy><<<grid, 256, 0, stream_>>>(static_cast<int>(M), g.oc, K, S8Im2col{g, static_cast<const int8_t*>(x.ptr)},
+                                                S8Rows{static_cast<const int8_t*>(w.ptr), K}, StoreI16{y, g.oc});
+    LAUNCHED("conv_forward (int8 tensor cores, int16 sums)");
+    return Status::ok();
+  }
+
   Status conv_backward_data(const ConvGeom& g, const float* dy, Operand w, float* dx) override {
     if (use_dnn(ConvProduct::BackwardDataBf16, g)) {
       Prof prof_scope(&prof_, stream_, "conv_backward_data (cuDNN bf16)");
@@ -1032,7 +1093,14 @@ class CudaBackend final : public Backend {
   // ---- pooling
   Status maxpool_forward(const PoolGeom& g, const float* x, float* y, int32_t* argmax) override {
     Prof prof_scope(&prof_, stream_, "maxpool_forward");
-    k_maxpool<<<grid_for(static_cast<int64_t>(g.n) * g.oh * g.ow * g.c), kThreads, 0, stream_>>>(g, x, y, argmax);
+    k_maxpool<<<grid_for(static_cast<int64_t>(g.n) * g.oh * g.ow * g.c), kThreads, 0, stream_>>>(g, x, y, argmax, -INFINITY);
+    LAUNCHED("maxpool_forward");
+    return Status::ok();
+  }
+  Status maxpool_forward_i16(const PoolGeom& g, const int16_t* x, int16_t* y, int32_t* argmax) override {
+    Prof prof_scope(&prof_, stream_, "maxpool_forward");
+    k_maxpool<<<grid_for(static_cast<int64_t>(g.n) * g.oh * g.ow * g.c), kThreads, 0, stream_>>>(
+        g, x, y, argmax, static_cast<int16_t>(-32768));
     LAUNCHED("maxpool_forward");
     return Status::ok();
   }
@@ -1065,75 +1133,82 @@ class CudaBackend final : public Backend {
   }
 
   // ---- batch norm
-  Status bn_forward_train(int64_t rows, int c, const float* x, const float* gamma, const float* beta, float eps,
-                          float momentum, float* run_mean, float* run_var, float* y, float* xhat,
+  Status bn_forward_train(int64_t rows, int c, Operand x, const float* gamma, const float* beta, float eps,
+                          float momentum, float* run_mean, float* run_var, float* y, float* xhat, float* mean,
                           float* invstd) override {
     Prof prof_scope(&prof_, stream_, "bn_forward_train");
-    const float* mf;
-    TL_TRY(bn_statistics(rows, c, x, eps, momentum, run_mean, run_var, invstd, &mf));
-    k_bn_apply<<<grid_for(rows * c), kThreads, 0, stream_>>>(rows * c, c, x, mf, invstd, gamma, beta, xhat, y);
+    TL_TRY(bn_statistics(rows, c, x, eps, momentum, run_mean, run_var, mean, invstd));
+    with_input(x, [&](auto xv) {
+      k_bn_apply<<<grid_for(rows * c), kThreads, 0, stream_>>>(rows * c, c, xv, mean, invstd, gamma, beta, xhat, y);
+    });
     LAUNCHED("bn_forward_train");
     return Status::ok();
   }
-  Status bn_act_forward_train(int64_t rows, int c, const float* x, const float* gamma, const float* beta, float eps,
-                              float momentum, float* run_mean, float* run_var, float* y, float* xhat, float* invstd,
-                              const ActSpec& act, int8_t* q) override {
+  Status bn_act_forward_train(int64_t rows, int c, Operand x, const float* gamma, const float* beta, float eps,
+                              float momentum, float* run_mean, float* run_var, float* y, float* xhat, float* mean,
+                              float* invstd, const ActSpec& act, int8_t* q) override {
     Prof prof_scope(&prof_, stream_, "bn_act_forward_train (fused)");
-    const float* mf;
-    TL_TRY(bn_statistics(rows, c, x, eps, momentum, run_mean, run_var, invstd, &mf));
-    k_bn_act_apply<<<grid_for(rows * c), kThreads, 0, stream_>>>(rows * c, c, x, mf, invstd, gamma, beta, act, xhat, q);
+    TL_TRY(bn_statistics(rows, c, x, eps, momentum, run_mean, run_var, mean, invstd));
+    with_input(x, [&](auto xv) {
+      k_bn_act_apply<<<grid_for(rows * c), kThreads, 0, stream_>>>(rows * c, c, xv, mean, invstd, gamma, beta, act, xhat, q);
+    });
     LAUNCHED("bn_act_forward_train");
     return Status::ok();
   }
   bool fuses_bn_act() const override { return true; }
-  Status bn_act_forward_infer(int64_t rows, int c, const float* x, const float* gamma, const float* beta,
+  Status bn_act_forward_infer(int64_t rows, int c, Operand x, const float* gamma, const float* beta,
                               const float* run_mean, const float* run_var, float eps, float* y, const ActSpec& act,
                               int8_t* q) override {
     Prof prof_scope(&prof_, stream_, "bn_act_forward_infer (fused)");
-    k_bn_act_infer<<<grid_for(rows * c), kThreads, 0, stream_>>>(rows * c, c, x, gamma, beta, run_mean, run_var, eps, act, q);
+    with_input(x, [&](auto xv) {
+      k_bn_act_infer<<<grid_for(rows * c), kThreads, 0, stream_>>>(rows * c, c, xv, gamma, beta, run_mean, run_var, eps, act, q);
+    });
     LAUNCHED("bn_act_forward_infer");
     return Status::ok();
   }
   // The BN output's gradient in one elementwise pass (y recomputed from x̂: the forward kept no y),
   // then the batch norm's backward. (Recomputing it inside the two column-sum passes instead was
   // measured 2.7× slower on the CIFAR net, H200: those passes are latency-bound serial chains.)
-  Status act_bn_backward(int64_t rows, int c, const float* dq, const float* y, const float* xhat, const float* gamma,
+  Status act_bn_backward(int64_t rows, int c, const float* dq, const float* y, const XhatSource& xhat, const float* gamma,
                          const float* beta, const float* invstd, const ActSpec& act, float* dy_scratch, float* dx,
                          float* dgamma, float* dbeta) override {
     {
       Prof prof_scope(&prof_, stream_, "act_backward (from x̂)");
-      k_act_backward_xhat<<<grid_for(rows * c), kThreads, 0, stream_>>>(rows * c, c, dq, xhat, ActGrad{gamma, beta, act}, dy_scratch);
+      with_xhat(xhat, [&](auto xh) {
+        k_act_backward_xhat<<<grid_for(rows * c), kThreads, 0, stream_>>>(rows * c, c, dq, xh, ActGrad{gamma, beta, act}, dy_scratch);
+      });
       LAUNCHED("act_backward (from x̂)");
     }
     return bn_backward(rows, c, dy_scratch, xhat, gamma, invstd, dx, dgamma, dbeta);
   }
-  // Batch statistics as the CPU sums them (double, 512-row chunks), running stats, 1/σ; *mf: the
-  // float mean (in the partial-sum scratch).
-  Status bn_statistics(int64_t rows, int c, const float* x, float eps, float momentum, float* run_mean, float* run_var,
-                       float* invstd, const float** mf_out) {
+  // Batch statistics as the CPU sums them (double, 512-row chunks), running stats, float μ and 1/σ.
+  Status bn_statistics(int64_t rows, int c, Operand x, float eps, float momentum, float* run_mean, float* run_var,
+                       float* mf, float* invstd) {
     const int64_t chunks = cdiv(rows, kReduceChunk);
-    TL_TRY(scratch(&part_, sizeof(double) * (chunks * c + 2 * c) + sizeof(float) * c, "batch-norm partial sums"));
+    TL_TRY(scratch(&part_, sizeof(double) * (chunks * c + 2 * c), "batch-norm partial sums"));
     double* part = static_cast<double*>(part_.p);
     double* mean = part + chunks * c;
     double* var = mean + c;
-    float* mf = reinterpret_cast<float*>(var + c);
-    k_column_partials<ColSum::X><<<grid_for(chunks * c), kThreads, 0, stream_>>>(rows, c, x, nullptr, nullptr, part);
-    k_column_combine<<<grid_for(c), kThreads, 0, stream_>>>(rows, c, part, true, mean);
-    k_column_partials<ColSum::SqDev><<<grid_for(chunks * c), kThreads, 0, stream_>>>(rows, c, x, nullptr, mean, part);
+    with_input(x, [&](auto xv) {
+      k_column_partials<ColSum::X><<<grid_for(chunks * c), kThreads, 0, stream_>>>(rows, c, xv, NoB{}, nullptr, part);
+      k_column_combine<<<grid_for(c), kThreads, 0, stream_>>>(rows, c, part, true, mean);
+      k_column_partials<ColSum::SqDev><<<grid_for(chunks * c), kThreads, 0, stream_>>>(rows, c, xv, NoB{}, mean, part);
+    });
     k_column_combine<<<grid_for(c), kThreads, 0, stream_>>>(rows, c, part, true, var);
     k_bn_stats<<<grid_for(c), kThreads, 0, stream_>>>(c, mean, var, eps, momentum, run_mean, run_var, mf, invstd);
     LAUNCHED("bn statistics");
-    *mf_out = mf;
     return Status::ok();
   }
-  Status bn_forward_infer(int64_t rows, int c, const float* x, const float* gamma, const float* beta,
+  Status bn_forward_infer(int64_t rows, int c, Operand x, const float* gamma, const float* beta,
                           const float* run_mean, const float* run_var, float eps, float* y) override {
     Prof prof_scope(&prof_, stream_, "bn_forward_infer");
-    k_bn_infer<<<grid_for(rows * c), kThreads, 0, stream_>>>(rows * c, c, x, gamma, beta, run_mean, run_var, eps, y);
+    with_input(x, [&](auto xv) {
+      k_bn_infer<<<grid_for(rows * c), kThreads, 0, stream_>>>(rows * c, c, xv, gamma, beta, run_mean, run_var, eps, y);
+    });
     LAUNCHED("bn_forward_infer");
     return Status::ok();
   }
-  Status bn_backward(int64_t rows, int c, const float* dy, const float* xhat, const float* gamma, const float* invstd,
+  Status bn_backward(int64_t rows, int c, const float* dy, const XhatSource& xhat, const float* gamma, const float* invstd,
                      float* dx, float* dgamma, float* dbeta) override {
     Prof prof_scope(&prof_, stream_, "bn_backward");
     const int64_t chunks = cdiv(rows, kReduceChunk);
@@ -1142,12 +1217,14 @@ class CudaBackend final : public Backend {
     double* db = part + chunks * c;
     double* dg = db + c;
     float* k = reinterpret_cast<float*>(dg + c);
-    k_column_partials<ColSum::Dy><<<grid_for(chunks * c), kThreads, 0, stream_>>>(rows, c, dy, nullptr, nullptr, part);
+    k_column_partials<ColSum::Dy><<<grid_for(chunks * c), kThreads, 0, stream_>>>(rows, c, F32In{dy}, NoB{}, nullptr, part);
     k_column_combine<<<grid_for(c), kThreads, 0, stream_>>>(rows, c, part, false, db);
-    k_column_partials<ColSum::DyXhat><<<grid_for(chunks * c), kThreads, 0, stream_>>>(rows, c, dy, xhat, nullptr, part);
-    k_column_combine<<<grid_for(c), kThreads, 0, stream_>>>(rows, c, part, false, dg);
-    k_bn_backward_coeffs<<<grid_for(c), kThreads, 0, stream_>>>(rows, c, db, dg, gamma, invstd, dgamma, dbeta, k);
-    k_bn_backward_apply<<<grid_for(rows * c), kThreads, 0, stream_>>>(rows * c, c, dy, xhat, k, dx);
+    with_xhat(xhat, [&](auto xh) {
+      k_column_partials<ColSum::DyXhat><<<grid_for(chunks * c), kThreads, 0, stream_>>>(rows, c, F32In{dy}, xh, nullptr, part);
+      k_column_combine<<<grid_for(c), kThreads, 0, stream_>>>(rows, c, part, false, dg);
+      k_bn_backward_coeffs<<<grid_for(c), kThreads, 0, stream_>>>(rows, c, db, dg, gamma, invstd, dgamma, dbeta, k);
+      k_bn_backward_apply<<<grid_for(rows * c), kThreads, 0, stream_>>>(rows * c, c, dy, xh, k, dx);
+    });
     LAUNCHED("bn_backward");
     return Status::ok();
   }

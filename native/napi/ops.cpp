@@ -144,17 +144,18 @@ Napi::Value BatchNorm(const Napi::CallbackInfo& info) {
   const bool train = o.Get("train").ToBoolean().Value();
   const float eps = static_cast<float>(num(o, "eps", 1e-4)), mom = static_cast<float>(num(o, "momentum", 0.1));
   Dev y = dev_zeros(env, b, sizeof(float) * rows * c), xhat = dev_zeros(env, b, sizeof(float) * rows * c);
-  Dev invstd = dev_zeros(env, b, sizeof(float) * c);
+  Dev mean = dev_zeros(env, b, sizeof(float) * c), invstd = dev_zeros(env, b, sizeof(float) * c);
   if (train)
-    check(env, b.bn_forward_train(rows, c, x.buf.as<float>(), gamma.buf.as<float>(), beta.buf.as<float>(), eps, mom,
+    check(env, b.bn_forward_train(rows, c, f32_operand(x.buf.as<float>()), gamma.buf.as<float>(), beta.buf.as<float>(), eps, mom,
                                   rm.buf.as<float>(), rv.buf.as<float>(), y.buf.as<float>(), xhat.buf.as<float>(),
-                                  invstd.buf.as<float>()));
+                                  mean.buf.as<float>(), invstd.buf.as<float>()));
   else
-    check(env, b.bn_forward_infer(rows, c, x.buf.as<float>(), gamma.buf.as<float>(), beta.buf.as<float>(), rm.buf.as<float>(),
+    check(env, b.bn_forward_infer(rows, c, f32_operand(x.buf.as<float>()), gamma.buf.as<float>(), beta.buf.as<float>(), rm.buf.as<float>(),
                                   rv.buf.as<float>(), eps, y.buf.as<float>()));
   Napi::Object r = Napi::Object::New(env);
   r.Set("y", f32(env, b, y, rows * c));
   r.Set("xhat", f32(env, b, xhat, rows * c));
+  r.Set("mean", f32(env, b, mean, c));
   r.Set("invstd", f32(env, b, invstd, c));
   r.Set("runMean", f32(env, b, rm, c));
   r.Set("runVar", f32(env, b, rv, c));
@@ -168,7 +169,9 @@ Napi::Value BatchNormBackward(const Napi::CallbackInfo& info) {
   const int c = info[2].As<Napi::Number>().Int32Value();
   Dev dy = to_dev(env, b, info[3]), xhat = to_dev(env, b, info[4]), gamma = to_dev(env, b, info[5]), inv = to_dev(env, b, info[6]);
   Dev dx = dev_zeros(env, b, sizeof(float) * rows * c), dg = dev_zeros(env, b, sizeof(float) * c), db = dev_zeros(env, b, sizeof(float) * c);
-  check(env, b.bn_backward(rows, c, dy.buf.as<float>(), xhat.buf.as<float>(), gamma.buf.as<float>(), inv.buf.as<float>(),
+  XhatSource xs;
+  xs.stored = xhat.buf.as<float>();
+  check(env, b.bn_backward(rows, c, dy.buf.as<float>(), xs, gamma.buf.as<float>(), inv.buf.as<float>(),
                            dx.buf.as<float>(), dg.buf.as<float>(), db.buf.as<float>()));
   Napi::Object r = Napi::Object::New(env);
   r.Set("dx", f32(env, b, dx, rows * c));

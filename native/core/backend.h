@@ -176,6 +176,8 @@ class Backend {
   }
   // True when the three ops above never touch y (then the model allocates no BN output for them).
   virtual bool fuses_bn_act() const { return false; }
+  // dq, dy_scratch and dx may be one buffer (the model computes in place where it can): every
+  // backend writes element i only after its last read of element i of the others.
   virtual Status act_bn_backward(int64_t rows, int c, const float* dq, const float* y, const XhatSource& xhat, const float* gamma,
                                  const float* beta, const float* invstd, const ActSpec& act, float* dy_scratch, float* dx,
                                  float* dgamma, float* dbeta) {

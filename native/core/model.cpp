@@ -315,10 +315,27 @@ void Model::plan_memory() {
     last[out_node] = count;  // the loss writes it before the backward pass
     writes[out_node].push_back(count);
   }
+  // A BN fused with its φ whose input has no other reader computes that input's gradient in place
+  // over φ's (Backend::act_bn_backward allows dq, dy_scratch and dx to be one buffer), and its own
+  // gradient (dy_scratch) is that buffer too: one buffer, live from φ's gradient's first write to the
+  // BN input's backward, where there were three. The input's single reader writes its gradient
+  // fresh, never accumulated. Off without sharing, so the tests compare the two.
+  std::vector<int> grad_to(count, -1);
+  std::vector<bool> grad_elsewhere(count, false);
+  for (int k = 1; k + 1 < count; ++k) {
+    Node& bn = nodes_[k];
+    bn.grad_in_place = false;
+    if (!share_ || !bn.fused_act) continue;
+    const int in = bn.spec.inputs[0];
+    if (in <= 0 || st_of(in) != in || !nodes_[in].requires_grad || nodes_[in].consumers != 1 || last[k + 1] < 0) continue;
+    bn.grad_in_place = true;
+    grad_elsewhere[k] = grad_elsewhere[in] = true;
+    grad_to[k + 1] = bwd(in);
+  }
   for (int j = 1; j < count; ++j) {
     const Node& nd = nodes_[j];
-    if (nd.alias < 0 && (nd.requires_grad || j == out_node) && last[j] >= 0)
-      plan(j, Use::Gradient, per_sample(nd) * sizeof(float), bwd(last[j]), bwd(j));
+    if (nd.alias < 0 && (nd.requires_grad || j == out_node) && last[j] >= 0 && !grad_elsewhere[j])
+      plan(j, Use::Gradient, per_sample(nd) * sizeof(float), bwd(last[j]), std::max(bwd(j), grad_to[j]));
   }
   // scratch: floats per sample each backward step needs
   std::vector<int64_t> scratch(count + 1, 0);
@@ -369,13 +386,15 @@ Status Model::ensure_capacity(int n) {
   // from every backend.
   constexpr size_t kAlign = 256;
   for (auto& p : plan_) p.bytes = (static_cast<size_t>(p.per_sample) * n + p.fixed + kAlign - 1) / kAlign * kAlign;
-  auto place = [&](bool weight_gradients_last, std::vector<size_t>* offsets) {
+  // order 0: largest first; 1: the same with the weight gradients last; 2: longest-lived first
+  auto place = [&](int variant, std::vector<size_t>* offsets) {
     std::vector<size_t> order(plan_.size());
     for (size_t a = 0; a < order.size(); ++a) order[a] = a;
     std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
       const Planned &p = plan_[a], &q = plan_[b];
-      const bool pw = weight_gradients_last && p.use == Use::WeightGradient, qw = weight_gradients_last && q.use == Use::WeightGradient;
+      const bool pw = variant == 1 && p.use == Use::WeightGradient, qw = variant == 1 && q.use == Use::WeightGradient;
       if (pw != qw) return qw;
+      if (variant == 2 && p.to - p.from != q.to - q.from) return p.to - p.from > q.to - q.from;
       if (p.bytes != q.bytes) return p.bytes > q.bytes;
       return p.from != q.from ? p.from < q.from : a < b;
     });
@@ -403,12 +422,14 @@ Status Model::ensure_capacity(int n) {
     }
     return total;
   };
-  std::vector<size_t> offsets, last_offsets;
-  size_t total = place(false, &offsets);
-  const size_t total_last = place(true, &last_offsets);
-  if (total_last < total) {
-    total = total_last;
-    offsets.swap(last_offsets);
+  std::vector<size_t> offsets, other;
+  size_t total = place(0, &offsets);
+  for (int variant = 1; variant < 3; ++variant) {
+    const size_t t = place(variant, &other);
+    if (t < total) {
+      total = t;
+      offsets.swap(other);
+    }
   }
   for (size_t a = 0; a < plan_.size(); ++a) plan_[a].offset = offsets[a];
   TL_TRY(backend_->alloc(total, ("activations and gradients at batch " + std::to_string(n)).c_str(), &arena_));
@@ -429,6 +450,7 @@ Status Model::ensure_capacity(int n) {
     Node& nd = nodes_[i];
     if (nd.spec.kind == OpKind::BatchNorm)
       nd.xhat = nd.xhat_in_place ? storage(nd.spec.inputs[0]).out.as<float>() : nd.xhat_owned.as<float>();
+    if (nd.grad_in_place) nd.grad = nodes_[nd.spec.inputs[0]].grad = nodes_[i + 1].grad;  // see plan_memory
   }
   TL_TRY(backend_->alloc(sizeof(int32_t) * n, "labels", &labels_scratch_));
   TL_TRY(backend_->alloc(sizeof(float) * n, "per-sample loss", &row_loss_));

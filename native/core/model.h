@@ -132,6 +132,8 @@ class Model {
     bool grad_written = false;
     // batch norm whose only consumer is the next node, an activation: one fused op each way in training
     bool fused_act = false;
+    // fused BN whose input's gradient, its own and its φ's share one buffer (plan_memory)
+    bool grad_in_place = false;
   };
   int64_t per_sample(const Node& n) const { return static_cast<int64_t>(n.h) * n.w * n.c; }
   Node& storage(int i) { return nodes_[nodes_[i].alias >= 0 ? nodes_[i].alias : i]; }

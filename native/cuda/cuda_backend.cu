@@ -90,6 +90,9 @@ __global__ void k_i8_to_f32(int64_t n, const int8_t* q, float scale, float* y) {
 __global__ void k_bf16_to_f32(int64_t n, const __nv_bfloat16* x, float scale, float* y) {
   GRID_STRIDE(i, n) y[i] = __fmul_rn(__bfloat162float(x[i]), scale);
 }
+__global__ void k_bf16_accumulate(int64_t n, const __nv_bfloat16* x, float scale, float* y) {
+  GRID_STRIDE(i, n) y[i] = __fadd_rn(y[i], __fmul_rn(__bfloat162float(x[i]), scale));
+}
 __global__ void k_add(int64_t n, const float* a, const float* b, float* y) { GRID_STRIDE(i, n) y[i] = __fadd_rn(a[i], b[i]); }
 __global__ void k_accumulate(int64_t n, const float* s, float* d) { GRID_STRIDE(i, n) d[i] = __fadd_rn(d[i], s[i]); }
 
@@ -835,7 +838,7 @@ class CudaBackend final : public Backend {
       for (cudaEvent_t e : {up_[0], up_[1], done_[0], done_[1]}) cudaEventDestroy(e);
       cudaStreamDestroy(copy_);
     }
-    for (Scratch* s : {&split_, &wt_, &part_, &counts_, &opx_, &opdy_, &opw_, &opout_}) if (s->p) cudaFree(s->p);
+    for (Scratch* s : {&split_, &wt_, &part_, &counts_, &opx_, &opdy_, &opw_, &opdw_}) if (s->p) cudaFree(s->p);
     cudaStreamDestroy(stream_);
   }
   std::string name() const override { return "cuda"; }
@@ -1071,10 +1074,26 @@ class CudaBackend final : public Backend {
     if (!use_dnn(ConvProduct::BackwardFilterBf16, g) || (dx && !use_dnn(ConvProduct::BackwardDataBf16, g)))
       return Backend::conv_backward(g, x, dy, w, dw, dx);
     Prof prof_scope(&prof_, stream_, "conv_backward (cuDNN bf16)");
-    const __nv_bfloat16* dyb;
-    TL_TRY(to_bf16(&opdy_, g.rows() * g.oc, Operand{DType::F32, dy, 1.0f}, "conv_backward (dy to bf16)", &dyb));
-    TL_TRY(dnn_backward_filter(g, x, dyb, dw));
-    return dx ? dnn_backward_data(g, dyb, w, dx) : Status::ok();
+    // A layer whose dy in bf16 would pass kChunkBytes (ResNet-18's stem at 224², batch 256: 411 MB)
+    // runs in batch chunks, so the converted operands are held for one chunk only. Its filter
+    // gradient is then the float sum of the chunks' products, in chunk order (deterministic); an
+    // image's data gradient does not depend on the other images.
+    constexpr int64_t kChunkBytes = int64_t(128) << 20;
+    const int64_t y_img = static_cast<int64_t>(g.oh) * g.ow * g.oc, x_img = static_cast<int64_t>(g.h) * g.w * g.c;
+    const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(g.n, cdiv(g.n * y_img * 2, kChunkBytes)));
+    const int nb = static_cast<int>(cdiv(g.n, chunks));
+    const size_t x_elem = x.dtype == DType::I8 ? 1 : sizeof(float);
+    for (int b = 0; b < g.n; b += nb) {
+      ConvGeom gc = g;
+      gc.n = std::min(nb, g.n - b);
+      Operand xc = x;
+      xc.ptr = static_cast<const uint8_t*>(x.ptr) + b * x_img * x_elem;
+      const __nv_bfloat16* dyb;
+      TL_TRY(to_bf16(&opdy_, gc.rows() * g.oc, Operand{DType::F32, dy + b * y_img, 1.0f}, "conv_backward (dy to bf16)", &dyb));
+      TL_TRY(dnn_backward_filter(gc, xc, dyb, dw, b > 0));
+      if (dx) TL_TRY(dnn_backward_data(gc, dyb, w, dx + b * x_img));
+    }
+    return Status::ok();
   }
 
   Status conv_counters(const ConvGeom& g, const int8_t* x, const int8_t* w, int64_t* counters) override {
@@ -1367,25 +1386,29 @@ class CudaBackend final : public Backend {
     *out = static_cast<const float*>(s->p);
     return Status::ok();
   }
-  // bf16 product in opout_ → float, times the states' scale (applied once, at the end, as the CPU)
-  Status from_bf16(int64_t n, float scale, float* out, const char* what) {
-    k_bf16_to_f32<<<grid_for(n), kThreads, 0, stream_>>>(n, static_cast<const __nv_bfloat16*>(opout_.p), scale, out);
+  // a bf16 product → float, times the states' scale (applied once, at the end, as the CPU)
+  Status from_bf16(int64_t n, const void* src, float scale, float* out, const char* what, bool accumulate = false) {
+    const auto* b = static_cast<const __nv_bfloat16*>(src);
+    if (accumulate) k_bf16_accumulate<<<grid_for(n), kThreads, 0, stream_>>>(n, b, scale, out);
+    else k_bf16_to_f32<<<grid_for(n), kThreads, 0, stream_>>>(n, b, scale, out);
     LAUNCHED(what);
     return Status::ok();
   }
-  Status dnn_backward_filter(const ConvGeom& g, Operand x, const __nv_bfloat16* dyb, float* dw) {
+  Status dnn_backward_filter(const ConvGeom& g, Operand x, const __nv_bfloat16* dyb, float* dw, bool accumulate = false) {
     const __nv_bfloat16* xb;
     TL_TRY(to_bf16(&opx_, g.in_elems(), x, "conv_backward_filter (x to bf16)", &xb));
-    TL_TRY(scratch(&opout_, sizeof(__nv_bfloat16) * g.oc * g.k(), "conv_backward_filter (bf16 output)"));
-    TL_TRY(dnn_->backward_filter(g, xb, dyb, opout_.p));
-    return from_bf16(g.oc * g.k(), x.dtype == DType::I8 ? x.scale : 1.0f, dw, "conv_backward_filter (to fp32)");
+    TL_TRY(scratch(&opdw_, sizeof(__nv_bfloat16) * g.oc * g.k(), "conv_backward_filter (bf16 output)"));
+    TL_TRY(dnn_->backward_filter(g, xb, dyb, opdw_.p));
+    return from_bf16(g.oc * g.k(), opdw_.p, x.dtype == DType::I8 ? x.scale : 1.0f, dw, "conv_backward_filter (to fp32)", accumulate);
   }
   Status dnn_backward_data(const ConvGeom& g, const __nv_bfloat16* dyb, Operand w, float* dx) {
     const __nv_bfloat16* wb;
     TL_TRY(to_bf16(&opw_, g.oc * g.k(), w, "conv_backward_data (w to bf16)", &wb));
-    TL_TRY(scratch(&opout_, sizeof(__nv_bfloat16) * g.in_elems(), "conv_backward_data (bf16 output)"));
-    TL_TRY(dnn_->backward_data(g, dyb, wb, opout_.p));
-    return from_bf16(g.in_elems(), w.dtype == DType::I8 ? w.scale : 1.0f, dx, "conv_backward_data (to fp32)");
+    // dx (x's shape) goes where x in bf16 was: conv_backward runs the filter product, which read
+    // it, first, and one buffer of that size less is held
+    TL_TRY(scratch(&opx_, sizeof(__nv_bfloat16) * g.in_elems(), "conv_backward_data (bf16 output)"));
+    TL_TRY(dnn_->backward_data(g, dyb, wb, opx_.p));
+    return from_bf16(g.in_elems(), opx_.p, w.dtype == DType::I8 ? w.scale : 1.0f, dx, "conv_backward_data (to fp32)");
   }
 
   Status ensure_pipeline() {
@@ -1411,7 +1434,7 @@ class CudaBackend final : public Backend {
   cudaDeviceProp prop_;
   std::atomic<size_t> in_use_{0};
   Scratch split_, wt_, part_, counts_;
-  Scratch opx_, opdy_, opw_, opout_;  // converted operands and outputs of the cuDNN products
+  Scratch opx_, opdy_, opw_, opdw_;  // converted operands and outputs of the cuDNN products
   std::unique_ptr<Cudnn> dnn_;
   cudaStream_t copy_ = nullptr;  // uploads of the training pipeline
   cudaEvent_t up_[2] = {}, done_[2] = {};

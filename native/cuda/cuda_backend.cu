@@ -1078,7 +1078,9 @@ class CudaBackend final : public Backend {
     // runs in batch chunks, so the converted operands are held for one chunk only. Its filter
     // gradient is then the float sum of the chunks' products, in chunk order (deterministic); an
     // image's data gradient does not depend on the other images.
-    constexpr int64_t kChunkBytes = int64_t(128) << 20;
+    // (TERNLAB_CUDA_CHUNK_MB lowers the bound: the GPU suite runs small layers chunked)
+    const char* chunk_mb = std::getenv("TERNLAB_CUDA_CHUNK_MB");
+    const int64_t kChunkBytes = (chunk_mb && std::atoi(chunk_mb) > 0 ? std::atoi(chunk_mb) : 128) * (int64_t(1) << 20);
     const int64_t y_img = static_cast<int64_t>(g.oh) * g.ow * g.oc, x_img = static_cast<int64_t>(g.h) * g.w * g.c;
     const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(g.n, cdiv(g.n * y_img * 2, kChunkBytes)));
     const int nb = static_cast<int>(cdiv(g.n, chunks));

@@ -228,8 +228,10 @@ describe("CUDA backend agrees with the CPU backend", function () {
 
   describe("training steps", () => {
     async function run(spec: ModelSpec, kind: string, steps: number, batch: number, math: string): Promise<Map<string, Buffer>> {
-      process.env.TERNLAB_CUDA_MATH = math === "own" ? "fast" : math;
+      // "chunked": cuDNN's products with every layer's backward in batch chunks of ≤ 1 MiB of bf16 dy
+      process.env.TERNLAB_CUDA_MATH = math === "own" || math === "chunked" ? "fast" : math;
       if (math === "own") process.env.TERNLAB_CUDNN = "0";
+      if (math === "chunked") process.env.TERNLAB_CUDA_CHUNK_MB = "1";
       try {
         const m = new addon.NativeModel(spec, updateConfig(), { kind, threads: 0 });
         if (kind === "cuda") backends.push(String(JSON.parse(m.summary()).backend));
@@ -253,6 +255,7 @@ describe("CUDA backend agrees with the CPU backend", function () {
       } finally {
         delete process.env.TERNLAB_CUDA_MATH;
         delete process.env.TERNLAB_CUDNN;
+        delete process.env.TERNLAB_CUDA_CHUNK_MB;
       }
     }
     const backends: string[] = [];
@@ -271,7 +274,7 @@ describe("CUDA backend agrees with the CPU backend", function () {
     });
     // bf16 rounding of the gradients changes a decision only where a gradient is near zero (the
     // first Adam step moves by −α·sign(g)); later steps see different networks, so one step is compared.
-    for (const [math, label] of [["fast", "cuDNN where it loads"], ["own", "own kernels"]])
+    for (const [math, label] of [["fast", "cuDNN where it loads"], ["chunked", "cuDNN, backward in batch chunks"], ["own", "own kernels"]])
       it(`with bf16 backward products (${label}) one step's decisions agree almost everywhere (CIFAR net at width 1/4)`, async () => {
         const spec = gxnorCifar(3, 0.25);
         const a = await run(spec, "cpu", 1, 64, "exact"), b = await run(spec, "cuda", 1, 64, math);

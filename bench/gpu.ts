@@ -54,12 +54,18 @@ async function ternlab(name: string, spec: ModelSpec, variant = "default"): Prom
   const addon = loadAddon();
   // the backend reads these at every product, so they stay set for the whole variant run
   if (variant === "own") process.env.TERNLAB_CUDNN = "0";
-  if (variant === "cudnn-int8") process.env.TERNLAB_CUDNN_INT8 = "1";
+  // cuDNN's int8 forward gives float outputs: exact int16 sums (the default) stay on our kernels,
+  // so this variant keeps float outputs (TERNLAB_EXACT_SUMS=0) to put every ternary forward on cuDNN
+  if (variant === "cudnn-int8") {
+    process.env.TERNLAB_CUDNN_INT8 = "1";
+    process.env.TERNLAB_EXACT_SUMS = "0";
+  }
   try {
     await ternlabRun(name, spec, variant, addon);
   } finally {
     delete process.env.TERNLAB_CUDNN;
     delete process.env.TERNLAB_CUDNN_INT8;
+    delete process.env.TERNLAB_EXACT_SUMS;
   }
 }
 
@@ -143,7 +149,7 @@ async function main(): Promise<void> {
     if (own) console.log(`          ternlab, own kernels only (TERNLAB_CUDNN=0) ${own.error ? "error: " + own.error : `${fmt(own.images_per_s)} img/s ${fmt(own.ms_per_step, 2)} ms ${fmt(own.device_MiB)} MiB` +
       (t?.images_per_s && own.images_per_s ? `  -> with cuDNN ${(t.images_per_s / own.images_per_s).toFixed(2)}x` : "")}`);
     const i8 = results.find((r) => r.source === "ternlab" && r.model === name && r.variant === "cudnn-int8");
-    if (i8) console.log(`          ternlab, int8 forward through cuDNN too (TERNLAB_CUDNN_INT8=1) ${i8.error ? "error: " + i8.error : `${fmt(i8.images_per_s)} img/s ${fmt(i8.ms_per_step, 2)} ms` +
+    if (i8) console.log(`          ternlab, int8 forward through cuDNN too (TERNLAB_CUDNN_INT8=1 TERNLAB_EXACT_SUMS=0) ${i8.error ? "error: " + i8.error : `${fmt(i8.images_per_s)} img/s ${fmt(i8.ms_per_step, 2)} ms` +
       (t?.images_per_s && i8.images_per_s ? `  -> vs default ${(i8.images_per_s / t.images_per_s).toFixed(2)}x` : "")}`);
     if (t?.backend) console.log(`          backend: ${t.backend}`);
   }

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One device call for a session's GPU checks and figures, after ../shared/gpu/stage here:
+# One device call for a session's GPU checks and figures, after ../shared/gpu/stage here (the stage
+# packs dist/ and the addon: build first, then stage, or the machine runs the previous build):
 #   device run (carry .gpu):  bash bench/gpu-check.sh [--no-kernels]
 # The CPU/GPU agreement suite first (stop and fix if it fails), then the memory plan on the GPU and
 # the benchmark against PyTorch. Everything lands in $OUT (logs, JSON); the card and date in card.txt.

@@ -33,12 +33,15 @@ describe("augmentation", () => {
   const img = Uint8Array.from({ length: h * w * c }, (_, i) => 1 + ((i * 37) % 250));  // no zero pixels
 
   it("matches the reference for flips, crops and both, over many steps and positions", () => {
-    for (const [flip, pad] of [[true, 0], [false, 2], [true, 4], [false, 0]] as Array<[boolean, number]>)
-      for (let step = 0; step < 40; step += 7)
-        for (let i = 0; i < 5; ++i) {
-          const got = a.augmentSample(img, h, w, c, 12345, step, i, flip, pad) as Uint8Array;
-          assert.deepEqual(got, reference(img, h, w, c, 12345, step, i, flip, pad), `flip ${flip} pad ${pad} step ${step} position ${i}`);
-        }
+    // pad 12 > w: some shifts move the whole image out (rows of zeros); one channel as MNIST
+    const gray = Uint8Array.from({ length: h * w }, (_, i) => 1 + ((i * 53) % 250));
+    for (const [im, ch] of [[img, c], [gray, 1]] as Array<[Uint8Array, number]>)
+      for (const [flip, pad] of [[true, 0], [false, 2], [true, 4], [false, 0], [false, 12], [true, 12]] as Array<[boolean, number]>)
+        for (let step = 0; step < 40; step += 7)
+          for (let i = 0; i < 5; ++i) {
+            const got = a.augmentSample(im, h, w, ch, 12345, step, i, flip, pad) as Uint8Array;
+            assert.deepEqual(got, reference(im, h, w, ch, 12345, step, i, flip, pad), `c ${ch} flip ${flip} pad ${pad} step ${step} position ${i}`);
+          }
     assert.deepEqual(a.augmentSample(img, h, w, c, 1, 3, 0, false, 0), img, "no augmentation is the identity");
   });
 

@@ -116,6 +116,16 @@ int main(int argc, char** argv) {
     const double bnb = time_ms(b, 20, [&] {
       return b.bn_backward(rows, c, y.as<float>(), stored, gamma.as<float>(), is.as<float>(), out.as<float>(), dg.as<float>(), dbb.as<float>());
     });
+    // the float case again with the chunk sums combined by blocks (TERNLAB_BN_COMBINE=blocks)
+    setenv("TERNLAB_BN_COMBINE", "blocks", 1);
+    const double bnfk = time_ms(b, 20, [&] {
+      return b.bn_forward_train(rows, c, f32_operand(y.as<float>()), gamma.as<float>(), beta.as<float>(), 1e-4f, 0.1f, rm.as<float>(),
+                                rv.as<float>(), out.as<float>(), xh.as<float>(), mu.as<float>(), is.as<float>());
+    });
+    const double bnbk = time_ms(b, 20, [&] {
+      return b.bn_backward(rows, c, y.as<float>(), stored, gamma.as<float>(), is.as<float>(), out.as<float>(), dg.as<float>(), dbb.as<float>());
+    });
+    unsetenv("TERNLAB_BN_COMBINE");
     // the same on the layer's exact int16 sums: no x̂ stored, recomputed in the backward
     die(b.alloc(2 * rows * c, "int16 sums", &y16));
     die(b.zero(y16.data(), 2 * rows * c));
@@ -136,8 +146,8 @@ int main(int argc, char** argv) {
     die(b.alloc(rows * c, "act out", &q));
     const double act = time_ms(b, 20, [&] { return b.act_forward(rows * c, out.as<float>(), as, q.as<int8_t>()); });
     std::printf("{\"kind\":\"elementwise\",\"shape\":\"%s\",\"bn_forward_ms\":%.4f,\"bn_backward_ms\":%.4f,\"bn_forward_i16_ms\":%.4f,"
-                "\"bn_backward_i16_ms\":%.4f,\"act_forward_ms\":%.4f,\"tensor_MB\":%.1f}\n",
-                s.name, bnf, bnb, bnf16, bnb16, act, 4.0 * rows * c / 1e6);
+                "\"bn_backward_i16_ms\":%.4f,\"bn_forward_blocks_ms\":%.4f,\"bn_backward_blocks_ms\":%.4f,\"act_forward_ms\":%.4f,\"tensor_MB\":%.1f}\n",
+                s.name, bnf, bnb, bnf16, bnb16, bnfk, bnbk, act, 4.0 * rows * c / 1e6);
   }
 
   // fused DST update (Adam proposal, Philox draw, flip count): bytes = q r/w + g + m r/w + v r/w

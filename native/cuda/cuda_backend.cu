@@ -374,6 +374,27 @@ __global__ void k_column_combine(int64_t rows, int c, const double* part, bool d
     out[ch] = divide ? s / static_cast<double>(rows) : s;
   }
 }
+// The same sums, a block per 32 channels: the block loads tiles of kCombineTile chunks × 32 channels
+// (256 coalesced bytes per chunk) into shared memory, then one thread per channel adds them in chunk
+// order, as above. k_column_combine has c threads in all (64 on ResNet's stem, each walking 6 272
+// chunks), so it waits on memory latency chunk after chunk. Opt-in (TERNLAB_BN_COMBINE=blocks) until
+// it is measured on a GPU; the GPU suite checks it bit-identical to the CPU.
+constexpr int kCombineTile = 128;
+__global__ void __launch_bounds__(256) k_column_combine_blocks(int64_t rows, int c, const double* part, bool divide, double* out) {
+  __shared__ double tile[kCombineTile][32];
+  const int64_t chunks = (rows + kReduceChunk - 1) / kReduceChunk;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, ch = blockIdx.x * 32 + lane;
+  double s = 0.0;
+  for (int64_t k0 = 0; k0 < chunks; k0 += kCombineTile) {
+    const int kn = static_cast<int>(min(static_cast<int64_t>(kCombineTile), chunks - k0));
+    for (int r = warp; r < kn; r += 8) tile[r][lane] = ch < c ? part[(k0 + r) * c + ch] : 0.0;
+    __syncthreads();
+    if (warp == 0)
+      for (int r = 0; r < kn; ++r) s = __dadd_rn(s, tile[r][lane]);
+    __syncthreads();
+  }
+  if (warp == 0 && ch < c) out[ch] = divide ? s / static_cast<double>(rows) : s;
+}
 __global__ void k_bn_stats(int c, const double* mean, const double* var, float eps, float momentum, float* run_mean,
                            float* run_var, float* mf, float* invstd) {
   GRID_STRIDE(ch, c) {
@@ -1202,6 +1223,14 @@ class CudaBackend final : public Backend {
     }
     return bn_backward(rows, c, dy_scratch, xhat, gamma, invstd, dx, dgamma, dbeta);
   }
+  // The chunk partials' column sums in chunk order (the CPU's), by one of two equivalent kernels.
+  void combine(int64_t rows, int c, const double* part, bool divide, double* out) {
+    const char* how = std::getenv("TERNLAB_BN_COMBINE");
+    if (how && std::strcmp(how, "blocks") == 0)
+      k_column_combine_blocks<<<static_cast<unsigned>(cdiv(c, 32)), 256, 0, stream_>>>(rows, c, part, divide, out);
+    else
+      k_column_combine<<<grid_for(c), kThreads, 0, stream_>>>(rows, c, part, divide, out);
+  }
   // Batch statistics as the CPU sums them (double, 512-row chunks), running stats, float μ and 1/σ.
   Status bn_statistics(int64_t rows, int c, Operand x, float eps, float momentum, float* run_mean, float* run_var,
                        float* mf, float* invstd) {
@@ -1212,10 +1241,10 @@ class CudaBackend final : public Backend {
     double* var = mean + c;
     with_input(x, [&](auto xv) {
       k_column_partials<ColSum::X><<<grid_for(chunks * c), kThreads, 0, stream_>>>(rows, c, xv, NoB{}, nullptr, part);
-      k_column_combine<<<grid_for(c), kThreads, 0, stream_>>>(rows, c, part, true, mean);
+      combine(rows, c, part, true, mean);
       k_column_partials<ColSum::SqDev><<<grid_for(chunks * c), kThreads, 0, stream_>>>(rows, c, xv, NoB{}, mean, part);
     });
-    k_column_combine<<<grid_for(c), kThreads, 0, stream_>>>(rows, c, part, true, var);
+    combine(rows, c, part, true, var);
     k_bn_stats<<<grid_for(c), kThreads, 0, stream_>>>(c, mean, var, eps, momentum, run_mean, run_var, mf, invstd);
     LAUNCHED("bn statistics");
     return Status::ok();
@@ -1239,10 +1268,10 @@ class CudaBackend final : public Backend {
     double* dg = db + c;
     float* k = reinterpret_cast<float*>(dg + c);
     k_column_partials<ColSum::Dy><<<grid_for(chunks * c), kThreads, 0, stream_>>>(rows, c, F32In{dy}, NoB{}, nullptr, part);
-    k_column_combine<<<grid_for(c), kThreads, 0, stream_>>>(rows, c, part, false, db);
+    combine(rows, c, part, false, db);
     with_xhat(xhat, [&](auto xh) {
       k_column_partials<ColSum::DyXhat><<<grid_for(chunks * c), kThreads, 0, stream_>>>(rows, c, F32In{dy}, xh, nullptr, part);
-      k_column_combine<<<grid_for(c), kThreads, 0, stream_>>>(rows, c, part, false, dg);
+      combine(rows, c, part, false, dg);
       k_bn_backward_coeffs<<<grid_for(c), kThreads, 0, stream_>>>(rows, c, db, dg, gamma, invstd, dgamma, dbeta, k);
       k_bn_backward_apply<<<grid_for(rows * c), kThreads, 0, stream_>>>(rows * c, c, dy, xh, k, dx);
     });

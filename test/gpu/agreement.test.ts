@@ -151,22 +151,28 @@ describe("CUDA backend agrees with the CPU backend", function () {
         }
       }
     });
-    it("batch norm (train, infer, backward) is bit-identical", () => {
-      for (const [r, c] of [[2000, 24], [37, 300], [1, 3], [9000, 8]]) {  // 9000 rows: 18 chunks (the combine reads 16 ahead)
-        const x = normal(r * c, 11, 3), gamma = normal(c, 12), beta = normal(c, 13), rm = normal(c, 14), rv = normal(c, 15).map(Math.abs);
-        for (const train of [true, false]) {
-          const a = ops.batchNorm("cpu", r, c, x, gamma, beta, rm, rv, { train, eps: 1e-4, momentum: 0.1 });
-          const b = ops.batchNorm("cuda", r, c, x, gamma, beta, rm, rv, { train, eps: 1e-4, momentum: 0.1 });
-          for (const k of train ? ["y", "xhat", "invstd", "runMean", "runVar"] : ["y"]) same(a[k], b[k], `bn ${r}x${c} ${k}`);
-          if (train) {
-            const dy = normal(r * c, 16);
-            const ga = ops.batchNormBackward("cpu", r, c, dy, a.xhat, gamma, a.invstd);
-            const gb = ops.batchNormBackward("cuda", r, c, dy, b.xhat, gamma, b.invstd);
-            for (const k of ["dx", "dgamma", "dbeta"]) same(ga[k], gb[k], `bn backward ${r}x${c} ${k}`);
+    // both chunk-combine kernels (TERNLAB_BN_COMBINE=blocks: a block per 32 channels, tiles of 128 chunks)
+    for (const combine of ["", "blocks"]) {
+      it(`batch norm (train, infer, backward) is bit-identical${combine ? " (TERNLAB_BN_COMBINE=blocks)" : ""}`, () => {
+        process.env.TERNLAB_BN_COMBINE = combine;
+        // 9000 rows: 18 chunks (the combine reads 16 ahead); 70 000 × 40: 137 chunks (two tiles), two channel blocks
+        for (const [r, c] of [[2000, 24], [37, 300], [1, 3], [9000, 8], [70000, 40]]) {
+          const x = normal(r * c, 11, 3), gamma = normal(c, 12), beta = normal(c, 13), rm = normal(c, 14), rv = normal(c, 15).map(Math.abs);
+          for (const train of [true, false]) {
+            const a = ops.batchNorm("cpu", r, c, x, gamma, beta, rm, rv, { train, eps: 1e-4, momentum: 0.1 });
+            const b = ops.batchNorm("cuda", r, c, x, gamma, beta, rm, rv, { train, eps: 1e-4, momentum: 0.1 });
+            for (const k of train ? ["y", "xhat", "invstd", "runMean", "runVar"] : ["y"]) same(a[k], b[k], `bn ${r}x${c} ${k}`);
+            if (train) {
+              const dy = normal(r * c, 16);
+              const ga = ops.batchNormBackward("cpu", r, c, dy, a.xhat, gamma, a.invstd);
+              const gb = ops.batchNormBackward("cuda", r, c, dy, b.xhat, gamma, b.invstd);
+              for (const k of ["dx", "dgamma", "dbeta"]) same(ga[k], gb[k], `bn backward ${r}x${c} ${k}`);
+            }
           }
         }
-      }
-    });
+        delete process.env.TERNLAB_BN_COMBINE;
+      });
+    }
     // Rectangular and triangular windows are bit-identical; the Gaussian and logistic windows call
     // expf, whose CUDA and glibc versions may differ in the last bit (≤ 2 ulp): within 1e-6.
     it("activation and its windows (binary, ternary, 5 levels; all four shapes) agree", () => {

@@ -219,7 +219,7 @@ void Model::assign_exact_sums() {
 // - Every other batch-sized buffer (outputs, owned x̂, max-pool argmax, output gradients, the room a
 //   second gradient is accumulated from) and the weight gradients are ranges of one arena, live over
 //   an interval of one timeline: the forward of node i is step i, the loss step `count`, the
-//   backward of node i step 2·count − i, the update step 2·count. A buffer is live from the step
+//   backward of node i (and its update, right after it) step 2·count − i. A buffer is live from the step
 //   that writes it to the last step that reads it, and buffers that are never live at the same step
 //   may take the same bytes (ensure_capacity places them). Every op's inputs and outputs are live at
 //   its step, so no op ever sees two of its operands overlap, and a buffer keeps its contents from
@@ -236,8 +236,9 @@ void Model::assign_exact_sums() {
 //   Which consumer comes first depends on which gradients flow, so every consumer but the highest
 //   gets a scratch (and a batch norm whose input takes no gradient: its dx goes there).
 // - A layer's weight gradient is written by its backward (every backend overwrites it: it is never
-//   zeroed between steps) and read by the update, step 2·count. A layer no gradient reaches (no
-//   path to the loss) never writes it and updates with zeros, so it keeps a buffer of its own.
+//   zeroed between steps) and read by the layer's update at the same step (backward_update). A layer
+//   no gradient reaches (no path to the loss) never writes it and updates with zeros, so it keeps a
+//   buffer of its own.
 void Model::plan_memory() {
   const int count = static_cast<int>(nodes_.size());
   for (int i = 1; i < count; ++i) {
@@ -362,7 +363,7 @@ void Model::plan_memory() {
       for (int in : nodes_[k].spec.inputs) reached[in] = true;
   for (int j = 1; j < count; ++j)
     if (nodes_[j].nweights > 0 && reached[j]) {
-      plan(j, Use::WeightGradient, 0, bwd(j), 2 * count);
+      plan(j, Use::WeightGradient, 0, bwd(j), bwd(j));  // read by the layer's update at its backward step
       plan_.back().fixed = nodes_[j].nweights * sizeof(float);
     }
 }
@@ -379,10 +380,9 @@ Status Model::ensure_capacity(int n) {
     if (!nd.gw_owned.data()) nd.gw = Region();
   }
   // Greedy by size, best fit: the largest buffers first, each into the smallest gap between the
-  // buffers already placed that are live at one of its steps. The weight gradients (live from their
-  // layer's backward to the update) fit best last on some graphs (the CIFAR net: they then sit
-  // beside the first layers' gradients, not among the activations), so both orders are tried and
-  // the smaller arena kept. Offsets are multiples of 256, the alignment a separate allocation gets
+  // buffers already placed that are live at one of its steps. Other orders fit some graphs better
+  // (the weight gradients last, or the longest-lived buffers first), so three are tried and the
+  // smallest arena kept. Offsets are multiples of 256, the alignment a separate allocation gets
   // from every backend.
   constexpr size_t kAlign = 256;
   for (auto& p : plan_) p.bytes = (static_cast<size_t>(p.per_sample) * n + p.fixed + kAlign - 1) / kAlign * kAlign;
@@ -612,119 +612,127 @@ XhatSource Model::xhat_source(int i) {
   return xs;
 }
 
-Status Model::backward(int n) {
+// The backward pass with each node's update right after its own backward: a layer's weight
+// gradient is then read at the step that writes it and its bytes serve the next layer (the memory
+// plan counts on it). No node's backward reads a weight of a node after it, and every update draws
+// from Philox by (step, layer), so the order gives the bits of updating after the whole pass.
+Status Model::backward_update(int n, uint64_t t, float lr) {
+  const double t1 = static_cast<double>(t) + 1.0;
+  const float lr_t = static_cast<float>(lr * std::sqrt(1.0 - std::pow(update_.beta2, t1)) / (1.0 - std::pow(update_.beta1, t1)));
   for (auto& nd : nodes_) nd.grad_written = false;
   storage(static_cast<int>(nodes_.size()) - 1).grad_written = true;  // written by loss()
   for (size_t ii = nodes_.size() - 1; ii >= 1; --ii) {
-    const int i = static_cast<int>(ii);
-    Node& nd = nodes_[i];
-    const NodeSpec& s = nd.spec;
-    if (s.kind == OpKind::Flatten) continue;  // shares its input's buffers
-    Node& st = storage(i);
-    if (!st.grad_written) continue;  // nothing flows back through this node
-    const float* dy = st.grad;
-    const int in = s.inputs.empty() ? -1 : s.inputs[0];
-    const bool in_grad = in > 0 && nodes_[in].requires_grad;
-    const int64_t in_elems = in > 0 ? static_cast<int64_t>(n) * per_sample(nodes_[in]) : 0;
-    float* dx = nullptr;
-    bool acc = false;
-    if (in_grad) TL_TRY(grad_target(i, in, &dx, &acc));
-    switch (s.kind) {
-      case OpKind::Conv:
-      case OpKind::Dense: {
-        const ConvGeom g = conv_geom(i, n);
-        Operand w = s.discrete ? Operand{DType::I8, nd.wq.data(), s.levels.unit()} : Operand{DType::F32, nd.wf.data(), 1.0f};
-        TL_TRY(backend_->conv_backward(g, operand_of(in), dy, w, nd.gw.as<float>(), in_grad ? dx : nullptr));
-        break;
-      }
-      case OpKind::MaxPool:
-        if (in_grad) TL_TRY(backend_->maxpool_backward(pool_geom(i, n), dy, nd.argmax.as<int32_t>(), dx));
-        break;
-      case OpKind::AvgPool:
-        if (in_grad) TL_TRY(backend_->avgpool_backward(pool_geom(i, n), dy, dx));
-        break;
-      case OpKind::BatchNorm: {
-        const int64_t rows = static_cast<int64_t>(n) * nd.h * nd.w;
-        float* target = in_grad ? dx : nd.scratch;
-        if (!target) return Status(Code::Internal, "layer \"" + s.name + "\": the memory plan gave its backward step no scratch");
-        TL_TRY(backend_->bn_backward(rows, nd.c, dy, xhat_source(i), nd.gamma.as<float>(), nd.invstd.as<float>(), target,
-                                     nd.dgamma.as<float>(), nd.dbeta.as<float>()));
-        break;
-      }
-      case OpKind::Activation:
-        if (in_grad && nodes_[in].fused_act) {
-          // φ's and the batch norm's backward in one op, straight into the BN input's gradient
-          Node& bn = nodes_[in];
-          const int bin = bn.spec.inputs[0];
-          const bool bin_grad = bin > 0 && nodes_[bin].requires_grad;
-          const int64_t rows = static_cast<int64_t>(n) * bn.h * bn.w;
-          float* bdx = nd.scratch;
-          bool bacc = false;
-          if (bin_grad) TL_TRY(grad_target(i, bin, &bdx, &bacc));
-          if (!bdx) return Status(Code::Internal, "layer \"" + s.name + "\": the memory plan gave its backward step no scratch");
-          TL_TRY(backend_->act_bn_backward(rows, bn.c, dy, bn.out.as<float>(), xhat_source(in), bn.gamma.as<float>(),
-                                           bn.beta.as<float>(), bn.invstd.as<float>(), s.act, bn.grad, bdx,
-                                           bn.dgamma.as<float>(), bn.dbeta.as<float>()));
-          if (bin_grad) TL_TRY(finish_grad(i, bin, in_elems, bacc));
-          continue;  // the BN node's gradient is never marked written, so the loop skips it
-        }
-        if (in_grad)
-          TL_TRY(backend_->act_backward(in_elems, static_cast<const float*>(operand_of(in).ptr), dy, s.act, dx));
-        break;
-      case OpKind::Add: {
-        if (in_grad) TL_TRY(backend_->copy(dx, dy, sizeof(float) * in_elems));
-        if (in_grad) TL_TRY(finish_grad(i, in, in_elems, acc));
-        const int in1 = s.inputs[1];
-        if (in1 > 0 && nodes_[in1].requires_grad) {
-          float* dx1;
-          bool acc1;
-          TL_TRY(grad_target(i, in1, &dx1, &acc1));
-          TL_TRY(backend_->copy(dx1, dy, sizeof(float) * in_elems));
-          TL_TRY(finish_grad(i, in1, in_elems, acc1));
-        }
-        continue;
-      }
-      default:
-        break;
-    }
-    if (in_grad) TL_TRY(finish_grad(i, in, in_elems, acc));
+    TL_TRY(backward_node(static_cast<int>(ii), n));
+    TL_TRY(update_node(static_cast<int>(ii), t, lr, lr_t));
   }
+  step_ = static_cast<int64_t>(t) + 1;
   return Status::ok();
 }
 
-Status Model::update(uint64_t t, float lr) {
-  const double t1 = static_cast<double>(t) + 1.0;
-  const float lr_t = static_cast<float>(lr * std::sqrt(1.0 - std::pow(update_.beta2, t1)) / (1.0 - std::pow(update_.beta1, t1)));
+Status Model::backward_node(int i, int n) {
+  Node& nd = nodes_[i];
+  const NodeSpec& s = nd.spec;
+  if (s.kind == OpKind::Flatten) return Status::ok();  // shares its input's buffers
+  Node& st = storage(i);
+  if (!st.grad_written) return Status::ok();  // nothing flows back through this node
+  const float* dy = st.grad;
+  const int in = s.inputs.empty() ? -1 : s.inputs[0];
+  const bool in_grad = in > 0 && nodes_[in].requires_grad;
+  const int64_t in_elems = in > 0 ? static_cast<int64_t>(n) * per_sample(nodes_[in]) : 0;
+  float* dx = nullptr;
+  bool acc = false;
+  if (in_grad) TL_TRY(grad_target(i, in, &dx, &acc));
+  switch (s.kind) {
+    case OpKind::Conv:
+    case OpKind::Dense: {
+      const ConvGeom g = conv_geom(i, n);
+      Operand w = s.discrete ? Operand{DType::I8, nd.wq.data(), s.levels.unit()} : Operand{DType::F32, nd.wf.data(), 1.0f};
+      TL_TRY(backend_->conv_backward(g, operand_of(in), dy, w, nd.gw.as<float>(), in_grad ? dx : nullptr));
+      break;
+    }
+    case OpKind::MaxPool:
+      if (in_grad) TL_TRY(backend_->maxpool_backward(pool_geom(i, n), dy, nd.argmax.as<int32_t>(), dx));
+      break;
+    case OpKind::AvgPool:
+      if (in_grad) TL_TRY(backend_->avgpool_backward(pool_geom(i, n), dy, dx));
+      break;
+    case OpKind::BatchNorm: {
+      const int64_t rows = static_cast<int64_t>(n) * nd.h * nd.w;
+      float* target = in_grad ? dx : nd.scratch;
+      if (!target) return Status(Code::Internal, "layer \"" + s.name + "\": the memory plan gave its backward step no scratch");
+      TL_TRY(backend_->bn_backward(rows, nd.c, dy, xhat_source(i), nd.gamma.as<float>(), nd.invstd.as<float>(), target,
+                                   nd.dgamma.as<float>(), nd.dbeta.as<float>()));
+      break;
+    }
+    case OpKind::Activation:
+      if (in_grad && nodes_[in].fused_act) {
+        // φ's and the batch norm's backward in one op, straight into the BN input's gradient
+        Node& bn = nodes_[in];
+        const int bin = bn.spec.inputs[0];
+        const bool bin_grad = bin > 0 && nodes_[bin].requires_grad;
+        const int64_t rows = static_cast<int64_t>(n) * bn.h * bn.w;
+        float* bdx = nd.scratch;
+        bool bacc = false;
+        if (bin_grad) TL_TRY(grad_target(i, bin, &bdx, &bacc));
+        if (!bdx) return Status(Code::Internal, "layer \"" + s.name + "\": the memory plan gave its backward step no scratch");
+        TL_TRY(backend_->act_bn_backward(rows, bn.c, dy, bn.out.as<float>(), xhat_source(in), bn.gamma.as<float>(),
+                                         bn.beta.as<float>(), bn.invstd.as<float>(), s.act, bn.grad, bdx,
+                                         bn.dgamma.as<float>(), bn.dbeta.as<float>()));
+        if (bin_grad) TL_TRY(finish_grad(i, bin, in_elems, bacc));
+        return Status::ok();  // the BN node's gradient is never marked written, so its backward is skipped
+      }
+      if (in_grad)
+        TL_TRY(backend_->act_backward(in_elems, static_cast<const float*>(operand_of(in).ptr), dy, s.act, dx));
+      break;
+    case OpKind::Add: {
+      if (in_grad) TL_TRY(backend_->copy(dx, dy, sizeof(float) * in_elems));
+      if (in_grad) TL_TRY(finish_grad(i, in, in_elems, acc));
+      const int in1 = s.inputs[1];
+      if (in1 > 0 && nodes_[in1].requires_grad) {
+        float* dx1;
+        bool acc1;
+        TL_TRY(grad_target(i, in1, &dx1, &acc1));
+        TL_TRY(backend_->copy(dx1, dy, sizeof(float) * in_elems));
+        TL_TRY(finish_grad(i, in1, in_elems, acc1));
+      }
+      return Status::ok();
+    }
+    default:
+      break;
+  }
+  if (in_grad) TL_TRY(finish_grad(i, in, in_elems, acc));
+  return Status::ok();
+}
+
+// DST for a discrete layer's weights, Adam for the rest (full-precision weights, BN's γ and β).
+Status Model::update_node(int i, uint64_t t, float lr, float lr_t) {
   AdamParams adam;
   adam.lr_t = lr_t; adam.beta1 = update_.beta1; adam.beta2 = update_.beta2; adam.eps = update_.eps;
   int64_t* counters = counters_.as<int64_t>();
-  for (size_t i = 1; i < nodes_.size(); ++i) {
-    Node& nd = nodes_[i];
-    if (nd.nweights > 0) {
-      if (nd.spec.discrete) {
-        DstParams p;
-        p.levels = nd.spec.levels;
-        p.proposal = update_.proposal;
-        p.tau = update_.tau;
-        p.m = update_.m;
-        p.temperature = update_.temperature;
-        p.lr = update_.proposal == Proposal::Adam ? lr_t : lr;
-        p.beta1 = update_.beta1; p.beta2 = update_.beta2; p.eps = update_.eps;
-        p.seed = spec_.seed;
-        p.step = static_cast<uint32_t>(t);
-        p.layer = static_cast<uint32_t>(i);
-        TL_TRY(backend_->dst_update(nd.nweights, nd.wq.as<int8_t>(), nd.gw.as<float>(), nd.wm.as<float>(), nd.wv.as<float>(), p,
-                                    counters + i * kCounterSlots));
-      } else {
-        TL_TRY(backend_->adam_update(nd.nweights, nd.wf.as<float>(), nd.gw.as<float>(), nd.wm.as<float>(), nd.wv.as<float>(), adam));
-      }
-    }
-    if (nd.spec.kind == OpKind::BatchNorm) {
-      TL_TRY(backend_->adam_update(nd.c, nd.gamma.as<float>(), nd.dgamma.as<float>(), nd.gm.as<float>(), nd.gv.as<float>(), adam));
-      TL_TRY(backend_->adam_update(nd.c, nd.beta.as<float>(), nd.dbeta.as<float>(), nd.bm.as<float>(), nd.bv.as<float>(), adam));
+  Node& nd = nodes_[i];
+  if (nd.nweights > 0) {
+    if (nd.spec.discrete) {
+      DstParams p;
+      p.levels = nd.spec.levels;
+      p.proposal = update_.proposal;
+      p.tau = update_.tau;
+      p.m = update_.m;
+      p.temperature = update_.temperature;
+      p.lr = update_.proposal == Proposal::Adam ? lr_t : lr;
+      p.beta1 = update_.beta1; p.beta2 = update_.beta2; p.eps = update_.eps;
+      p.seed = spec_.seed;
+      p.step = static_cast<uint32_t>(t);
+      p.layer = static_cast<uint32_t>(i);
+      TL_TRY(backend_->dst_update(nd.nweights, nd.wq.as<int8_t>(), nd.gw.as<float>(), nd.wm.as<float>(), nd.wv.as<float>(), p,
+                                  counters + i * kCounterSlots));
+    } else {
+      TL_TRY(backend_->adam_update(nd.nweights, nd.wf.as<float>(), nd.gw.as<float>(), nd.wm.as<float>(), nd.wv.as<float>(), adam));
     }
   }
-  step_ = static_cast<int64_t>(t) + 1;
+  if (nd.spec.kind == OpKind::BatchNorm) {
+    TL_TRY(backend_->adam_update(nd.c, nd.gamma.as<float>(), nd.dgamma.as<float>(), nd.gm.as<float>(), nd.gv.as<float>(), adam));
+    TL_TRY(backend_->adam_update(nd.c, nd.beta.as<float>(), nd.dbeta.as<float>(), nd.bm.as<float>(), nd.bv.as<float>(), adam));
+  }
   return Status::ok();
 }
 

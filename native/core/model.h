@@ -77,9 +77,9 @@ class Model {
   Status forward(const float* x, int n, bool train);
   // Loss and its gradient at the output; row losses and true-class ranks to host arrays.
   Status loss(const int32_t* labels_dev, int n, LossKind kind, float* row_loss_host, int32_t* rank_host);
-  Status backward(int n);
-  // DST for discrete weights, Adam for the rest. t is the 0-based global step.
-  Status update(uint64_t t, float lr);
+  // The backward pass, each node updated right after its own backward (DST for discrete weights,
+  // Adam for the rest). t is the 0-based global step.
+  Status backward_update(int n, uint64_t t, float lr);
   Status read_counters(std::vector<LayerCounters>* out);
   // The asynchronous form of loss() + read_counters() for the training pipeline: the loss on labels
   // already on the device, then the row losses, ranks and counters queued for download into host
@@ -138,6 +138,8 @@ class Model {
   int64_t per_sample(const Node& n) const { return static_cast<int64_t>(n.h) * n.w * n.c; }
   Node& storage(int i) { return nodes_[nodes_[i].alias >= 0 ? nodes_[i].alias : i]; }
   Operand operand_of(int i);
+  Status backward_node(int i, int n);
+  Status update_node(int i, uint64_t t, float lr, float lr_t);
   XhatSource xhat_source(int bn);
   ConvGeom conv_geom(int i, int n) const;
   PoolGeom pool_geom(int i, int n) const;

@@ -169,8 +169,7 @@ Status train_epoch(Model& model, const DataView& data, const EpochPlan& plan, co
     TL_TRY(pipe.input(s, n));
     TL_TRY(model.forward(pipe.dev_input.as<float>(), n, true));
     TL_TRY(model.loss_queued(pipe.labels(s), n, plan.loss, pipe.report[s].as<void>()));
-    TL_TRY(model.backward(n));
-    TL_TRY(model.update(static_cast<uint64_t>(step), plan.lr[b]));
+    TL_TRY(model.backward_update(n, static_cast<uint64_t>(step), plan.lr[b]));
     TL_TRY(model.queue_counters(pipe.report[s].as<void>()));
     TL_TRY(be.mark(s));
     if (b + 1 < plan.end) TL_TRY(stage(b + 1));

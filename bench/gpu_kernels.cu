@@ -116,8 +116,8 @@ int main(int argc, char** argv) {
     const double bnb = time_ms(b, 20, [&] {
       return b.bn_backward(rows, c, y.as<float>(), stored, gamma.as<float>(), is.as<float>(), out.as<float>(), dg.as<float>(), dbb.as<float>());
     });
-    // the float case again with the chunk sums combined by blocks (TERNLAB_BN_COMBINE=blocks)
-    setenv("TERNLAB_BN_COMBINE", "blocks", 1);
+    // the float case again with the v2 batch-norm kernels (TERNLAB_BN_KERNELS=v2)
+    setenv("TERNLAB_BN_KERNELS", "v2", 1);
     const double bnfk = time_ms(b, 20, [&] {
       return b.bn_forward_train(rows, c, f32_operand(y.as<float>()), gamma.as<float>(), beta.as<float>(), 1e-4f, 0.1f, rm.as<float>(),
                                 rv.as<float>(), out.as<float>(), xh.as<float>(), mu.as<float>(), is.as<float>());
@@ -125,7 +125,7 @@ int main(int argc, char** argv) {
     const double bnbk = time_ms(b, 20, [&] {
       return b.bn_backward(rows, c, y.as<float>(), stored, gamma.as<float>(), is.as<float>(), out.as<float>(), dg.as<float>(), dbb.as<float>());
     });
-    unsetenv("TERNLAB_BN_COMBINE");
+    unsetenv("TERNLAB_BN_KERNELS");
     // the same on the layer's exact int16 sums: no x̂ stored, recomputed in the backward
     die(b.alloc(2 * rows * c, "int16 sums", &y16));
     die(b.zero(y16.data(), 2 * rows * c));

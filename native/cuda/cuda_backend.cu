@@ -330,11 +330,10 @@ __device__ __forceinline__ double column_term(float v, float b, double mean) {
 }
 // Rows are read 16 at a time ahead of the sequential adds (the sum order is the CPU's): one thread
 // walks a 512-row chunk, and a load at a time left it waiting on memory latency.
-template <ColSum kWhat, class A, class B>
+template <ColSum kWhat, int kAhead, class A, class B>
 __global__ void k_column_partials(int64_t rows, int c, A a, B b, const double* mean, double* part) {
   const int64_t chunks = (rows + kReduceChunk - 1) / kReduceChunk;
   constexpr bool kB = kWhat == ColSum::DyXhat;
-  constexpr int kAhead = 16;
   GRID_STRIDE(t, chunks * c) {
     const int ch = static_cast<int>(t % c);
     const int64_t k = t / c, r1 = min(rows, (k + 1) * kReduceChunk);
@@ -353,6 +352,37 @@ __global__ void k_column_partials(int64_t rows, int c, A a, B b, const double* m
     }
     for (; r < r1; ++r) s = __dadd_rn(s, column_term<kWhat>(a(r * c + ch), kB ? b(r * c + ch, ch) : 0.0f, m));
     part[t] = s;
+  }
+}
+// Σ dy and Σ dy·x̂ of the BN backward in one pass over dy (each sum in its own order, as above).
+template <int kAhead, class H>
+__global__ void k_column_partials_dy2(int64_t rows, int c, const float* dy, H xhat, double* part_db, double* part_dg) {
+  const int64_t chunks = (rows + kReduceChunk - 1) / kReduceChunk;
+  GRID_STRIDE(t, chunks * c) {
+    const int ch = static_cast<int>(t % c);
+    const int64_t k = t / c, r1 = min(rows, (k + 1) * kReduceChunk);
+    double s1 = 0.0, s2 = 0.0;
+    int64_t r = k * kReduceChunk;
+    for (; r + kAhead <= r1; r += kAhead) {
+      float v[kAhead], w[kAhead];
+#pragma unroll
+      for (int j = 0; j < kAhead; ++j) {
+        v[j] = dy[(r + j) * c + ch];
+        w[j] = xhat((r + j) * c + ch, ch);
+      }
+#pragma unroll
+      for (int j = 0; j < kAhead; ++j) {
+        s1 = __dadd_rn(s1, column_term<ColSum::Dy>(v[j], 0.0f, 0.0));
+        s2 = __dadd_rn(s2, column_term<ColSum::DyXhat>(v[j], w[j], 0.0));
+      }
+    }
+    for (; r < r1; ++r) {
+      const float v = dy[r * c + ch];
+      s1 = __dadd_rn(s1, column_term<ColSum::Dy>(v, 0.0f, 0.0));
+      s2 = __dadd_rn(s2, column_term<ColSum::DyXhat>(v, xhat(r * c + ch, ch), 0.0));
+    }
+    part_db[t] = s1;
+    part_dg[t] = s2;
   }
 }
 // The loads are issued 16 at a time ahead of the (still sequential) adds: one thread per channel
@@ -377,8 +407,8 @@ __global__ void k_column_combine(int64_t rows, int c, const double* part, bool d
 // The same sums, a block per 32 channels: the block loads tiles of kCombineTile chunks × 32 channels
 // (256 coalesced bytes per chunk) into shared memory, then one thread per channel adds them in chunk
 // order, as above. k_column_combine has c threads in all (64 on ResNet's stem, each walking 6 272
-// chunks), so it waits on memory latency chunk after chunk. Opt-in (TERNLAB_BN_COMBINE=blocks) until
-// it is measured on a GPU; the GPU suite checks it bit-identical to the CPU.
+// chunks), so it waits on memory latency chunk after chunk. Part of TERNLAB_BN_KERNELS=v2 (opt-in
+// until measured on a GPU; the GPU suite checks it bit-identical to the CPU).
 constexpr int kCombineTile = 128;
 __global__ void __launch_bounds__(256) k_column_combine_blocks(int64_t rows, int c, const double* part, bool divide, double* out) {
   __shared__ double tile[kCombineTile][32];
@@ -1223,13 +1253,25 @@ class CudaBackend final : public Backend {
     }
     return bn_backward(rows, c, dy_scratch, xhat, gamma, invstd, dx, dgamma, dbeta);
   }
+  // TERNLAB_BN_KERNELS=v2: the batch-norm sums with 32 rows in flight per thread (not 16), the chunk
+  // combine by blocks, and the backward's two sums in one pass over dy. Every sum keeps the CPU's
+  // order, so the bits are the same; opt-in until it is measured on a GPU (bench:gpu's variant).
+  static bool bn_v2() {
+    const char* v = std::getenv("TERNLAB_BN_KERNELS");
+    return v && std::strcmp(v, "v2") == 0;
+  }
   // The chunk partials' column sums in chunk order (the CPU's), by one of two equivalent kernels.
   void combine(int64_t rows, int c, const double* part, bool divide, double* out) {
-    const char* how = std::getenv("TERNLAB_BN_COMBINE");
-    if (how && std::strcmp(how, "blocks") == 0)
+    if (bn_v2())
       k_column_combine_blocks<<<static_cast<unsigned>(cdiv(c, 32)), 256, 0, stream_>>>(rows, c, part, divide, out);
     else
       k_column_combine<<<grid_for(c), kThreads, 0, stream_>>>(rows, c, part, divide, out);
+  }
+  template <ColSum kWhat, class A, class B>
+  void partials(int64_t rows, int c, A a, B b, const double* mean, double* part) {
+    const int64_t chunks = cdiv(rows, kReduceChunk);
+    if (bn_v2()) k_column_partials<kWhat, 32><<<grid_for(chunks * c), kThreads, 0, stream_>>>(rows, c, a, b, mean, part);
+    else k_column_partials<kWhat, 16><<<grid_for(chunks * c), kThreads, 0, stream_>>>(rows, c, a, b, mean, part);
   }
   // Batch statistics as the CPU sums them (double, 512-row chunks), running stats, float μ and 1/σ.
   Status bn_statistics(int64_t rows, int c, Operand x, float eps, float momentum, float* run_mean, float* run_var,
@@ -1240,9 +1282,9 @@ class CudaBackend final : public Backend {
     double* mean = part + chunks * c;
     double* var = mean + c;
     with_input(x, [&](auto xv) {
-      k_column_partials<ColSum::X><<<grid_for(chunks * c), kThreads, 0, stream_>>>(rows, c, xv, NoB{}, nullptr, part);
+      partials<ColSum::X>(rows, c, xv, NoB{}, nullptr, part);
       combine(rows, c, part, true, mean);
-      k_column_partials<ColSum::SqDev><<<grid_for(chunks * c), kThreads, 0, stream_>>>(rows, c, xv, NoB{}, mean, part);
+      partials<ColSum::SqDev>(rows, c, xv, NoB{}, mean, part);
     });
     combine(rows, c, part, true, var);
     k_bn_stats<<<grid_for(c), kThreads, 0, stream_>>>(c, mean, var, eps, momentum, run_mean, run_var, mf, invstd);
@@ -1262,16 +1304,26 @@ class CudaBackend final : public Backend {
                      float* dx, float* dgamma, float* dbeta) override {
     Prof prof_scope(&prof_, stream_, "bn_backward");
     const int64_t chunks = cdiv(rows, kReduceChunk);
-    TL_TRY(scratch(&part_, sizeof(double) * (chunks * c + 2 * c) + sizeof(float) * 3 * c, "batch-norm partial sums"));
+    const bool v2 = bn_v2();  // v2: both sums' partials in one pass, so two arrays of them
+    const int64_t parts = (v2 ? 2 : 1) * chunks * c;
+    TL_TRY(scratch(&part_, sizeof(double) * (parts + 2 * c) + sizeof(float) * 3 * c, "batch-norm partial sums"));
     double* part = static_cast<double*>(part_.p);
-    double* db = part + chunks * c;
+    double* db = part + parts;
     double* dg = db + c;
     float* k = reinterpret_cast<float*>(dg + c);
-    k_column_partials<ColSum::Dy><<<grid_for(chunks * c), kThreads, 0, stream_>>>(rows, c, F32In{dy}, NoB{}, nullptr, part);
-    combine(rows, c, part, false, db);
+    if (!v2) {
+      partials<ColSum::Dy>(rows, c, F32In{dy}, NoB{}, nullptr, part);
+      combine(rows, c, part, false, db);
+    }
     with_xhat(xhat, [&](auto xh) {
-      k_column_partials<ColSum::DyXhat><<<grid_for(chunks * c), kThreads, 0, stream_>>>(rows, c, F32In{dy}, xh, nullptr, part);
-      combine(rows, c, part, false, dg);
+      if (v2) {
+        k_column_partials_dy2<32><<<grid_for(chunks * c), kThreads, 0, stream_>>>(rows, c, dy, xh, part, part + chunks * c);
+        combine(rows, c, part, false, db);
+        combine(rows, c, part + chunks * c, false, dg);
+      } else {
+        partials<ColSum::DyXhat>(rows, c, F32In{dy}, xh, nullptr, part);
+        combine(rows, c, part, false, dg);
+      }
       k_bn_backward_coeffs<<<grid_for(c), kThreads, 0, stream_>>>(rows, c, db, dg, gamma, invstd, dgamma, dbeta, k);
       k_bn_backward_apply<<<grid_for(rows * c), kThreads, 0, stream_>>>(rows * c, c, dy, xh, k, dx);
     });

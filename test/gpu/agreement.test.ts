@@ -151,10 +151,11 @@ describe("CUDA backend agrees with the CPU backend", function () {
         }
       }
     });
-    // both chunk-combine kernels (TERNLAB_BN_COMBINE=blocks: a block per 32 channels, tiles of 128 chunks)
-    for (const combine of ["", "blocks"]) {
-      it(`batch norm (train, infer, backward) is bit-identical${combine ? " (TERNLAB_BN_COMBINE=blocks)" : ""}`, () => {
-        process.env.TERNLAB_BN_COMBINE = combine;
+    // both sets of batch-norm kernels (TERNLAB_BN_KERNELS=v2: 32 rows in flight, the chunk combine
+    // by blocks of 32 channels and tiles of 128 chunks, the backward's two sums in one pass)
+    for (const kernels of ["", "v2"]) {
+      it(`batch norm (train, infer, backward) is bit-identical${kernels ? " (TERNLAB_BN_KERNELS=v2)" : ""}`, () => {
+        process.env.TERNLAB_BN_KERNELS = kernels;
         // 9000 rows: 18 chunks (the combine reads 16 ahead); 70 000 × 40: 137 chunks (two tiles), two channel blocks
         for (const [r, c] of [[2000, 24], [37, 300], [1, 3], [9000, 8], [70000, 40]]) {
           const x = normal(r * c, 11, 3), gamma = normal(c, 12), beta = normal(c, 13), rm = normal(c, 14), rv = normal(c, 15).map(Math.abs);
@@ -170,7 +171,7 @@ describe("CUDA backend agrees with the CPU backend", function () {
             }
           }
         }
-        delete process.env.TERNLAB_BN_COMBINE;
+        delete process.env.TERNLAB_BN_KERNELS;
       });
     }
     // Rectangular and triangular windows are bit-identical; the Gaussian and logistic windows call
@@ -265,19 +266,23 @@ describe("CUDA backend agrees with the CPU backend", function () {
       }
     }
     const backends: string[] = [];
-    it("three steps of a small residual net give the same discrete weights and counters on CPU and GPU (fp32 products)", async () => {
-      const spec = tinyNet();
-      const a = await run(spec, "cpu", 3, 32, "exact"), b = await run(spec, "cuda", 3, 32, "exact");
-      let moved = 0;
-      for (const [k, v] of a) {
-        if (k.endsWith(".weight")) { same(v, b.get(k)!, k); moved++; }
-      }
-      assert.ok(moved >= 5);
-      assert.equal(b.get("metrics")!.toString(), a.get("metrics")!.toString(), "flips and active MACs per step");
-      const ea = JSON.parse(a.get("eval")!.toString()), eb = JSON.parse(b.get("eval")!.toString());
-      assert.equal(eb.top1, ea.top1, "evaluation: top-1");
-      assert.ok(Math.abs(eb.loss - ea.loss) <= 1e-5 * Math.abs(ea.loss), `evaluation loss ${eb.loss} vs ${ea.loss}`);
-    });
+    // also with the v2 batch-norm kernels (int16 inputs and recomputed x̂ run through them here)
+    for (const kernels of ["", "v2"])
+      it(`three steps of a small residual net give the same discrete weights and counters on CPU and GPU (fp32 products)${kernels ? " (TERNLAB_BN_KERNELS=v2)" : ""}`, async () => {
+        const spec = tinyNet();
+        const a = await run(spec, "cpu", 3, 32, "exact");
+        process.env.TERNLAB_BN_KERNELS = kernels;
+        const b = await run(spec, "cuda", 3, 32, "exact").finally(() => delete process.env.TERNLAB_BN_KERNELS);
+        let moved = 0;
+        for (const [k, v] of a) {
+          if (k.endsWith(".weight")) { same(v, b.get(k)!, k); moved++; }
+        }
+        assert.ok(moved >= 5);
+        assert.equal(b.get("metrics")!.toString(), a.get("metrics")!.toString(), "flips and active MACs per step");
+        const ea = JSON.parse(a.get("eval")!.toString()), eb = JSON.parse(b.get("eval")!.toString());
+        assert.equal(eb.top1, ea.top1, "evaluation: top-1");
+        assert.ok(Math.abs(eb.loss - ea.loss) <= 1e-5 * Math.abs(ea.loss), `evaluation loss ${eb.loss} vs ${ea.loss}`);
+      });
     // bf16 rounding of the gradients changes a decision only where a gradient is near zero (the
     // first Adam step moves by −α·sign(g)); later steps see different networks, so one step is compared.
     for (const [math, label] of [["fast", "cuDNN where it loads"], ["chunked", "cuDNN, backward in batch chunks"], ["own", "own kernels"]])

@@ -86,7 +86,7 @@ class Model {
   // buffers (report_bytes() of them); decode_counters() reads the counters part once it arrived.
   Status loss_queued(const int32_t* labels_dev, int n, LossKind kind, void* report_host);
   size_t report_bytes(int n) const;
-  Status queue_counters(void* report_host);  // after update(): the step's counters into the report
+  Status queue_counters(void* report_host);  // after backward_update(): the step's counters into the report
   void decode_counters(const int64_t* host_counters, std::vector<LayerCounters>* out) const;
   void decode_report(const void* report_host, int n, double* loss_sum, int64_t* correct, std::vector<LayerCounters>* out) const;
 

@@ -2,6 +2,8 @@
 // within a wall-clock budget, test accuracy recorded against wall time and epochs.
 //   node dist/bench/gpu_train.js cifar --data DIR_WITH_train.tar.gz_AND_test.tar.gz --minutes 7 [--batch 256] [--crop 4] [--out FILE.json]
 //   node dist/bench/gpu_train.js mnist --data DIR_WITH_IDX(.gz) --minutes 2 [--batch 100] [--out FILE.json]
+// The DST update: --proposal adam|sgd, --m (τ's steepness), --temperature, --tau tanh|linear|logistic
+// (defaults: the released code's adam, 3, 1, tanh); --width scales the CIFAR net's channels.
 // 10 % of the training set (stratified, seed 1) is held out for validation: the figure reported is the
 // test accuracy of the epoch with the best validation accuracy; the best test accuracy over all
 // epochs (what the released GXNOR code reports, selecting on the test set) is printed beside it, labelled.
@@ -52,9 +54,19 @@ async function main(): Promise<void> {
   const { train: tr0, val: va0 } = split(all.train, 0.1, 1);
   const train = own(tr0), val = own(va0), test = all.test;
   const loadS = (Date.now() - t00) / 1000;
-  const spec = which === "cifar" ? gxnorCifar(seed) : gxnorMnist(seed);
+  const spec = which === "cifar" ? gxnorCifar(seed, Number(opt("width", "1"))) : gxnorMnist(seed);
   const addon = loadAddon();
-  const model = new addon.NativeModel(spec, updateConfig(), { kind: opt("backend", "cuda"), threads: 0 });
+  const proposals: Record<string, number> = { adam: 0, sgd: 1 }, taus: Record<string, number> = { tanh: 0, linear: 1, logistic: 2 };
+  const choice = (name: string, table: Record<string, number>, dflt: string) => {
+    const v = opt(name, dflt);
+    if (!(v in table)) throw new Error(`--${name} ${v}: expected one of ${Object.keys(table).join(", ")}`);
+    return table[v];
+  };
+  const update = { ...updateConfig(), proposal: choice("proposal", proposals, "adam"), tau: choice("tau", taus, "tanh"),
+    m: Number(opt("m", "3")), temperature: Number(opt("temperature", "1")) };
+  for (const k of ["m", "temperature"] as const)
+    if (!(update[k] > 0)) throw new Error(`--${k} ${opt(k, "")}: expected a positive number`);
+  const model = new addon.NativeModel(spec, update, { kind: opt("backend", "cuda"), threads: 0 });
   const spe = Math.floor(train.count / batch);
   const augment = { augmentFlip: which === "cifar", augmentPad: Number(opt("crop", "0")) };
 
@@ -89,6 +101,7 @@ async function main(): Promise<void> {
   const total = (Date.now() - tStart) / 1000;
   const summary = {
     model: which, backend: JSON.parse(model.summary()).backend, date: new Date().toISOString(), batch, lr0, lr1, epochs: planned,
+    update, width: Number(opt("width", "1")),
     flip: augment.augmentFlip, crop: augment.augmentPad,
     steps: step, train_wall_s: total, load_s: loadS, final_test: rows[rows.length - 1].test_acc,
     test_at_best_val: best.test, best_val_epoch: best.epoch, best_test_over_epochs: bestTest,

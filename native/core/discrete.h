@@ -11,16 +11,12 @@ namespace tl {
 // a*b+c into one fma by default, the CPU build (ISO C++17, no -mfma) never does; the rounding then
 // differs in the last bit. Writing the products of the shared per-element formulas with mul_rn makes
 // both backends round identically (CUDA backend, issue 3).
-TL_HD float mul_rn(float a, float b) {
+// float or double; both operands of one type (a mixed call does not compile, rather than convert).
+template <class T>
+TL_HD T mul_rn(T a, T b) {
 #if defined(__CUDA_ARCH__)
-  return __fmul_rn(a, b);
-#else
-  return a * b;
-#endif
-}
-TL_HD double dmul_rn(double a, double b) {
-#if defined(__CUDA_ARCH__)
-  return __dmul_rn(a, b);
+  if constexpr (sizeof(T) == sizeof(float)) return __fmul_rn(a, b);
+  else return __dmul_rn(a, b);
 #else
   return a * b;
 #endif

@@ -1,6 +1,6 @@
 // The loss of one row (sample), written once for both backends (CpuBackend::loss runs it per row on
 // the thread pool, the CUDA backend one row per thread): the rank of the true class, the row's loss
-// and its gradient. Products go through mul_rn/dmul_rn so that nvcc forms no FMA the CPU does not:
+// and its gradient. Products go through mul_rn so that nvcc forms no FMA the CPU does not:
 // the squared hinge is bit-identical on both; cross-entropy uses each side's exp/log (within 1e-6).
 #pragma once
 #include <cmath>
@@ -24,7 +24,7 @@ TL_HD void loss_row(int c, const float* y, int lab, LossKind kind, float inv, fl
       const float t = j == lab ? 1.0f : -1.0f;
       const float m = 1.0f - mul_rn(t, y[j]);
       const float h = m > 0.0f ? m : 0.0f;
-      l = l + dmul_rn(static_cast<double>(h), static_cast<double>(h));
+      l = l + mul_rn(static_cast<double>(h), static_cast<double>(h));
       dy[j] = mul_rn(mul_rn(-2.0f * t, h), inv);
     }
     *loss = static_cast<float>(l / c);
@@ -36,7 +36,7 @@ TL_HD void loss_row(int c, const float* y, int lab, LossKind kind, float inv, fl
   for (int j = 0; j < c; ++j) s = s + exp(static_cast<double>(y[j] - mx));
   for (int j = 0; j < c; ++j) {
     const double p = exp(static_cast<double>(y[j] - mx)) / s;
-    dy[j] = static_cast<float>(dmul_rn(p - (j == lab ? 1.0 : 0.0), static_cast<double>(inv)));
+    dy[j] = static_cast<float>(mul_rn(p - (j == lab ? 1.0 : 0.0), static_cast<double>(inv)));
   }
   *loss = static_cast<float>(log(s) - static_cast<double>(y[lab] - mx));
 }

@@ -124,29 +124,27 @@ class CpuBackend final : public Backend {
   template <class Store>
   Status int8_product(const ConvGeom& g, Operand x, Operand w, Store store) {
     const int64_t K = g.k(), rows = g.rows();
-    {
-      const int64_t Kp = round_up(K, 64);
-      std::vector<int8_t> wp(static_cast<size_t>(g.oc * Kp), 0);
-      std::vector<int32_t> colsum(g.oc, 0);
-      const int8_t* ws = static_cast<const int8_t*>(w.ptr);
-      for (int o = 0; o < g.oc; ++o) {
-        int32_t s = 0;
-        for (int64_t k = 0; k < K; ++k) { wp[o * Kp + k] = ws[o * K + k]; s += ws[o * K + k]; }
-        colsum[o] = s;
-      }
-      std::vector<uint8_t> cols;
-      std::vector<int32_t> acc;
-      for (int64_t r0 = 0; r0 < rows; r0 += kRowChunk) {
-        const int64_t rc = std::min(kRowChunk, rows - r0);
-        cols.resize(static_cast<size_t>(rc * Kp));
-        acc.resize(static_cast<size_t>(rc * g.oc));
-        im2col_u8(g, static_cast<const int8_t*>(x.ptr), r0, rc, Kp, cols.data());
-        igemm(pool_, rc, g.oc, Kp, cols.data(), wp.data(), colsum.data(), acc.data(), g.oc);
-        const int32_t* a = acc.data();
-        pool_.parallel_for(rc * g.oc, 1 << 14, [&](int64_t b, int64_t e) { store(r0, b, e, a); });
-      }
-      return Status::ok();
+    const int64_t Kp = round_up(K, 64);
+    std::vector<int8_t> wp(static_cast<size_t>(g.oc * Kp), 0);
+    std::vector<int32_t> colsum(g.oc, 0);
+    const int8_t* ws = static_cast<const int8_t*>(w.ptr);
+    for (int o = 0; o < g.oc; ++o) {
+      int32_t s = 0;
+      for (int64_t k = 0; k < K; ++k) { wp[o * Kp + k] = ws[o * K + k]; s += ws[o * K + k]; }
+      colsum[o] = s;
     }
+    std::vector<uint8_t> cols;
+    std::vector<int32_t> acc;
+    for (int64_t r0 = 0; r0 < rows; r0 += kRowChunk) {
+      const int64_t rc = std::min(kRowChunk, rows - r0);
+      cols.resize(static_cast<size_t>(rc * Kp));
+      acc.resize(static_cast<size_t>(rc * g.oc));
+      im2col_u8(g, static_cast<const int8_t*>(x.ptr), r0, rc, Kp, cols.data());
+      igemm(pool_, rc, g.oc, Kp, cols.data(), wp.data(), colsum.data(), acc.data(), g.oc);
+      const int32_t* a = acc.data();
+      pool_.parallel_for(rc * g.oc, 1 << 14, [&](int64_t b, int64_t e) { store(r0, b, e, a); });
+    }
+    return Status::ok();
   }
 
   Status conv_backward_data(const ConvGeom& g, const float* dy, Operand w, float* dx) override {

@@ -328,8 +328,23 @@ __device__ __forceinline__ double column_term(float v, float b, double mean) {
   }
   return __dmul_rn(static_cast<double>(v), static_cast<double>(b));
 }
-// Rows are read 16 at a time ahead of the sequential adds (the sum order is the CPU's): one thread
-// walks a 512-row chunk, and a load at a time left it waiting on memory latency.
+// A serial walk over positions [k, end): values are loaded kAhead at a time ahead of the adds, which
+// stay in order (the CPU's). One thread walks a 512-row chunk (or a channel's chunks), and a load at
+// a time left it waiting on memory latency. load(k) gives a value; add(value) takes it.
+template <int kAhead, class Load, class Add>
+__device__ __forceinline__ void walk_ahead(int64_t k, int64_t end, Load load, Add add) {
+  for (; k + kAhead <= end; k += kAhead) {
+    decltype(load(k)) v[kAhead];
+#pragma unroll
+    for (int j = 0; j < kAhead; ++j) v[j] = load(k + j);
+#pragma unroll
+    for (int j = 0; j < kAhead; ++j) add(v[j]);
+  }
+  for (; k < end; ++k) add(load(k));
+}
+struct Pair {
+  float v, w;
+};
 template <ColSum kWhat, int kAhead, class A, class B>
 __global__ void k_column_partials(int64_t rows, int c, A a, B b, const double* mean, double* part) {
   const int64_t chunks = (rows + kReduceChunk - 1) / kReduceChunk;
@@ -339,18 +354,8 @@ __global__ void k_column_partials(int64_t rows, int c, A a, B b, const double* m
     const int64_t k = t / c, r1 = min(rows, (k + 1) * kReduceChunk);
     const double m = kWhat == ColSum::SqDev ? mean[ch] : 0.0;
     double s = 0.0;
-    int64_t r = k * kReduceChunk;
-    for (; r + kAhead <= r1; r += kAhead) {
-      float v[kAhead], w[kAhead];
-#pragma unroll
-      for (int j = 0; j < kAhead; ++j) {
-        v[j] = a((r + j) * c + ch);
-        w[j] = kB ? b((r + j) * c + ch, ch) : 0.0f;
-      }
-#pragma unroll
-      for (int j = 0; j < kAhead; ++j) s = __dadd_rn(s, column_term<kWhat>(v[j], w[j], m));
-    }
-    for (; r < r1; ++r) s = __dadd_rn(s, column_term<kWhat>(a(r * c + ch), kB ? b(r * c + ch, ch) : 0.0f, m));
+    walk_ahead<kAhead>(k * kReduceChunk, r1, [&](int64_t r) { return Pair{a(r * c + ch), kB ? b(r * c + ch, ch) : 0.0f}; },
+                       [&](Pair p) { s = __dadd_rn(s, column_term<kWhat>(p.v, p.w, m)); });
     part[t] = s;
   }
 }
@@ -362,45 +367,21 @@ __global__ void k_column_partials_dy2(int64_t rows, int c, const float* dy, H xh
     const int ch = static_cast<int>(t % c);
     const int64_t k = t / c, r1 = min(rows, (k + 1) * kReduceChunk);
     double s1 = 0.0, s2 = 0.0;
-    int64_t r = k * kReduceChunk;
-    for (; r + kAhead <= r1; r += kAhead) {
-      float v[kAhead], w[kAhead];
-#pragma unroll
-      for (int j = 0; j < kAhead; ++j) {
-        v[j] = dy[(r + j) * c + ch];
-        w[j] = xhat((r + j) * c + ch, ch);
-      }
-#pragma unroll
-      for (int j = 0; j < kAhead; ++j) {
-        s1 = __dadd_rn(s1, column_term<ColSum::Dy>(v[j], 0.0f, 0.0));
-        s2 = __dadd_rn(s2, column_term<ColSum::DyXhat>(v[j], w[j], 0.0));
-      }
-    }
-    for (; r < r1; ++r) {
-      const float v = dy[r * c + ch];
-      s1 = __dadd_rn(s1, column_term<ColSum::Dy>(v, 0.0f, 0.0));
-      s2 = __dadd_rn(s2, column_term<ColSum::DyXhat>(v, xhat(r * c + ch, ch), 0.0));
-    }
+    walk_ahead<kAhead>(k * kReduceChunk, r1, [&](int64_t r) { return Pair{dy[r * c + ch], xhat(r * c + ch, ch)}; },
+                       [&](Pair p) {
+                         s1 = __dadd_rn(s1, column_term<ColSum::Dy>(p.v, 0.0f, 0.0));
+                         s2 = __dadd_rn(s2, column_term<ColSum::DyXhat>(p.v, p.w, 0.0));
+                       });
     part_db[t] = s1;
     part_dg[t] = s2;
   }
 }
-// The loads are issued 16 at a time ahead of the (still sequential) adds: one thread per channel
-// walks up to thousands of chunks, and one load at a time left it waiting on memory latency.
+// One thread per channel walks the chunks' partial sums in chunk order.
 __global__ void k_column_combine(int64_t rows, int c, const double* part, bool divide, double* out) {
   const int64_t chunks = (rows + kReduceChunk - 1) / kReduceChunk;
-  constexpr int kAhead = 16;
   GRID_STRIDE(ch, c) {
     double s = 0.0;
-    int64_t k = 0;
-    for (; k + kAhead <= chunks; k += kAhead) {
-      double v[kAhead];
-#pragma unroll
-      for (int j = 0; j < kAhead; ++j) v[j] = part[(k + j) * c + ch];
-#pragma unroll
-      for (int j = 0; j < kAhead; ++j) s = __dadd_rn(s, v[j]);
-    }
-    for (; k < chunks; ++k) s = __dadd_rn(s, part[k * c + ch]);
+    walk_ahead<16>(0, chunks, [&](int64_t k) { return part[k * c + ch]; }, [&](double v) { s = __dadd_rn(s, v); });
     out[ch] = divide ? s / static_cast<double>(rows) : s;
   }
 }
@@ -436,46 +417,40 @@ __global__ void k_bn_stats(int c, const double* mean, const double* var, float e
     run_var[ch] = __fadd_rn(__fmul_rn(1.0f - momentum, run_var[ch]), __fmul_rn(momentum, static_cast<float>(var[ch])));
   }
 }
-// x̂ is written unless xhat is null (an int16 input: the backward recomputes it)
-template <class X>
+// Where a BN output goes: stored as float, or turned into φ's int8 states at once (the fused op:
+// no float BN output, recomputed from x̂ when the backward needs it).
+struct StoreY {
+  float* y;
+  __device__ __forceinline__ void operator()(int64_t i, float v) const { y[i] = v; }
+};
+struct StorePhi {
+  ActSpec act;
+  int8_t* q;
+  __device__ __forceinline__ void operator()(int64_t i, float v) const { q[i] = tl::act_forward(v, act); }
+};
+// y = γ·x̂ + β with x̂ = (x − μ)·σ⁻¹, written unless xhat is null (an int16 input: the backward
+// recomputes it)
+template <class X, class Out>
 __global__ void k_bn_apply(int64_t n, int c, X x, const float* mf, const float* is, const float* gamma,
-                           const float* beta, float* xhat, float* y) {
+                           const float* beta, float* xhat, Out out) {
   CHANNEL_STRIDE(i, n, ch, c) {
     const float h = __fmul_rn(__fsub_rn(x(i), mf[ch]), is[ch]);
     if (xhat) xhat[i] = h;
-    y[i] = __fadd_rn(__fmul_rn(gamma[ch], h), beta[ch]);
-  }
-}
-// BN apply and φ in one pass: x̂ and the int8 states, no float BN output (recomputed when needed)
-template <class X>
-__global__ void k_bn_act_apply(int64_t n, int c, X x, const float* mf, const float* is, const float* gamma,
-                               const float* beta, ActSpec act, float* xhat, int8_t* q) {
-  CHANNEL_STRIDE(i, n, ch, c) {
-    const float h = __fmul_rn(__fsub_rn(x(i), mf[ch]), is[ch]);
-    if (xhat) xhat[i] = h;
-    q[i] = tl::act_forward(__fadd_rn(__fmul_rn(gamma[ch], h), beta[ch]), act);
+    out(i, __fadd_rn(__fmul_rn(gamma[ch], h), beta[ch]));
   }
 }
 template <class H>
 __global__ void k_act_backward_xhat(int64_t n, int c, const float* dq, H xhat, ActGrad ag, float* dy) {
   CHANNEL_STRIDE(i, n, ch, c) dy[i] = ag(dq[i], xhat(i, static_cast<int>(ch)), static_cast<int>(ch));
 }
-template <class X>
-__global__ void k_bn_act_infer(int64_t n, int c, X x, const float* gamma, const float* beta, const float* rm,
-                               const float* rv, float eps, ActSpec act, int8_t* q) {
-  CHANNEL_STRIDE(i, n, ch, c) {  // k_bn_infer's expressions, then φ
-    const float sc = gamma[ch] / sqrtf(__fadd_rn(rv[ch], eps));
-    const float sh = __fsub_rn(beta[ch], __fmul_rn(rm[ch], sc));
-    q[i] = tl::act_forward(__fadd_rn(__fmul_rn(x(i), sc), sh), act);
-  }
-}
-template <class X>
+// evaluation: the running statistics
+template <class X, class Out>
 __global__ void k_bn_infer(int64_t n, int c, X x, const float* gamma, const float* beta, const float* rm,
-                           const float* rv, float eps, float* y) {
+                           const float* rv, float eps, Out out) {
   CHANNEL_STRIDE(i, n, ch, c) {
     const float sc = gamma[ch] / sqrtf(__fadd_rn(rv[ch], eps));
     const float sh = __fsub_rn(beta[ch], __fmul_rn(rm[ch], sc));
-    y[i] = __fadd_rn(__fmul_rn(x(i), sc), sh);
+    out(i, __fadd_rn(__fmul_rn(x(i), sc), sh));
   }
 }
 __global__ void k_bn_backward_coeffs(int64_t rows, int c, const double* db, const double* dg, const float* gamma,
@@ -1014,16 +989,7 @@ class CudaBackend final : public Backend {
         prof_scope.name = "conv_forward (cuDNN int8)";
         return dnn_->forward_int8(g, static_cast<const int8_t*>(x.ptr), static_cast<const int8_t*>(w.ptr), scale, y);
       }
-      if (math_mode() == Math::Simple) {
-        return simt<int32_t>("conv_forward", M, g.oc, K, K, Im2colA{g, x.ptr, true, 1.0f}, WeightKN{w.ptr, true, 1.0f, K},
-                             StoreF{y, g.oc, scale});
-      }
-      dim3 grid(static_cast<unsigned>(cdiv(M, kMmaBM)), static_cast<unsigned>(cdiv(g.oc, kMmaBN)));
-      mma_nt<S8Policy><<<grid, 256, 0, stream_>>>(static_cast<int>(M), g.oc, K,
-                                                  S8Im2col{g, static_cast<const int8_t*>(x.ptr)},
-                                                  S8Rows{static_cast<const int8_t*>(w.ptr), K}, StoreF{y, g.oc, scale});
-      LAUNCHED("conv_forward (int8 tensor cores)");
-      return Status::ok();
+      return int8_product(g, x, w, StoreF{y, g.oc, scale}, "conv_forward (int8 tensor cores)");
     }
     prof_scope.name = "conv_forward (float operand)";
     if (use_dnn(ConvProduct::ForwardF32, g)) {
@@ -1040,15 +1006,19 @@ class CudaBackend final : public Backend {
 
   Status conv_forward_i16(const ConvGeom& g, Operand x, Operand w, int16_t* y) override {
     Prof prof_scope(&prof_, stream_, "conv_forward");
+    if (g.rows() == 0 || g.oc == 0) return Status::ok();
+    return int8_product(g, x, w, StoreI16{y, g.oc}, "conv_forward (int8 tensor cores, int16 sums)");
+  }
+  // The exact int8 × int8 product, its int32 sums handed to `store` (float times the scale, or int16).
+  template <class Store>
+  Status int8_product(const ConvGeom& g, Operand x, Operand w, Store store, const char* what) {
     const int64_t M = g.rows(), K = g.k();
-    if (M == 0 || g.oc == 0) return Status::ok();
     if (math_mode() == Math::Simple)
-      return simt<int32_t>("conv_forward", M, g.oc, K, K, Im2colA{g, x.ptr, true, 1.0f}, WeightKN{w.ptr, true, 1.0f, K},
-                           StoreI16{y, g.oc});
+      return simt<int32_t>("conv_forward", M, g.oc, K, K, Im2colA{g, x.ptr, true, 1.0f}, WeightKN{w.ptr, true, 1.0f, K}, store);
     dim3 grid(static_cast<unsigned>(cdiv(M, kMmaBM)), static_cast<unsigned>(cdiv(g.oc, kMmaBN)));
     mma_nt<S8Policy><<<grid, 256, 0, stream_>>>(static_cast<int>(M), g.oc, K, S8Im2col{g, static_cast<const int8_t*>(x.ptr)},
-                                                S8Rows{static_cast<const int8_t*>(w.ptr), K}, StoreI16{y, g.oc});
-    LAUNCHED("conv_forward (int8 tensor cores, int16 sums)");
+                                                S8Rows{static_cast<const int8_t*>(w.ptr), K}, store);
+    LAUNCHED(what);
     return Status::ok();
   }
 
@@ -1209,22 +1179,32 @@ class CudaBackend final : public Backend {
                           float momentum, float* run_mean, float* run_var, float* y, float* xhat, float* mean,
                           float* invstd) override {
     Prof prof_scope(&prof_, stream_, "bn_forward_train");
-    TL_TRY(bn_statistics(rows, c, x, eps, momentum, run_mean, run_var, mean, invstd));
-    with_input(x, [&](auto xv) {
-      k_bn_apply<<<grid_for(rows * c), kThreads, 0, stream_>>>(rows * c, c, xv, mean, invstd, gamma, beta, xhat, y);
-    });
-    LAUNCHED("bn_forward_train");
-    return Status::ok();
+    return bn_train(rows, c, x, gamma, beta, eps, momentum, run_mean, run_var, xhat, mean, invstd, StoreY{y});
   }
   Status bn_act_forward_train(int64_t rows, int c, Operand x, const float* gamma, const float* beta, float eps,
                               float momentum, float* run_mean, float* run_var, float* y, float* xhat, float* mean,
                               float* invstd, const ActSpec& act, int8_t* q) override {
     Prof prof_scope(&prof_, stream_, "bn_act_forward_train (fused)");
+    return bn_train(rows, c, x, gamma, beta, eps, momentum, run_mean, run_var, xhat, mean, invstd, StorePhi{act, q});
+  }
+  // batch statistics, then x̂ and the BN output handed to `out`
+  template <class Out>
+  Status bn_train(int64_t rows, int c, Operand x, const float* gamma, const float* beta, float eps, float momentum,
+                  float* run_mean, float* run_var, float* xhat, float* mean, float* invstd, Out out) {
     TL_TRY(bn_statistics(rows, c, x, eps, momentum, run_mean, run_var, mean, invstd));
     with_input(x, [&](auto xv) {
-      k_bn_act_apply<<<grid_for(rows * c), kThreads, 0, stream_>>>(rows * c, c, xv, mean, invstd, gamma, beta, act, xhat, q);
+      k_bn_apply<<<grid_for(rows * c), kThreads, 0, stream_>>>(rows * c, c, xv, mean, invstd, gamma, beta, xhat, out);
     });
-    LAUNCHED("bn_act_forward_train");
+    LAUNCHED("bn_forward_train");
+    return Status::ok();
+  }
+  template <class Out>
+  Status bn_infer(int64_t rows, int c, Operand x, const float* gamma, const float* beta, const float* run_mean,
+                  const float* run_var, float eps, Out out) {
+    with_input(x, [&](auto xv) {
+      k_bn_infer<<<grid_for(rows * c), kThreads, 0, stream_>>>(rows * c, c, xv, gamma, beta, run_mean, run_var, eps, out);
+    });
+    LAUNCHED("bn_forward_infer");
     return Status::ok();
   }
   bool fuses_bn_act() const override { return true; }
@@ -1232,11 +1212,7 @@ class CudaBackend final : public Backend {
                               const float* run_mean, const float* run_var, float eps, float* y, const ActSpec& act,
                               int8_t* q) override {
     Prof prof_scope(&prof_, stream_, "bn_act_forward_infer (fused)");
-    with_input(x, [&](auto xv) {
-      k_bn_act_infer<<<grid_for(rows * c), kThreads, 0, stream_>>>(rows * c, c, xv, gamma, beta, run_mean, run_var, eps, act, q);
-    });
-    LAUNCHED("bn_act_forward_infer");
-    return Status::ok();
+    return bn_infer(rows, c, x, gamma, beta, run_mean, run_var, eps, StorePhi{act, q});
   }
   // The BN output's gradient in one elementwise pass (y recomputed from x̂: the forward kept no y),
   // then the batch norm's backward. (Recomputing it inside the two column-sum passes instead was
@@ -1294,11 +1270,7 @@ class CudaBackend final : public Backend {
   Status bn_forward_infer(int64_t rows, int c, Operand x, const float* gamma, const float* beta,
                           const float* run_mean, const float* run_var, float eps, float* y) override {
     Prof prof_scope(&prof_, stream_, "bn_forward_infer");
-    with_input(x, [&](auto xv) {
-      k_bn_infer<<<grid_for(rows * c), kThreads, 0, stream_>>>(rows * c, c, xv, gamma, beta, run_mean, run_var, eps, y);
-    });
-    LAUNCHED("bn_forward_infer");
-    return Status::ok();
+    return bn_infer(rows, c, x, gamma, beta, run_mean, run_var, eps, StoreY{y});
   }
   Status bn_backward(int64_t rows, int c, const float* dy, const XhatSource& xhat, const float* gamma, const float* invstd,
                      float* dx, float* dgamma, float* dbeta) override {

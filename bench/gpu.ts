@@ -7,14 +7,9 @@ import { spawnSync } from "child_process";
 import * as fs from "fs";
 import * as path from "path";
 import { gxnorCifar, loadAddon, resnet18, updateConfig, ModelSpec } from "./gpu_models";
+import { args, flag, opt } from "./args";
 
 const root = path.resolve(__dirname, "../..");
-const args = process.argv.slice(2);
-const opt = (name: string, dflt: string) => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 && i + 1 < args.length ? args[i + 1] : dflt;
-};
-const flag = (name: string) => args.includes(`--${name}`);
 const batch = Number(opt("batch", "256"));
 const steps = Number(opt("steps", "20"));
 const models = opt("models", "cifar,resnet").split(",");

@@ -16,13 +16,9 @@ import * as fs from "fs";
 import * as path from "path";
 import { readIdx, readImageFolder, split, Dataset } from "../src/datasets";
 import { gxnorCifar, gxnorMnist, loadAddon, updateConfig } from "./gpu_models";
+import { args, opt } from "./args";
 
-const args = process.argv.slice(2);
 const which = args[0] === "mnist" ? "mnist" : "cifar";
-const opt = (name: string, dflt: string) => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 && i + 1 < args.length ? args[i + 1] : dflt;
-};
 const minutes = Number(opt("minutes", which === "cifar" ? "7" : "2"));
 const batch = Number(opt("batch", which === "cifar" ? "256" : "100"));
 const lr0 = Number(opt("lr0", which === "cifar" ? "0.01" : "0.01"));

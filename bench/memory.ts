@@ -6,12 +6,8 @@
 // The buffers are allocated without computing (ensureCapacity); --evaluate then runs one
 // evaluation pass and checks that it holds the same bytes. --buffers lists the arena's plan.
 import { gxnorCifar, loadAddon, ModelSpec, OP, resnet18, updateConfig } from "./gpu_models";
+import { flag, opt } from "./args";
 
-const args = process.argv.slice(2);
-const opt = (name: string, dflt: string) => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 && i + 1 < args.length ? args[i + 1] : dflt;
-};
 
 interface Planned { node: number; layer: string; use: string; from: number; to: number; offset: number; bytes: number }
 interface Report {
@@ -67,7 +63,7 @@ async function main(): Promise<void> {
     const bytes = m.memoryInUse();
     const report: Report = JSON.parse(m.memoryReport());
     const out: Record<string, unknown> = { model: name, backend: kind, batch, MiB: MiB(bytes) };
-    if (args.includes("--evaluate")) {
+    if (flag("evaluate")) {
       // a real pass allocates nothing more: the plan is all the model holds
       const per = spec.h * spec.w * spec.c;
       const images = new Uint8Array(batch * per), labels = new Int32Array(batch);
@@ -77,7 +73,7 @@ async function main(): Promise<void> {
     }
     console.log(JSON.stringify(out));
     console.log(JSON.stringify(breakdown(report, spec)));
-    if (args.includes("--buffers"))
+    if (flag("buffers"))
       for (const p of report.buffers) console.log(JSON.stringify({ layer: p.layer, use: p.use, from: p.from, to: p.to, offset: p.offset, MiB: MiB(p.bytes) }));
   }
 }

@@ -243,11 +243,12 @@ void Model::plan_memory() {
   const int count = static_cast<int>(nodes_.size());
   for (int i = 1; i < count; ++i) {
     Node& nd = nodes_[i];
-    nd.xhat_in_place = false;
+    nd.xhat_in_place = nd.xhat_recomputed = false;
     if (nd.spec.kind != OpKind::BatchNorm) continue;
     const int in = nd.spec.inputs[0];
     const Node& src = nodes_[in];
     const OpKind k = src.spec.kind;
+    nd.xhat_recomputed = src.dtype == DType::I16;  // from exact int16 sums: no x̂ buffer at all
     nd.xhat_in_place = in > 0 && src.alias < 0 && src.consumers == 1 && src.dtype == DType::F32 &&
                        (k == OpKind::Conv || k == OpKind::Dense || k == OpKind::MaxPool || k == OpKind::AvgPool);
   }
@@ -272,7 +273,7 @@ void Model::plan_memory() {
       int t = fwd(k);
       if (nd.spec.kind == OpKind::Conv || nd.spec.kind == OpKind::Dense || nd.spec.kind == OpKind::Activation) t = bwd(k);
       // x̂ in place over this output, or recomputed from it (int16 sums): read by the BN's backward
-      if (nd.spec.kind == OpKind::BatchNorm && (nd.xhat_in_place || nodes_[st].dtype == DType::I16)) t = bn_bwd(k);
+      if (nd.spec.kind == OpKind::BatchNorm && (nd.xhat_in_place || nd.xhat_recomputed)) t = bn_bwd(k);
       out_to[st] = std::max(out_to[st], t);
     }
   }
@@ -291,7 +292,7 @@ void Model::plan_memory() {
     // a BN fused with its φ on a backend that keeps y in registers has no output buffer
     if (!(nd.fused_act && backend_->fuses_bn_act()))
       plan(j, Use::Output, elems * dtype_bytes(nd.dtype), fwd(j), out_to[j]);
-    if (nd.spec.kind == OpKind::BatchNorm && !nd.xhat_in_place && nodes_[st_of(nd.spec.inputs[0])].dtype != DType::I16)
+    if (nd.spec.kind == OpKind::BatchNorm && !nd.xhat_in_place && !nd.xhat_recomputed)
       plan(j, Use::Xhat, elems * sizeof(float), j, bn_bwd(j));
     if (nd.spec.kind == OpKind::MaxPool) plan(j, Use::Argmax, elems * sizeof(int32_t), j, bwd(j));
   }
@@ -452,7 +453,6 @@ Status Model::ensure_capacity(int n) {
       nd.xhat = nd.xhat_in_place ? storage(nd.spec.inputs[0]).out.as<float>() : nd.xhat_owned.as<float>();
     if (nd.grad_in_place) nd.grad = nodes_[nd.spec.inputs[0]].grad = nodes_[i + 1].grad;  // see plan_memory
   }
-  TL_TRY(backend_->alloc(sizeof(int32_t) * n, "labels", &labels_scratch_));
   TL_TRY(backend_->alloc(sizeof(float) * n, "per-sample loss", &row_loss_));
   TL_TRY(backend_->alloc(sizeof(int32_t) * n, "per-sample rank", &rank_));
   capacity_ = n;
@@ -563,10 +563,9 @@ Status Model::forward(const float* x, int n, bool train) {
   return Status::ok();
 }
 
-Status Model::loss(const int32_t* labels_host, int n, LossKind kind, float* row_loss_host, int32_t* rank_host) {
+Status Model::loss(const int32_t* labels_dev, int n, LossKind kind, float* row_loss_host, int32_t* rank_host) {
   Node& last = storage(static_cast<int>(nodes_.size()) - 1);
-  TL_TRY(backend_->upload(labels_scratch_.data(), labels_host, sizeof(int32_t) * n));
-  TL_TRY(backend_->loss(n, spec_.classes, last.out.as<float>(), labels_scratch_.as<int32_t>(), kind, last.grad,
+  TL_TRY(backend_->loss(n, spec_.classes, last.out.as<float>(), labels_dev, kind, last.grad,
                         row_loss_.as<float>(), rank_.as<int32_t>()));
   TL_TRY(backend_->download(row_loss_host, row_loss_.data(), sizeof(float) * n));
   TL_TRY(backend_->download(rank_host, rank_.data(), sizeof(int32_t) * n));
@@ -600,8 +599,8 @@ Status Model::finish_grad(int step, int input, int64_t elems, bool accumulate_af
 XhatSource Model::xhat_source(int i) {
   Node& nd = nodes_[i];
   XhatSource xs;
-  const Operand x = operand_of(nd.spec.inputs[0]);
-  if (x.dtype == DType::I16) {
+  if (nd.xhat_recomputed) {
+    const Operand x = operand_of(nd.spec.inputs[0]);
     xs.q = static_cast<const int16_t*>(x.ptr);
     xs.scale = x.scale;
     xs.mean = nd.mean.as<float>();
@@ -894,7 +893,7 @@ std::string Model::memory_report_json() const {
     optimizer += nd.wm.bytes() + nd.wv.bytes() + nd.gm.bytes() + nd.gv.bytes() + nd.bm.bytes() + nd.bv.bytes();
     for (const Buffer* b : {&nd.gamma, &nd.beta, &nd.rmean, &nd.rvar, &nd.dgamma, &nd.dbeta, &nd.mean, &nd.invstd}) bn += b->bytes();
   }
-  const size_t other = counters_.bytes() + labels_scratch_.bytes() + row_loss_.bytes() + rank_.bytes();
+  const size_t other = counters_.bytes() + row_loss_.bytes() + rank_.bytes();
   std::ostringstream o;
   o << "{\"batch\":" << capacity_ << ",\"shared\":" << (share_ ? "true" : "false") << ",\"steps\":" << 2 * nodes_.size()
     << ",\"arena\":" << arena_.bytes() << ",\"weights\":" << weights << ",\"weightGradients\":" << weight_grads

@@ -128,6 +128,7 @@ class Model {
     Region xhat_owned;        // x̂, unless it is written over the input's output (xhat_in_place)
     float* xhat = nullptr;
     bool xhat_in_place = false;
+    bool xhat_recomputed = false;  // the input is exact int16 sums: x̂ recomputed from them (xhat_source)
     Region argmax;
     bool grad_written = false;
     // batch norm whose only consumer is the next node, an activation: one fused op each way in training
@@ -168,7 +169,7 @@ class Model {
   int capacity_ = 0;
   const float* input_ = nullptr;
   int batch_ = 0;
-  Buffer counters_, labels_scratch_, row_loss_, rank_;
+  Buffer counters_, row_loss_, rank_;
   int64_t step_ = 0;
 };
 

@@ -199,7 +199,7 @@ Status evaluate(Model& model, const DataView& data, int batch, LossKind loss, co
     TL_TRY(pipe.stage(0, idx.data(), n, 0, Augment(), ms.seed, ms.h, ms.w, ms.c));
     TL_TRY(pipe.input(0, n));
     TL_TRY(model.forward(pipe.dev_input.as<float>(), n, false));
-    TL_TRY(model.loss(pipe.host_labels(0), n, loss, row_loss.data(), rank.data()));
+    TL_TRY(model.loss(pipe.labels(0), n, loss, row_loss.data(), rank.data()));  // labels came with the batch
     TL_TRY(be.mark(0));  // the next batch's upload waits for this one's reads of the slot
     for (int i = 0; i < n; ++i) {
       total += row_loss[i];

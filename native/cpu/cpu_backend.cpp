@@ -371,16 +371,7 @@ class CpuBackend final : public Backend {
   Status bn_act_forward_infer(int64_t rows, int c, Operand x, const float* gamma, const float* beta,
                               const float* run_mean, const float* run_var, float eps, float* y, const ActSpec& act,
                               int8_t* q) override {
-    std::vector<float> sc(c), sh(c);
-    bn_infer_coefficients(c, gamma, beta, run_mean, run_var, eps, sc.data(), sh.data());
-    with_input(x, [&](auto xv) {
-      with_phi(act, [&](auto phi) {
-        pool_.parallel_for(rows, 256, [&](int64_t b, int64_t e) {
-          for (int64_t r = b; r < e; ++r)
-            for (int ch = 0; ch < c; ++ch) q[r * c + ch] = phi(xv(r * c + ch) * sc[ch] + sh[ch]);
-        });
-      });
-    });
+    with_phi(act, [&](auto phi) { bn_infer(rows, c, x, gamma, beta, run_mean, run_var, eps, [&](int64_t i, float v) { q[i] = phi(v); }); });
     return Status::ok();
   }
   Status act_bn_backward(int64_t rows, int c, const float* dq, const float* y, const XhatSource& xhat, const float* gamma,
@@ -450,15 +441,21 @@ class CpuBackend final : public Backend {
   }
   Status bn_forward_infer(int64_t rows, int c, Operand x, const float* gamma, const float* beta,
                           const float* run_mean, const float* run_var, float eps, float* y) override {
+    bn_infer(rows, c, x, gamma, beta, run_mean, run_var, eps, [&](int64_t i, float v) { y[i] = v; });
+    return Status::ok();
+  }
+  // evaluation: x·σ⁻¹γ + (β − μσ⁻¹γ) from the running statistics, handed to `out(i, y)`
+  template <class Out>
+  void bn_infer(int64_t rows, int c, Operand x, const float* gamma, const float* beta, const float* run_mean, const float* run_var,
+                float eps, Out out) {
     std::vector<float> sc(c), sh(c);
     bn_infer_coefficients(c, gamma, beta, run_mean, run_var, eps, sc.data(), sh.data());
     with_input(x, [&](auto xv) {
       pool_.parallel_for(rows, 256, [&](int64_t b, int64_t e) {
         for (int64_t r = b; r < e; ++r)
-          for (int ch = 0; ch < c; ++ch) y[r * c + ch] = xv(r * c + ch) * sc[ch] + sh[ch];
+          for (int ch = 0; ch < c; ++ch) out(r * c + ch, xv(r * c + ch) * sc[ch] + sh[ch]);
       });
     });
-    return Status::ok();
   }
   Status bn_backward(int64_t rows, int c, const float* dy, const XhatSource& xhat, const float* gamma, const float* invstd,
                      float* dx, float* dgamma, float* dbeta) override {

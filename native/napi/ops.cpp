@@ -344,11 +344,12 @@ Napi::Value PlainFloatProduct(const Napi::CallbackInfo& info) {
   Napi::Float32Array y = Napi::Float32Array::New(info.Env(), M * N);
   const float* xp = x.Data();
   const float* wp = w.Data();
+  float* yp = y.Data();
   for (int64_t i = 0; i < M; ++i)
     for (int64_t j = 0; j < N; ++j) {
       float s = 0.0f;
       for (int64_t k = 0; k < K; ++k) s += xp[i * K + k] * wp[j * K + k];
-      y[i * N + j] = s;
+      yp[i * N + j] = s;
     }
   return y;
 }

@@ -864,7 +864,7 @@ class CudaBackend final : public Backend {
       for (cudaEvent_t e : {up_[0], up_[1], done_[0], done_[1]}) cudaEventDestroy(e);
       cudaStreamDestroy(copy_);
     }
-    for (Scratch* s : {&split_, &wt_, &part_, &counts_, &opx_, &opdy_, &opw_, &opdw_}) if (s->p) cudaFree(s->p);
+    for (Scratch* s : {&split_, &wt_, &part_, &counts_, &opx_, &opdy_, &opw_}) if (s->p) cudaFree(s->p);
     cudaStreamDestroy(stream_);
   }
   std::string name() const override { return "cuda"; }
@@ -1452,9 +1452,12 @@ class CudaBackend final : public Backend {
   Status dnn_backward_filter(const ConvGeom& g, Operand x, const __nv_bfloat16* dyb, float* dw, bool accumulate = false) {
     const __nv_bfloat16* xb;
     TL_TRY(to_bf16(&opx_, g.in_elems(), x, "conv_backward_filter (x to bf16)", &xb));
-    TL_TRY(scratch(&opdw_, sizeof(__nv_bfloat16) * g.oc * g.k(), "conv_backward_filter (bf16 output)"));
-    TL_TRY(dnn_->backward_filter(g, xb, dyb, opdw_.p));
-    return from_bf16(g.oc * g.k(), opdw_.p, x.dtype == DType::I8 ? x.scale : 1.0f, dw, "conv_backward_filter (to fp32)", accumulate);
+    // dw in bf16 goes where the data product will put w in bf16 (same size): it is converted to
+    // fp32 before conv_backward runs the data product, on the same stream, and one buffer of a
+    // layer's weights less is held (16 MiB for the CIFAR net's FC1024)
+    TL_TRY(scratch(&opw_, sizeof(__nv_bfloat16) * g.oc * g.k(), "conv_backward_filter (bf16 output)"));
+    TL_TRY(dnn_->backward_filter(g, xb, dyb, opw_.p));
+    return from_bf16(g.oc * g.k(), opw_.p, x.dtype == DType::I8 ? x.scale : 1.0f, dw, "conv_backward_filter (to fp32)", accumulate);
   }
   Status dnn_backward_data(const ConvGeom& g, const __nv_bfloat16* dyb, Operand w, float* dx) {
     const __nv_bfloat16* wb;
@@ -1489,7 +1492,7 @@ class CudaBackend final : public Backend {
   cudaDeviceProp prop_;
   std::atomic<size_t> in_use_{0};
   Scratch split_, wt_, part_, counts_;
-  Scratch opx_, opdy_, opw_, opdw_;  // converted operands and outputs of the cuDNN products
+  Scratch opx_, opdy_, opw_;  // converted operands and outputs of the cuDNN products
   std::unique_ptr<Cudnn> dnn_;
   cudaStream_t copy_ = nullptr;  // uploads of the training pipeline
   cudaEvent_t up_[2] = {}, done_[2] = {};

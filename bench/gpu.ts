@@ -26,10 +26,10 @@ function jsonLines(out: string): Row[] {
 function kernels(): void {
   const bin = path.join(root, "build/gpu_kernels");
   // rebuilt when a source it includes is newer (a stale binary would time the previous kernels)
-  const sources = ["bench/gpu_kernels.cu", ...["native/cuda", "native/core"].flatMap((d) =>
-    fs.readdirSync(path.join(root, d)).filter((f) => /\.(cu|cuh|h)$/.test(f)).map((f) => path.join(d, f)))];
+  const sources = ["bench", "native/cuda", "native/core"].flatMap((d) => fs.existsSync(path.join(root, d)) ?
+    fs.readdirSync(path.join(root, d)).filter((f) => /\.(cu|cuh|h)$/.test(f)).map((f) => path.join(root, d, f)) : []);
   const built = fs.existsSync(bin) ? fs.statSync(bin).mtimeMs : 0;
-  if (sources.some((f) => fs.statSync(path.join(root, f)).mtimeMs > built)) {
+  if (sources.some((f) => fs.statSync(f).mtimeMs > built)) {
     const nvcc = fs.existsSync("/usr/local/cuda/bin/nvcc") ? "/usr/local/cuda/bin/nvcc" : "nvcc";
     const r = spawnSync(nvcc, ["-std=c++17", "-O3", "-gencode", "arch=compute_90,code=sm_90", "-gencode", "arch=compute_80,code=sm_80",
       path.join(root, "bench/gpu_kernels.cu"), path.join(root, "native/cuda/cudnn_conv.cu"), "-ldl", "-o", bin], { encoding: "utf8" });

@@ -1,11 +1,12 @@
 // The products of the CUDA backend as implicit GEMMs: C[m][n] = Σ_k A(m,k)·B(k,n), where the
 // operands are never materialised (no im2col buffer): loaders gather them from the NHWC tensors
-// tile by tile. Three kernels:
+// tile by tile. Four kernels:
 //   simt_gemm  fp32 or int32 FMA on the CUDA cores: any operand, any shape; the "exact" path and the
 //              first layer (float input).
 //   mma_nt     tensor cores through mma.sync, both operands k-contiguous in shared memory:
-//              s8·s8 → s32 (m16n8k32, exact) for the ternary forward, bf16·bf16 → f32 (m16n8k16)
-//              for the backward data product.
+//              s8·s8 → s32 (m16n8k32, exact) for the ternary forward where s8_conv_pipelined does
+//              not apply (c % 16 != 0), bf16·bf16 → f32 (m16n8k16) for the backward data product.
+//   s8_conv_pipelined  the int8 forward for c % 16 == 0: s8 mma.sync fed by a cp.async pipeline.
 //   mma_tn     bf16 tensor cores with both operands reduction-major in global memory (the filter
 //              gradient Σ_r dy[r][o]·x̂[r][k]), loaded into shared memory as they lie and transposed
 //              by ldmatrix.trans; split over r into fixed-size chunks combined in chunk order.

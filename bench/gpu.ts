@@ -25,7 +25,11 @@ function jsonLines(out: string): Row[] {
 
 function kernels(): void {
   const bin = path.join(root, "build/gpu_kernels");
-  if (!fs.existsSync(bin)) {
+  // rebuilt when a source it includes is newer (a stale binary would time the previous kernels)
+  const sources = ["bench", "native/cuda", "native/core"].flatMap((d) => fs.existsSync(path.join(root, d)) ?
+    fs.readdirSync(path.join(root, d)).filter((f) => /\.(cu|cuh|h)$/.test(f)).map((f) => path.join(root, d, f)) : []);
+  const built = fs.existsSync(bin) ? fs.statSync(bin).mtimeMs : 0;
+  if (sources.some((f) => fs.statSync(f).mtimeMs > built)) {
     const nvcc = fs.existsSync("/usr/local/cuda/bin/nvcc") ? "/usr/local/cuda/bin/nvcc" : "nvcc";
     const r = spawnSync(nvcc, ["-std=c++17", "-O3", "-gencode", "arch=compute_90,code=sm_90", "-gencode", "arch=compute_80,code=sm_80",
       path.join(root, "bench/gpu_kernels.cu"), path.join(root, "native/cuda/cudnn_conv.cu"), "-ldl", "-o", bin], { encoding: "utf8" });
@@ -159,6 +163,9 @@ async function main(): Promise<void> {
     for (const p of prods)
       console.log(`  ${p.op.padEnd(22)} ${p.shape.padEnd(28)} ${fmt(p.ms, 3).padStart(8)} ms ${fmt(p.TOPS).padStart(5)} T(FL)OPS` +
         (p.op === "forward int8" && ceil ? `  ${((100 * p.TOPS) / ceil.int8_TOPS).toFixed(0)}% of peak` : ""));
+    for (const c of results.filter((r) => r.kind === "int8 forward v1 vs v2"))
+      console.log(`  int8 forward v1 -> v2  ${c.shape.padEnd(28)} ${fmt(c.ms_v1, 3).padStart(8)} -> ${fmt(c.ms_v2, 3)} ms ` +
+        `${fmt(c.TOPS_v1)} -> ${fmt(c.TOPS_v2)} TOPS  ${c.speedup.toFixed(2)}x${c.identical ? "" : "  MISMATCH: outputs differ"}`);
     for (const e of results.filter((r) => r.kind === "elementwise"))
       console.log(`  bn fwd ${fmt(e.bn_forward_ms, 3)} ms, bn bwd ${fmt(e.bn_backward_ms, 3)} ms (int16 input: ${fmt(e.bn_forward_i16_ms, 3)} / ${fmt(e.bn_backward_i16_ms, 3)} ms; v2 kernels: ${fmt(e.bn_forward_blocks_ms, 3)} / ${fmt(e.bn_backward_blocks_ms, 3)} ms), act ${fmt(e.act_forward_ms, 3)} ms on ${e.shape} (${fmt(e.tensor_MB)} MB)`);
   }

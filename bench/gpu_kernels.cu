@@ -2,10 +2,14 @@
 // backward products (TFLOP/s), batch norm, and the fused DST update (GB/s) against a device-to-device
 // copy. Built by `node dist/bench/gpu.js` with nvcc on the GPU machine (or by hand:
 //   nvcc -std=c++17 -O3 -gencode arch=compute_90,code=sm_90 -gencode arch=compute_80,code=sm_80 \
-//        bench/gpu_kernels.cu -o build/gpu_kernels)
-// Prints one JSON object per line (read by bench/gpu.ts) and nothing else on stdout.
+//        bench/gpu_kernels.cu native/cuda/cudnn_conv.cu -ldl -o build/gpu_kernels)
+// Prints one JSON object per line (read by bench/gpu.ts) and nothing else on stdout. The int8
+// forward runs twice per shape, the pipelined kernel against the previous one (bit for bit, and
+// timed side by side); a difference is printed as MISMATCH on stderr and the exit status is 2.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <functional>
 #include <vector>
 
@@ -33,6 +37,88 @@ static double time_ms(Backend& b, int reps, const std::function<Status()>& f) {
   }
   std::sort(t.begin(), t.end());
   return t[t.size() / 2];
+}
+
+// Per-call time of `reps` calls queued back to back (one synchronisation), median of 5 such runs:
+// for kernels of tens of microseconds, where a synchronisation per call would weigh in.
+static double time_queued_ms(Backend& b, int reps, const std::function<Status()>& f) {
+  for (int i = 0; i < 3; ++i) die(f());
+  die(b.synchronize());
+  std::vector<double> t;
+  for (int r = 0; r < 5; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < reps; ++i) die(f());
+    die(b.synchronize());
+    t.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() / reps);
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+// cudaMemset on the legacy stream, finished before the backend's (non-blocking) stream goes on
+static void fill_bytes(void* p, int byte, size_t bytes) {
+  if (cudaMemset(p, byte, bytes) != cudaSuccess || cudaDeviceSynchronize() != cudaSuccess) {
+    std::fprintf(stderr, "cudaMemset of %zu bytes failed\n", bytes);
+    std::exit(1);
+  }
+}
+
+// The int8 forward of the pipelined kernel (default) against the previous one (TERNLAB_INT8_FORWARD=v1)
+// on one shape: both outputs (float and int16 sums) compared bit for bit, each buffer first filled
+// with a different byte so that an element one kernel leaves unwritten differs too; then both timed
+// in the same way, alternately. Returns false on a mismatch (said on stderr, loudly).
+static bool compare_int8_forward(Backend& b, const char* name, const ConvGeom& g, const int8_t* x, const int8_t* w) {
+  const int64_t n = g.rows() * g.oc;
+  Buffer yv1, yv2, qv1, qv2;
+  die(b.alloc(4 * n, "y v1", &yv1));
+  die(b.alloc(4 * n, "y v2", &yv2));
+  die(b.alloc(2 * n, "int16 v1", &qv1));
+  die(b.alloc(2 * n, "int16 v2", &qv2));
+  auto fwd = [&](const char* version, Buffer& y, Buffer& q, int fill) {
+    if (version) setenv("TERNLAB_INT8_FORWARD", version, 1);
+    fill_bytes(y.data(), fill, 4 * n);
+    fill_bytes(q.data(), fill, 2 * n);
+    die(b.conv_forward(g, Operand{DType::I8, x, 1.0f}, Operand{DType::I8, w, 1.0f}, y.as<float>()));
+    die(b.conv_forward_i16(g, Operand{DType::I8, x, 1.0f}, Operand{DType::I8, w, 1.0f}, q.as<int16_t>()));
+    die(b.synchronize());
+    unsetenv("TERNLAB_INT8_FORWARD");
+  };
+  fwd("v1", yv1, qv1, 0xff);
+  fwd(nullptr, yv2, qv2, 0x00);
+  std::vector<float> a(n), c(n);
+  std::vector<int16_t> qa(n), qc(n);
+  die(b.download(a.data(), yv1.data(), 4 * n));
+  die(b.download(c.data(), yv2.data(), 4 * n));
+  die(b.download(qa.data(), qv1.data(), 2 * n));
+  die(b.download(qc.data(), qv2.data(), 2 * n));
+  int64_t bad = 0, first = -1, bad16 = 0, first16 = -1;
+  for (int64_t i = 0; i < n; ++i) {
+    if (std::memcmp(&a[i], &c[i], 4)) { if (first < 0) first = i; ++bad; }
+    if (qa[i] != qc[i]) { if (first16 < 0) first16 = i; ++bad16; }
+  }
+  if (bad) std::fprintf(stderr, "MISMATCH int8 forward (float) %s: %lld of %lld differ; first at %lld: v1 %.1f vs v2 %.1f\n", name,
+                        static_cast<long long>(bad), static_cast<long long>(n), static_cast<long long>(first), a[first], c[first]);
+  if (bad16) std::fprintf(stderr, "MISMATCH int8 forward (int16) %s: %lld of %lld differ; first at %lld: v1 %d vs v2 %d\n", name,
+                          static_cast<long long>(bad16), static_cast<long long>(n), static_cast<long long>(first16), qa[first16], qc[first16]);
+  const double flop = 2.0 * g.macs();
+  const int reps = std::max(3, std::min(200, static_cast<int>(2e12 / flop)));
+  auto timed = [&](const char* version) {
+    if (version) setenv("TERNLAB_INT8_FORWARD", version, 1);
+    const double ms = time_queued_ms(b, reps, [&] {
+      return b.conv_forward(g, Operand{DType::I8, x, 1.0f}, Operand{DType::I8, w, 1.0f}, yv2.as<float>());
+    });
+    unsetenv("TERNLAB_INT8_FORWARD");
+    return ms;
+  };
+  double v1 = 1e30, v2 = 1e30;
+  for (int round = 0; round < 2; ++round) {  // alternately, best of two: clocks and other tenants drift
+    v1 = std::min(v1, timed("v1"));
+    v2 = std::min(v2, timed(nullptr));
+  }
+  std::printf("{\"kind\":\"int8 forward v1 vs v2\",\"shape\":\"%s\",\"ms_v1\":%.4f,\"ms_v2\":%.4f,\"TOPS_v1\":%.1f,\"TOPS_v2\":%.1f,"
+              "\"speedup\":%.3f,\"identical\":%s}\n",
+              name, v1, v2, flop / v1 / 1e9, flop / v2 / 1e9, v1 / v2, bad || bad16 ? "false" : "true");
+  return !bad && !bad16;
 }
 
 static void fill_ternary(Backend& b, int8_t* p, int64_t n, uint32_t layer) { die(b.init_states(n, p, 7, layer, 1.0f, Levels{})); }
@@ -74,14 +160,16 @@ int main(int argc, char** argv) {
       conv("resnet s1 64->64 56x56", batch, 56, 64, 64, 3, 1),
       conv("resnet s4 512->512 7x7", batch, 7, 512, 512, 3, 1),
   };
+  bool identical = true;
   for (auto& s : shapes) {
     const ConvGeom& g = s.g;
     Buffer x, w, y, dx, dw;
     die(b.alloc(g.in_elems(), "x", &x));
     die(b.alloc(g.oc * g.k(), "w", &w));
-    die(b.alloc(4 * g.rows() * g.oc, "y", &y));
     fill_ternary(b, x.as<int8_t>(), g.in_elems(), 1);
     fill_ternary(b, w.as<int8_t>(), g.oc * g.k(), 2);
+    identical = compare_int8_forward(b, s.name, g, x.as<int8_t>(), w.as<int8_t>()) && identical;
+    die(b.alloc(4 * g.rows() * g.oc, "y", &y));
     const double flop = 2.0 * g.macs();
     const bool big = flop > 1e12;
     const double fwd = time_ms(b, big ? 10 : 30, [&] {
@@ -171,6 +259,10 @@ int main(int argc, char** argv) {
     });
     const double bytes = 22.0 * n;
     std::printf("{\"kind\":\"dst\",\"weights\":%lld,\"ms\":%.4f,\"GBps\":%.1f}\n", static_cast<long long>(n), ms, bytes / ms / 1e6);
+  }
+  if (!identical) {
+    std::fprintf(stderr, "MISMATCH: the pipelined int8 forward differs from the previous kernel on some shape (see above)\n");
+    return 2;
   }
   return 0;
 }

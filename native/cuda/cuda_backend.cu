@@ -594,6 +594,23 @@ __global__ void k_split_combine(int64_t mn, int z, const float* ws, float* out) 
   }
 }
 
+// split-K of the int8 forward: partial sums per split, then the store of their exact total
+struct StoreSplitI32 {
+  int32_t* ws;
+  int64_t mn;
+  int ld;
+  __device__ void operator()(int z, int m, int n, int32_t v) const { ws[z * mn + static_cast<int64_t>(m) * ld + n] = v; }
+};
+template <class Store>
+__global__ void k_s8_split_combine(int M, int N, int splits, const int32_t* ws, Store store) {
+  const int64_t mn = static_cast<int64_t>(M) * N;
+  GRID_STRIDE(i, mn) {
+    int32_t s = 0;
+    for (int z = 0; z < splits; ++z) s += ws[z * mn + i];
+    store(0, static_cast<int>(i / N), static_cast<int>(i % N), s);
+  }
+}
+
 // ---- tensor-core loaders: 16-byte chunks of k
 __device__ __forceinline__ uint32_t pack_s8(const int8_t* v) {
   return static_cast<uint32_t>(static_cast<uint8_t>(v[0])) | (static_cast<uint32_t>(static_cast<uint8_t>(v[1])) << 8) |
@@ -1015,10 +1032,50 @@ class CudaBackend final : public Backend {
     const int64_t M = g.rows(), K = g.k();
     if (math_mode() == Math::Simple)
       return simt<int32_t>("conv_forward", M, g.oc, K, K, Im2colA{g, x.ptr, true, 1.0f}, WeightKN{w.ptr, true, 1.0f, K}, store);
+    const auto* xs = static_cast<const int8_t*>(x.ptr);
+    const auto* ws = static_cast<const int8_t*>(w.ptr);
+    if (s8_pipelined_fits(g, xs, ws))
+      return g.oc <= 64 ? s8_pipelined<S8Tile128x64>(g, xs, ws, store, what) : s8_pipelined<S8Tile128x128>(g, xs, ws, store, what);
     dim3 grid(static_cast<unsigned>(cdiv(M, kMmaBM)), static_cast<unsigned>(cdiv(g.oc, kMmaBN)));
-    mma_nt<S8Policy><<<grid, 256, 0, stream_>>>(static_cast<int>(M), g.oc, K, S8Im2col{g, static_cast<const int8_t*>(x.ptr)},
-                                                S8Rows{static_cast<const int8_t*>(w.ptr), K}, store);
+    mma_nt<S8Policy><<<grid, 256, 0, stream_>>>(static_cast<int>(M), g.oc, K, S8Im2col{g, xs}, S8Rows{ws, K}, store);
     LAUNCHED(what);
+    return Status::ok();
+  }
+  // s8_conv_pipelined's preconditions (16-byte chunks of whole channels, aligned; 32-bit M and K);
+  // TERNLAB_INT8_FORWARD=v1 runs mma_nt for every shape (the bench compares the two)
+  static bool s8_pipelined_fits(const ConvGeom& g, const int8_t* x, const int8_t* w) {
+    const char* e = std::getenv("TERNLAB_INT8_FORWARD");
+    if (e && !std::strcmp(e, "v1")) return false;
+    return g.c % 16 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(w) % 16 == 0 &&
+           g.rows() <= INT32_MAX && g.k() <= INT32_MAX - kS8BK;
+  }
+  // Split-K only where the output has fewer than 128 tiles (the dense layers, small batches): up to
+  // 256 blocks in all, ≥ 8 k tiles each. A function of the shape alone, as every split here.
+  template <class Tile, class Store>
+  Status s8_pipelined(const ConvGeom& g, const int8_t* x, const int8_t* w, Store store, const char* what) {
+    const int M = static_cast<int>(g.rows()), N = g.oc, K = static_cast<int>(g.k());
+    const int64_t tiles = cdiv(M, Tile::kBM) * cdiv(N, Tile::kBN);
+    const int ktiles = static_cast<int>(cdiv(K, kS8BK));
+    const int64_t splits = tiles >= 128 ? 1 : std::max<int64_t>(1, std::min<int64_t>(cdiv(256, tiles), ktiles / 8));
+    const int per = static_cast<int>(cdiv(ktiles, splits));
+    const int z = static_cast<int>(cdiv(ktiles, per));
+    dim3 grid(static_cast<unsigned>(cdiv(M, Tile::kBM)), static_cast<unsigned>(cdiv(N, Tile::kBN)), static_cast<unsigned>(z));
+    if (z == 1) {
+      CU(cudaFuncSetAttribute(s8_conv_pipelined<Tile, Store>, cudaFuncAttributeMaxDynamicSharedMemorySize, Tile::kSmemBytes));
+      s8_conv_pipelined<Tile><<<grid, Tile::kThreads, Tile::kSmemBytes, stream_>>>(g, x, w, M, N, K, per, store);
+      LAUNCHED(what);
+      return Status::ok();
+    }
+    const int64_t mn = static_cast<int64_t>(M) * N;
+    // the partials borrow the backward's bf16 operand buffer (free during a forward product, and on
+    // the CIFAR net at batch 256 already larger than FC1024's 16 MB of partials: no extra memory)
+    TL_TRY(scratch(&opx_, sizeof(int32_t) * z * mn, "int8 forward (split-K partial sums)"));
+    auto* part = static_cast<int32_t*>(opx_.p);
+    CU(cudaFuncSetAttribute(s8_conv_pipelined<Tile, StoreSplitI32>, cudaFuncAttributeMaxDynamicSharedMemorySize, Tile::kSmemBytes));
+    s8_conv_pipelined<Tile><<<grid, Tile::kThreads, Tile::kSmemBytes, stream_>>>(g, x, w, M, N, K, per, StoreSplitI32{part, mn, N});
+    LAUNCHED(what);
+    k_s8_split_combine<<<grid_for(mn), kThreads, 0, stream_>>>(M, N, z, part, store);
+    LAUNCHED("conv_forward (int8 split-K combine)");
     return Status::ok();
   }
 

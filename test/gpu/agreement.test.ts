@@ -138,6 +138,37 @@ describe("CUDA backend agrees with the CPU backend", function () {
     }
   });
 
+  // The pipelined int8 forward (s8_conv_pipelined) by tile shape and split-K, and its fallback (the
+  // mma_nt kernel: c % 16 != 0, or TERNLAB_INT8_FORWARD=v1 for every shape). Tiles: 128 × 64 where
+  // oc ≤ 64, 128 × 128 otherwise; split-K where the output has < 128 tiles and ≥ 16 k tiles of 64.
+  describe("int8 forward paths", () => {
+    const paths: Array<[string, Geom]> = [
+      ["128x128, split-K 2, padding, oc tail", { n: 4, h: 8, w: 8, c: 128, oc: 160, kh: 3, kw: 3, sh: 1, sw: 1, ph: 1, pw: 1 }],
+      ["128x128, no split, 3x1 kernel, c 48 (k tile spans pixels), 16 M tiles", { n: 8, h: 16, w: 16, c: 48, oc: 192, kh: 3, kw: 1, sh: 1, sw: 1, ph: 1, pw: 0 }],
+      ["128x128, stride 2, M tail", { n: 2, h: 17, w: 17, c: 32, oc: 160, kh: 3, kw: 3, sh: 2, sw: 2, ph: 1, pw: 1 }],
+      ["128x128, dense batch 3, split-K 2", { n: 3, h: 1, w: 1, c: 1024, oc: 300, kh: 1, kw: 1, sh: 1, sw: 1, ph: 0, pw: 0 }],
+      ["128x128, dense batch 5, split-K 16", { n: 5, h: 1, w: 1, c: 8192, oc: 256, kh: 1, kw: 1, sh: 1, sw: 1, ph: 0, pw: 0 }],
+      ["128x64, c 16, stride 2, M tail", { n: 3, h: 9, w: 7, c: 16, oc: 24, kh: 3, kw: 3, sh: 2, sw: 2, ph: 1, pw: 1 }],
+      ["128x64, oc 64, split-K 2", { n: 2, h: 15, w: 15, c: 128, oc: 64, kh: 3, kw: 3, sh: 1, sw: 1, ph: 1, pw: 1 }],
+      ["128x64, 5x3 kernel, strides 2 and 1, c 80, split-K 2 of 10 + 9 k tiles", { n: 2, h: 11, w: 13, c: 80, oc: 40, kh: 5, kw: 3, sh: 2, sw: 1, ph: 2, pw: 1 }],
+      ["128x64, no split, 144 M tiles", { n: 18, h: 32, w: 32, c: 16, oc: 64, kh: 3, kw: 3, sh: 1, sw: 1, ph: 1, pw: 1 }],
+      ["fallback: c 24", { n: 3, h: 10, w: 10, c: 24, oc: 130, kh: 3, kw: 3, sh: 1, sw: 1, ph: 1, pw: 1 }],
+      ["fallback: dense batch 3, c 1000", { n: 3, h: 1, w: 1, c: 1000, oc: 300, kh: 1, kw: 1, sh: 1, sw: 1, ph: 0, pw: 0 }],
+    ];
+    for (const [name, g] of paths)
+      it(`bit-identical to the CPU: ${name}`, () => {
+        const x = ternary(g.n * g.h * g.w * g.c, 31).map((v, i) => v * (1 + (i % 2))), w = ternary(g.oc * K(g), 32);
+        const cpu = ops.convForward("cpu", g, x, 0.5, w, 0.25);
+        same(cpu, withMath("fast", () => ops.convForward("cuda", g, x, 0.5, w, 0.25)), name);
+        process.env.TERNLAB_INT8_FORWARD = "v1";
+        try {
+          same(cpu, withMath("fast", () => ops.convForward("cuda", g, x, 0.5, w, 0.25)), `${name} (TERNLAB_INT8_FORWARD=v1)`);
+        } finally {
+          delete process.env.TERNLAB_INT8_FORWARD;
+        }
+      });
+  });
+
   describe("elementwise, pooling, batch norm, loss", () => {
     it("pooling (max with argmax, average; overlapping windows) is bit-identical", () => {
       for (const p of [{ n: 3, h: 9, w: 8, c: 5, kh: 2, kw: 2, sh: 2, sw: 2 }, { n: 2, h: 9, w: 9, c: 4, kh: 3, kw: 3, sh: 2, sw: 2, ph: 1, pw: 1 }]) {

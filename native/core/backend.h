@@ -132,6 +132,16 @@ class Backend {
     TL_TRY(conv_backward_filter(g, x, dy, dw));
     return dx ? conv_backward_data(g, dy, w, dx) : Status::ok();
   }
+  // The first layer's product on the network input x = px·scale + offset (px: the batch's uint8
+  // pixels, on the device). By default the float product of x; a backend may instead use that the
+  // pixels are small integers (the CUDA one: an exact int8 product for int8 weights).
+  struct Pixels {
+    const uint8_t* px = nullptr;
+    float scale = 1.0f, offset = 0.0f;
+  };
+  virtual Status conv_forward_pixels(const ConvGeom& g, Operand x, const Pixels& px, Operand w, float* y) {
+    return conv_forward(g, x, w, y);
+  }
   // An int8 × int8 product stored as its exact int16 sums (the caller guarantees K·qmax_x·qmax_w
   // fits in int16); the value is the sum times x.scale·w.scale (DType::I16).
   virtual Status conv_forward_i16(const ConvGeom& g, Operand x, Operand w, int16_t* y) = 0;

@@ -485,9 +485,10 @@ PoolGeom Model::pool_geom(int i, int n) const {
   return g;
 }
 
-Status Model::forward(const float* x, int n, bool train) {
+Status Model::forward(const float* x, int n, bool train, const Backend::Pixels* px) {
   TL_TRY(ensure_capacity(n));
   input_ = x;
+  pixels_ = px ? *px : Backend::Pixels{};
   batch_ = n;
   TL_TRY(backend_->zero(counters_.data(), counters_.bytes()));
   int64_t* counters = counters_.as<int64_t>();
@@ -502,6 +503,7 @@ Status Model::forward(const float* x, int n, bool train) {
         Operand w = s.discrete ? Operand{DType::I8, nd.wq.data(), s.levels.unit()} : Operand{DType::F32, nd.wf.data(), 1.0f};
         Operand xin = operand_of(in);
         if (nd.dtype == DType::I16) TL_TRY(backend_->conv_forward_i16(g, xin, w, nd.out.as<int16_t>()));
+        else if (in == 0 && pixels_.px) TL_TRY(backend_->conv_forward_pixels(g, xin, pixels_, w, nd.out.as<float>()));
         else TL_TRY(backend_->conv_forward(g, xin, w, nd.out.as<float>()));
         if (train && s.discrete) {
           int64_t* c = counters + i * kCounterSlots;

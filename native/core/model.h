@@ -74,7 +74,9 @@ class Model {
   const UpdateConfig& update_config() const { return update_; }
 
   // Forward of n samples already on the device (normalised float input). train: batch statistics.
-  Status forward(const float* x, int n, bool train);
+  // px, when given, holds the same samples as uint8 pixels (x = px·scale + offset): the first
+  // layers' products may use them (Backend::conv_forward_pixels).
+  Status forward(const float* x, int n, bool train, const Backend::Pixels* px = nullptr);
   // Loss and its gradient at the output; row losses and true-class ranks to host arrays.
   Status loss(const int32_t* labels_dev, int n, LossKind kind, float* row_loss_host, int32_t* rank_host);
   // The backward pass, each node updated right after its own backward (DST for discrete weights,
@@ -168,6 +170,7 @@ class Model {
   void plan_memory();
   int capacity_ = 0;
   const float* input_ = nullptr;
+  Backend::Pixels pixels_{};  // the current forward's (px null: none)
   int batch_ = 0;
   Buffer counters_, row_loss_, rank_;
   int64_t step_ = 0;

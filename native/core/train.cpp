@@ -108,6 +108,7 @@ struct StepPipeline {
     return be.normalize_u8(static_cast<int64_t>(count) * elems, dev_batch[s].as<uint8_t>(), data.scale, data.offset,
                            dev_input.as<float>());
   }
+  Backend::Pixels pixels(int s) const { return Backend::Pixels{dev_batch[s].as<uint8_t>(), data.scale, data.offset}; }
   const int32_t* labels(int s) const { return reinterpret_cast<const int32_t*>(dev_batch[s].as<uint8_t>() + pixel_bytes()); }
   int32_t* host_labels(int s) const { return reinterpret_cast<int32_t*>(staging[s].as<uint8_t>() + pixel_bytes()); }
 };
@@ -167,7 +168,8 @@ Status train_epoch(Model& model, const DataView& data, const EpochPlan& plan, co
     const int s = static_cast<int>(b & 1);
     const int64_t step = plan.first_step + b;
     TL_TRY(pipe.input(s, n));
-    TL_TRY(model.forward(pipe.dev_input.as<float>(), n, true));
+    const Backend::Pixels px = pipe.pixels(s);
+    TL_TRY(model.forward(pipe.dev_input.as<float>(), n, true, &px));
     TL_TRY(model.loss_queued(pipe.labels(s), n, plan.loss, pipe.report[s].as<void>()));
     TL_TRY(model.backward_update(n, static_cast<uint64_t>(step), plan.lr[b]));
     TL_TRY(model.queue_counters(pipe.report[s].as<void>()));
@@ -198,7 +200,8 @@ Status evaluate(Model& model, const DataView& data, int batch, LossKind loss, co
     for (int i = 0; i < n; ++i) idx[i] = s + i;
     TL_TRY(pipe.stage(0, idx.data(), n, 0, Augment(), ms.seed, ms.h, ms.w, ms.c));
     TL_TRY(pipe.input(0, n));
-    TL_TRY(model.forward(pipe.dev_input.as<float>(), n, false));
+    const Backend::Pixels px = pipe.pixels(0);
+    TL_TRY(model.forward(pipe.dev_input.as<float>(), n, false, &px));
     TL_TRY(model.loss(pipe.labels(0), n, loss, row_loss.data(), rank.data()));  // labels came with the batch
     TL_TRY(be.mark(0));  // the next batch's upload waits for this one's reads of the slot
     for (int i = 0; i < n; ++i) {

@@ -574,6 +574,45 @@ struct StoreF {
     y[static_cast<int64_t>(m) * ld + n] = __fmul_rn(static_cast<float>(v), scale);
   }
 };
+// The first layer on raw pixels: the int8 product ran on px − 128, so its sum v = Σ (px − 128)·w
+// over the taps inside the image (padding is 0 in x = px·s + o, not in px); border holds Σ w over
+// those taps. Σ px·w = v + 128·border exactly, and y = (s·Σ px·w + o·Σ w)·w.scale: the exact
+// product rounded a few times, where the float product rounds once per tap.
+struct StorePixels {
+  float* y;
+  int ld, per;  // per: output positions per image
+  const int32_t* border;
+  float s, o, wscale;
+  template <class Acc>
+  __device__ void operator()(int, int m, int n, Acc v) const {
+    const int32_t b = border[(m % per) * ld + n];
+    const float u = static_cast<float>(static_cast<int32_t>(v) + 128 * b);
+    y[static_cast<int64_t>(m) * ld + n] = __fmul_rn(__fadd_rn(__fmul_rn(s, u), __fmul_rn(o, static_cast<float>(b))), wscale);
+  }
+};
+__global__ void k_center_u8(int64_t n, const uint8_t* px, int8_t* q) {
+  GRID_STRIDE(i, n) q[i] = static_cast<int8_t>(static_cast<int>(px[i]) - 128);
+}
+// border[(oy·ow + ox)·oc + o] = Σ over the taps of output (oy, ox) inside the image, Σ over channels,
+// of w[o][ky][kx][c]
+__global__ void k_border_sums(ConvGeom g, const int8_t* w, int32_t* border) {
+  const int64_t total = static_cast<int64_t>(g.oh) * g.ow * g.oc;
+  GRID_STRIDE(i, total) {
+    const int o = static_cast<int>(i % g.oc), p = static_cast<int>(i / g.oc), oy = p / g.ow, ox = p % g.ow;
+    int32_t s = 0;
+    for (int ky = 0; ky < g.kh; ++ky) {
+      const int iy = oy * g.sh - g.ph + ky;
+      if (iy < 0 || iy >= g.h) continue;
+      for (int kx = 0; kx < g.kw; ++kx) {
+        const int ix = ox * g.sw - g.pw + kx;
+        if (ix < 0 || ix >= g.w) continue;
+        const int8_t* wt = w + ((static_cast<int64_t>(o) * g.kh + ky) * g.kw + kx) * g.c;
+        for (int c = 0; c < g.c; ++c) s += wt[c];
+      }
+    }
+    border[i] = s;
+  }
+}
 struct StoreI16 {  // exact integer sums (the caller guarantees they fit)
   int16_t* y;
   int ld;
@@ -881,7 +920,7 @@ class CudaBackend final : public Backend {
       for (cudaEvent_t e : {up_[0], up_[1], done_[0], done_[1]}) cudaEventDestroy(e);
       cudaStreamDestroy(copy_);
     }
-    for (Scratch* s : {&split_, &wt_, &part_, &counts_, &opx_, &opdy_, &opw_}) if (s->p) cudaFree(s->p);
+    for (Scratch* s : {&split_, &wt_, &part_, &counts_, &pixels_, &opx_, &opdy_, &opw_}) if (s->p) cudaFree(s->p);
     cudaStreamDestroy(stream_);
   }
   std::string name() const override { return "cuda"; }
@@ -1019,6 +1058,25 @@ class CudaBackend final : public Backend {
     }
     return simt<float>("conv_forward", M, g.oc, K, K, Im2colA{g, x.ptr, xi, x.scale}, WeightKN{w.ptr, wi, w.scale, K},
                        StoreF{y, g.oc, 1.0f});
+  }
+
+  // int8 weights: the exact int8 product on the pixels (StorePixels); it replaces an fp32 product
+  // of K = kh·kw·c (27 on CIFAR) with one on the int8 tensor cores
+  Status conv_forward_pixels(const ConvGeom& g, Operand x, const Pixels& px, Operand w, float* y) override {
+    if (w.dtype != DType::I8 || math_mode() != Math::Fast || g.k() > (int64_t(1) << 16)) return conv_forward(g, x, w, y);
+    Prof prof_scope(&prof_, stream_, "conv_forward (pixels, int8 tensor cores)");
+    if (g.rows() == 0 || g.oc == 0) return Status::ok();
+    const int64_t n_in = g.in_elems(), per = static_cast<int64_t>(g.oh) * g.ow;
+    const int64_t border_at = cdiv(n_in, 16) * 16;  // keeps both parts 16-byte aligned
+    TL_TRY(scratch(&pixels_, border_at + sizeof(int32_t) * per * g.oc, "conv_forward (centred pixels and border sums)"));
+    auto* q = static_cast<int8_t*>(pixels_.p);
+    auto* border = reinterpret_cast<int32_t*>(static_cast<uint8_t*>(pixels_.p) + border_at);
+    k_center_u8<<<grid_for(n_in), kThreads, 0, stream_>>>(n_in, px.px, q);
+    k_border_sums<<<grid_for(per * g.oc), kThreads, 0, stream_>>>(g, static_cast<const int8_t*>(w.ptr), border);
+    LAUNCHED("conv_forward (centred pixels and border sums)");
+    return int8_product(g, Operand{DType::I8, q, 1.0f}, w,
+                        StorePixels{y, g.oc, static_cast<int>(per), border, px.scale, px.offset, w.scale},
+                        "conv_forward (pixels, int8 tensor cores)");
   }
 
   Status conv_forward_i16(const ConvGeom& g, Operand x, Operand w, int16_t* y) override {
@@ -1548,7 +1606,7 @@ class CudaBackend final : public Backend {
   cudaStream_t stream_;
   cudaDeviceProp prop_;
   std::atomic<size_t> in_use_{0};
-  Scratch split_, wt_, part_, counts_;
+  Scratch split_, wt_, part_, counts_, pixels_;
   Scratch opx_, opdy_, opw_;  // converted operands and outputs of the cuDNN products
   std::unique_ptr<Cudnn> dnn_;
   cudaStream_t copy_ = nullptr;  // uploads of the training pipeline

@@ -69,6 +69,20 @@ Napi::Value ConvForward(const Napi::CallbackInfo& info) {
   check(env, b.conv_forward(g, operand(x, fnum(info[3], 1)), operand(w, fnum(info[5], 1)), y.buf.as<float>()));
   return f32(env, b, y, g.rows() * g.oc);
 }
+// (kind, geom, pixels: Uint8Array, scale, offset, w, w scale): the first layer's product on
+// x = pixels·scale + offset, normalised on the device as training does
+Napi::Value ConvForwardPixels(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Backend& b = backend_for(env, info[0]);
+  ConvGeom g = conv_geom(info[1].As<Napi::Object>());
+  Dev px = to_dev(env, b, info[2]), w = to_dev(env, b, info[5]);
+  const Backend::Pixels p{px.buf.as<uint8_t>(), fnum(info[3], 1), fnum(info[4], 0)};
+  Dev x = dev_zeros(env, b, sizeof(float) * g.in_elems());
+  check(env, b.normalize_u8(g.in_elems(), p.px, p.scale, p.offset, x.buf.as<float>()));
+  Dev y = dev_zeros(env, b, sizeof(float) * g.rows() * g.oc);
+  check(env, b.conv_forward_pixels(g, Operand{DType::F32, x.buf.data(), 1.0f}, p, operand(w, fnum(info[6], 1)), y.buf.as<float>()));
+  return f32(env, b, y, g.rows() * g.oc);
+}
 Napi::Value ConvBackwardData(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Backend& b = backend_for(env, info[0]);
@@ -359,6 +373,7 @@ Napi::Value PlainFloatProduct(const Napi::CallbackInfo& info) {
 void register_ops(Napi::Env env, Napi::Object exports) {
   Napi::Object ops = Napi::Object::New(env);
   ops.Set("convForward", Napi::Function::New(env, ConvForward));
+  ops.Set("convForwardPixels", Napi::Function::New(env, ConvForwardPixels));
   ops.Set("convBackwardData", Napi::Function::New(env, ConvBackwardData));
   ops.Set("convBackwardFilter", Napi::Function::New(env, ConvBackwardFilter));
   ops.Set("convCounters", Napi::Function::New(env, ConvCounters));

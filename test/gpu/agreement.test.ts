@@ -169,6 +169,47 @@ describe("CUDA backend agrees with the CPU backend", function () {
       });
   });
 
+  // The first layer on the batch's pixels (Backend::conv_forward_pixels): with int8 weights the CUDA
+  // backend runs the exact int8 product on px − 128 and corrects for the padding; the CPU runs the
+  // float product of the normalised input. Checked against both and against a float64 reference
+  // of the input as meant, px·scale + offset unrounded (the exact product should be about as close
+  // to it as the CPU's fp32 sums of the rounded input).
+  describe("first layer on pixels", () => {
+    const firsts: Array<[string, Geom]> = [
+      ["CIFAR conv1: 3x3 pad 1, c 3", { n: 6, h: 32, w: 32, c: 3, oc: 128, kh: 3, kw: 3, sh: 1, sw: 1, ph: 1, pw: 1 }],
+      ["MNIST conv1: 5x5 valid, c 1", { n: 5, h: 28, w: 28, c: 1, oc: 32, kh: 5, kw: 5, sh: 1, sw: 1, ph: 0, pw: 0 }],
+      ["7x7 stride 2 pad 3, c 3, odd size", { n: 2, h: 37, w: 35, c: 3, oc: 64, kh: 7, kw: 7, sh: 2, sw: 2, ph: 3, pw: 3 }],
+    ];
+    for (const [name, g] of firsts)
+      it(`within 1e-6 of the CPU, at least as close to float64: ${name}`, () => {
+        const r = rng(41), px = new Uint8Array(g.n * g.h * g.w * g.c).map(() => Math.floor(256 * r()));
+        px[0] = 0; px[1] = 255;
+        const w = ternary(g.oc * K(g), 42).map((v, i) => v * (1 + (i % 3))), scale = 2 / 255, offset = -1, ws = 0.25;
+        const cpu = ops.convForwardPixels("cpu", g, px, scale, offset, w, ws);
+        const gpu = withMath("fast", () => ops.convForwardPixels("cuda", g, px, scale, offset, w, ws));
+        const xf = Float32Array.from(px, (p) => Math.fround(Math.fround(p * Math.fround(scale)) + offset));
+        same(cpu, ops.convForward("cpu", g, xf, 1, w, ws), `${name}: the CPU's is the float product`);
+        const oh = outDim(g.h, g.kh, g.sh, g.ph), ow = outDim(g.w, g.kw, g.sw, g.pw), ref = new Float64Array(cpu.length);
+        for (let n = 0; n < g.n; ++n)
+          for (let oy = 0; oy < oh; ++oy)
+            for (let ox = 0; ox < ow; ++ox)
+              for (let o = 0; o < g.oc; ++o) {
+                let s = 0;
+                for (let ky = 0; ky < g.kh; ++ky)
+                  for (let kx = 0; kx < g.kw; ++kx) {
+                    const iy = oy * g.sh - g.ph + ky, ix = ox * g.sw - g.pw + kx;
+                    if (iy < 0 || iy >= g.h || ix < 0 || ix >= g.w) continue;
+                    for (let c = 0; c < g.c; ++c)
+                      s += (px[((n * g.h + iy) * g.w + ix) * g.c + c] * Math.fround(scale) + offset) * w[((o * g.kh + ky) * g.kw + kx) * g.c + c] * ws;
+                  }
+                ref[((n * oh + oy) * ow + ox) * g.oc + o] = s;
+              }
+        close(cpu, gpu, 1e-6, `${name}: cuda vs cpu`);
+        const eGpu = close(ref, gpu, 1e-6, `${name}: cuda vs float64`), eCpu = close(ref, cpu, 1e-6, `${name}: cpu vs float64`);
+        assert.ok(eGpu <= 2 * eCpu, `${name}: the exact product's error ${eGpu.toExponential(2)} is above twice the CPU's ${eCpu.toExponential(2)}`);
+      });
+  });
+
   describe("elementwise, pooling, batch norm, loss", () => {
     it("pooling (max with argmax, average; overlapping windows) is bit-identical", () => {
       for (const p of [{ n: 3, h: 9, w: 8, c: 5, kh: 2, kw: 2, sh: 2, sw: 2 }, { n: 2, h: 9, w: 9, c: 4, kh: 3, kw: 3, sh: 2, sw: 2, ph: 1, pw: 1 }]) {

@@ -55,7 +55,6 @@ async function ternlab(name: string, spec: ModelSpec, variant = "default"): Prom
   if (variant === "own") process.env.TERNLAB_CUDNN = "0";
   // cuDNN's int8 forward gives float outputs: exact int16 sums (the default) stay on our kernels,
   // so this variant keeps float outputs (TERNLAB_EXACT_SUMS=0) to put every ternary forward on cuDNN
-  if (variant === "bn-v2") process.env.TERNLAB_BN_KERNELS = "v2";
   if (variant === "cudnn-int8") {
     process.env.TERNLAB_CUDNN_INT8 = "1";
     process.env.TERNLAB_EXACT_SUMS = "0";
@@ -66,7 +65,6 @@ async function ternlab(name: string, spec: ModelSpec, variant = "default"): Prom
     delete process.env.TERNLAB_CUDNN;
     delete process.env.TERNLAB_CUDNN_INT8;
     delete process.env.TERNLAB_EXACT_SUMS;
-    delete process.env.TERNLAB_BN_KERNELS;
   }
 }
 
@@ -118,7 +116,7 @@ async function main(): Promise<void> {
   if (!flag("no-kernels")) kernels();
   for (const name of models) {
     const spec = name === "cifar" ? gxnorCifar(1) : resnet18(1, 224, 1000);
-    for (const variant of flag("no-own") ? ["default"] : ["default", "own", "cudnn-int8", "bn-v2"]) {
+    for (const variant of flag("no-own") ? ["default"] : ["default", "own", "cudnn-int8"]) {
       try {
         await ternlab(name, spec, variant);
       } catch (e) {
@@ -152,9 +150,6 @@ async function main(): Promise<void> {
     const i8 = results.find((r) => r.source === "ternlab" && r.model === name && r.variant === "cudnn-int8");
     if (i8) console.log(`          ternlab, int8 forward through cuDNN too (TERNLAB_CUDNN_INT8=1 TERNLAB_EXACT_SUMS=0) ${i8.error ? "error: " + i8.error : `${fmt(i8.images_per_s)} img/s ${fmt(i8.ms_per_step, 2)} ms` +
       (t?.images_per_s && i8.images_per_s ? `  -> vs default ${(i8.images_per_s / t.images_per_s).toFixed(2)}x` : "")}`);
-    const bnb = results.find((r) => r.source === "ternlab" && r.model === name && r.variant === "bn-v2");
-    if (bnb) console.log(`          ternlab, v2 batch-norm kernels (TERNLAB_BN_KERNELS=v2) ${bnb.error ? "error: " + bnb.error : `${fmt(bnb.images_per_s)} img/s ${fmt(bnb.ms_per_step, 2)} ms` +
-      (t?.images_per_s && bnb.images_per_s ? `  -> vs default ${(bnb.images_per_s / t.images_per_s).toFixed(2)}x` : "")}`);
     if (t?.backend) console.log(`          backend: ${t.backend}`);
   }
   const prods = results.filter((r) => r.kind === "product");
@@ -167,7 +162,7 @@ async function main(): Promise<void> {
       console.log(`  int8 forward v1 -> v2  ${c.shape.padEnd(28)} ${fmt(c.ms_v1, 3).padStart(8)} -> ${fmt(c.ms_v2, 3)} ms ` +
         `${fmt(c.TOPS_v1)} -> ${fmt(c.TOPS_v2)} TOPS  ${c.speedup.toFixed(2)}x${c.identical ? "" : "  MISMATCH: outputs differ"}`);
     for (const e of results.filter((r) => r.kind === "elementwise"))
-      console.log(`  bn fwd ${fmt(e.bn_forward_ms, 3)} ms, bn bwd ${fmt(e.bn_backward_ms, 3)} ms (int16 input: ${fmt(e.bn_forward_i16_ms, 3)} / ${fmt(e.bn_backward_i16_ms, 3)} ms; v2 kernels: ${fmt(e.bn_forward_blocks_ms, 3)} / ${fmt(e.bn_backward_blocks_ms, 3)} ms), act ${fmt(e.act_forward_ms, 3)} ms on ${e.shape} (${fmt(e.tensor_MB)} MB)`);
+      console.log(`  bn fwd ${fmt(e.bn_forward_ms, 3)} ms, bn bwd ${fmt(e.bn_backward_ms, 3)} ms (int16 input: ${fmt(e.bn_forward_i16_ms, 3)} / ${fmt(e.bn_backward_i16_ms, 3)} ms; fused with φ: ${fmt(e.bn_act_forward_i16_ms, 3)} / ${fmt(e.act_bn_backward_i16_ms, 3)} ms), act ${fmt(e.act_forward_ms, 3)} ms on ${e.shape} (${fmt(e.tensor_MB)} MB)`);
   }
   const dst = results.find((r) => r.kind === "dst"), copy = results.find((r) => r.kind === "copy");
   if (dst) console.log(`\nDST update (fused Adam + Philox + flip count), ${dst.weights} weights: ${fmt(dst.ms, 3)} ms, ${fmt(dst.GBps)} GB/s; ` +

@@ -352,6 +352,100 @@ export function opsTests(backend: string): void {
         });
       });
     });
+
+    // The sums' order is part of the contract (native/core/reduce.h), bit for bit. Pairs of ±2⁶⁰ that
+    // cancel exactly make it visible in float32: each order loses a different set of the small
+    // values summed next to them (ulp(2⁶⁰) = 256), and each test checks that the order it replaced
+    // gives other bits on its data.
+    const f = Math.fround;
+    function orderVisible(rows: number, c: number, rng: R.Rng): Float32Array {
+      const x = rng.normals(rows * c, 0.5, 2);
+      for (let ch = 0; ch < c; ++ch) {
+        x[((ch * 13) % rows) * c + ch] = 2 ** 60;
+        x[((ch * 13 + (rows >> 1) + 5) % rows) * c + ch] = -(2 ** 60);
+      }
+      return x;
+    }
+    const ORDER_CASES: [number, number][] = [[37, 3], [1100, 5], [2049, 33], [70001, 2]];
+    const bits = (a: ArrayLike<number>) => Array.from(a, (v) => f(v));
+    it("float input: Σx and Σ(x − μ)² in core/reduce.h's order (runs of 16 rows, pairwise tree), bit for bit", () => {
+      ORDER_CASES.forEach(([rows, c], ci) => {
+        const rng = new R.Rng(1200 + ci);
+        const x = orderVisible(rows, c, rng);
+        const gamma = rng.floats(c, 0.5, 1.5), beta = rng.floats(c, -0.5, 0.5), rm = rng.floats(c, -1, 1), rv = rng.floats(c, 0.5, 2);
+        const got = ops.batchNorm(backend, rows, c, x, gamma, beta, rm, rv, { train: true, eps, momentum });
+        const ref = R.bnStatsFloat32(R.bnMomentsFloat(rows, c, x), rm, rv, eps, momentum);
+        const what = `rows ${rows} c ${c}`;
+        assert.deepEqual(bits(got.mean), ref.mean, `${what} μ`);
+        assert.deepEqual(bits(got.invstd), ref.invstd, `${what} 1/σ`);
+        assert.deepEqual(bits(got.runMean), ref.runMean, `${what} running mean`);
+        assert.deepEqual(bits(got.runVar), ref.runVar, `${what} running var`);
+        const xhat = Array.from(x, (v, i) => f(f(v - ref.mean[i % c]) * ref.invstd[i % c]));
+        assert.deepEqual(bits(got.xhat), xhat, `${what} x̂`);
+        const old = R.bnStatsFloat32(R.bnMomentsFloat(rows, c, x, R.chunkedColumnSum), rm, rv, eps, momentum);
+        assert.notDeepEqual(old.mean, ref.mean, `${what}: the data do not tell the orders apart`);
+      });
+    });
+    it("backward: Σdy and Σdy·x̂ in core/reduce.h's order, and dx from them, bit for bit", () => {
+      ORDER_CASES.forEach(([rows, c], ci) => {
+        const rng = new R.Rng(1300 + ci);
+        const x = rng.normals(rows * c, 0.5, 2), gamma = rng.floats(c, -1.5, 1.5), beta = rng.floats(c, -0.5, 0.5);
+        const fwd = ops.batchNorm(backend, rows, c, x, gamma, beta, new Float32Array(c), new Float32Array(c).fill(1), { train: true, eps, momentum });
+        const dy = orderVisible(rows, c, rng);
+        const got = ops.batchNormBackward(backend, rows, c, dy, fwd.xhat, gamma, fwd.invstd);
+        const sums = (sum: typeof R.pairwiseColumnSum) => {
+          const db: number[] = [], dg: number[] = [];
+          for (let ch = 0; ch < c; ++ch) {
+            db.push(sum(rows, (r) => dy[r * c + ch]));
+            dg.push(sum(rows, (r) => dy[r * c + ch] * fwd.xhat[r * c + ch]));
+          }
+          return { db, dg };
+        };
+        const { db, dg } = sums(R.pairwiseColumnSum);
+        const what = `rows ${rows} c ${c}`;
+        assert.deepEqual(bits(got.dbeta), db.map(f), `${what} dβ`);
+        assert.deepEqual(bits(got.dgamma), dg.map(f), `${what} dγ`);
+        const dx = Array.from(dy, (v, i) => {
+          const ch = i % c, k1 = f(gamma[ch] * fwd.invstd[ch]), k2 = f(db[ch] / rows), k3 = f(dg[ch] / rows);
+          return f(k1 * f(f(v - k2) - f(fwd.xhat[i] * k3)));
+        });
+        assert.deepEqual(bits(got.dx), dx, `${what} dx`);
+        assert.notDeepEqual(sums(R.chunkedColumnSum).db.map(f), db.map(f), `${what}: the data do not tell the orders apart`);
+      });
+    });
+    // Int16 inputs (exact conv sums q, value q·scale): μ and σ² exactly from Σq and Σq²; a scale that
+    // is not a power of two makes them differ from the float path's statistics of the values q·scale.
+    it("int16 input: exact statistics from Σq and Σq², x̂ and the fused φ from them; the fused backward", () => {
+      const act = { levels: 1, r: 1, a: 0.5, window: 0 };
+      for (const [rows, c] of [[37, 3], [1100, 40], [70001, 2]] as const) {
+        const rng = new R.Rng(1400 + rows);
+        const q = new Int16Array(rows * c);
+        // wide channels over the whole int16 range; narrow ones around ±30 000 (large μ, small σ²)
+        for (let i = 0; i < q.length; ++i) q[i] = (i % c) % 2 ? ((i % c) % 4 === 1 ? 30000 : -30000) + rng.int(-3, 3) : rng.int(-32768, 32767);
+        const scale = 0.1, gamma = rng.floats(c, 0.5, 1.5), beta = rng.floats(c, -0.5, 0.5), rm = rng.floats(c, -1, 1), rv = rng.floats(c, 0.5, 2);
+        const opts = { train: true, eps, momentum, scale };
+        const got = ops.batchNorm(backend, rows, c, q, gamma, beta, rm, rv, opts);
+        const ref = R.bnStatsFloat32(R.bnMomentsInt16(rows, c, q, scale), rm, rv, eps, momentum);
+        const what = `rows ${rows} c ${c}`;
+        assert.deepEqual(bits(got.mean), ref.mean, `${what} μ`);
+        assert.deepEqual(bits(got.invstd), ref.invstd, `${what} 1/σ`);
+        assert.deepEqual(bits(got.runMean), ref.runMean, `${what} running mean`);
+        assert.deepEqual(bits(got.runVar), ref.runVar, `${what} running var`);
+        const values = Float32Array.from(q, (v) => f(v * f(scale)));
+        const xhat = Array.from(values, (v, i) => f(f(v - ref.mean[i % c]) * ref.invstd[i % c]));
+        assert.deepEqual(bits(got.xhat), xhat, `${what} x̂`);
+        const viaFloat = R.bnStatsFloat32(R.bnMomentsFloat(rows, c, values), rm, rv, eps, momentum);
+        assert.notDeepEqual(viaFloat.invstd, ref.invstd, `${what}: the exact statistics are those of the float path`);
+        // fused BN + φ forward and backward (x̂ recomputed from q) give the unfused ops' bits
+        const fused = ops.batchNorm(backend, rows, c, q, gamma, beta, rm, rv, { ...opts, act });
+        assert.deepEqual(Array.from(fused.q), Array.from(ops.activation(backend, got.y, act)), `${what} φ(y)`);
+        const dq = rng.normals(rows * c);
+        const dy = ops.activationBackward(backend, got.y, dq, act);
+        const unfused = ops.batchNormBackward(backend, rows, c, dy, got.xhat, gamma, got.invstd);
+        const fusedBack = ops.batchNormBackward(backend, rows, c, dq, null, gamma, got.invstd, { x16: q, scale, mean: got.mean, act, beta });
+        for (const k of ["dx", "dgamma", "dbeta"]) assert.deepEqual(bits(fusedBack[k]), bits(unfused[k]), `${what} fused backward ${k}`);
+      }
+    });
   });
 
   // ---------------------------------------------------------------------------------- activation

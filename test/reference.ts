@@ -329,6 +329,73 @@ export function avgPoolBackward(g: PoolShape, dy: ArrayLike<number>): Float64Arr
 // σ² = mean((x − μ)²), x̂ = (x − μ)/√(σ² + ε), y = γ·x̂ + β; running statistics by EMA:
 // m ← (1 − momentum)·m + momentum·μ, v ← (1 − momentum)·v + momentum·σ². Inference uses (m, v).
 
+// The batch norm's per-channel sums in native/core/reduce.h's order, replayed in float64 (the
+// backends' double arithmetic): runs of 16 rows summed in row order from 0, then the runs' sums
+// by the pairwise tree (neighbours added level by level, an odd last one carried up).
+export const SUM_RUN = 16;
+export function pairwiseColumnSum(rows: number, term: (r: number) => number): number {
+  let level: number[] = [];
+  for (let r0 = 0; r0 < rows; r0 += SUM_RUN) {
+    let s = 0;
+    for (let r = r0; r < Math.min(rows, r0 + SUM_RUN); ++r) s += term(r);
+    level.push(s);
+  }
+  while (level.length > 1) {
+    const next: number[] = [];
+    for (let i = 0; i < level.length; i += 2) next.push(i + 1 < level.length ? level[i] + level[i + 1] : level[i]);
+    level = next;
+  }
+  return level.length ? level[0] : 0;
+}
+// The same sum in the order it replaced (serial 512-row chunks, chunk sums added in order): a test
+// shows with it that its data make the order visible.
+export function chunkedColumnSum(rows: number, term: (r: number) => number): number {
+  let total = 0;
+  for (let r0 = 0; r0 < rows; r0 += 512) {
+    let s = 0;
+    for (let r = r0; r < Math.min(rows, r0 + 512); ++r) s += term(r);
+    total += s;
+  }
+  return total;
+}
+// Batch statistics as both backends compute them: from float inputs, Σx/n then Σ(x − μ)²/n by
+// `sum`; from int16 sums q (value q·scale), exactly from Σq and Σq² (bn_moments_from_sums).
+export function bnMomentsFloat(rows: number, c: number, x: Float32Array, sum = pairwiseColumnSum): { mean: number[]; variance: number[] } {
+  const mean: number[] = [], variance: number[] = [];
+  for (let ch = 0; ch < c; ++ch) {
+    const m = sum(rows, (r) => x[r * c + ch]) / rows;
+    mean.push(m);
+    variance.push(sum(rows, (r) => (x[r * c + ch] - m) ** 2) / rows);
+  }
+  return { mean, variance };
+}
+export function bnMomentsInt16(rows: number, c: number, q: Int16Array, scale: number): { mean: number[]; variance: number[] } {
+  const mean: number[] = [], variance: number[] = [];
+  const n = BigInt(rows), s = Math.fround(scale);
+  for (let ch = 0; ch < c; ++ch) {
+    let s1 = 0n, s2 = 0n;
+    for (let r = 0; r < rows; ++r) {
+      const v = BigInt(q[r * c + ch]);
+      s1 += v;
+      s2 += v * v;
+    }
+    const m = n * s2 - s1 * s1;
+    const md = Number(m >> 32n) * 4294967296 + Number(m & 0xffffffffn);
+    mean.push((Number(s1) / rows) * s);
+    variance.push((md / (rows * rows)) * (s * s));
+  }
+  return { mean, variance };
+}
+// μ, σ⁻¹ and the running statistics in float32 from float64 moments, as the backends round them
+export function bnStatsFloat32(moments: { mean: number[]; variance: number[] }, rm: Float32Array, rv: Float32Array, eps: number, momentum: number) {
+  const f = Math.fround, e = f(eps), mo = f(momentum), keep = f(1 - mo);
+  const mean = moments.mean.map(f), invstd = moments.variance.map((v) => f(1 / Math.sqrt(v + e)));
+  const runMean = mean.map((m, ch) => f(f(keep * rm[ch]) + f(mo * m)));
+  const runVar = moments.variance.map((v, ch) => f(f(keep * rv[ch]) + f(mo * f(v))));
+  return { mean, invstd, runMean, runVar };
+}
+
+
 export interface BnTrainResult {
   y: Float64Array; xhat: Float64Array; invstd: Float64Array; mean: Float64Array; variance: Float64Array;
   runMean: Float64Array; runVar: Float64Array;

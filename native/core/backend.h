@@ -170,7 +170,8 @@ class Backend {
   // Batch norm followed by φ (the usual pair), as one op each way. y is the BN output: the defaults
   // write it (forward) and read it (backward); a backend may instead recompute y = γ·x̂ + β from x̂
   // with the same float expression, which gives the same bits. dy_scratch (backward): room for
-  // the BN output's gradient, which the defaults pass between the two unfused ops.
+  // the BN output's gradient, which the defaults pass between the two unfused ops (the CUDA
+  // backend recomputes it where it reads it instead and leaves dy_scratch alone).
   virtual Status bn_act_forward_train(int64_t rows, int c, Operand x, const float* gamma, const float* beta, float eps,
                                       float momentum, float* run_mean, float* run_var, float* y, float* xhat, float* mean,
                                       float* invstd, const ActSpec& act, int8_t* q) {

@@ -14,14 +14,16 @@
 
 #include "../core/backend.h"
 #include "../core/loss.h"
+#include "../core/reduce.h"
 #include "gemm.h"
 #include "thread_pool.h"
 
 namespace tl {
 namespace {
 
-constexpr int64_t kRowChunk = 4096;   // rows of im2col per product chunk
-constexpr int64_t kReduceChunk = 512; // rows per partial sum in reductions
+constexpr int64_t kRowChunk = 4096;         // rows of im2col per product chunk
+constexpr int64_t kBlockRuns = 64;          // pairwise-tree leaves per parallel task (a power of two)
+constexpr int64_t kMomentBlockRows = 4096;  // rows per parallel task of the exact int16 moments
 
 int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
@@ -52,6 +54,39 @@ int64_t dst_block(int64_t len, int8_t* q, const float* g, float* m, float* v, co
     default: return adam ? dst_block_impl<true, Tau::Logistic>(len, q, g, m, v, u, p) : dst_block_impl<false, Tau::Logistic>(len, q, g, m, v, u, p);
   }
 }
+
+// core/reduce.h's pairwise tree over c-wide leaves pushed left to right: a binary counter of the
+// complete subtrees' sums (equal-sized neighbours merge at once); total() adds the rest from the right.
+class PairwiseColumns {
+ public:
+  explicit PairwiseColumns(int c) : c_(c) {}
+  void push(const double* leaf) {
+    sums_.insert(sums_.end(), leaf, leaf + c_);
+    leaves_.push_back(1);
+    while (leaves_.size() >= 2 && leaves_[leaves_.size() - 1] == leaves_[leaves_.size() - 2]) merge_top();
+  }
+  void total(double* out) {
+    while (leaves_.size() >= 2) merge_top();
+    if (leaves_.empty()) std::fill(out, out + c_, 0.0);
+    else std::copy(sums_.begin(), sums_.end(), out);
+    sums_.clear();
+    leaves_.clear();
+  }
+
+ private:
+  void merge_top() {
+    const size_t n = leaves_.size();
+    double* left = sums_.data() + (n - 2) * c_;
+    const double* right = left + c_;
+    for (int ch = 0; ch < c_; ++ch) left[ch] += right[ch];
+    sums_.resize((n - 1) * c_);
+    leaves_[n - 2] += leaves_[n - 1];
+    leaves_.pop_back();
+  }
+  int c_;
+  std::vector<double> sums_;
+  std::vector<int64_t> leaves_;
+};
 
 class CpuBackend final : public Backend {
  public:
@@ -362,8 +397,8 @@ class CpuBackend final : public Backend {
   Status bn_act_forward_train(int64_t rows, int c, Operand x, const float* gamma, const float* beta, float eps,
                               float momentum, float* run_mean, float* run_var, float* y, float* xhat, float* mean,
                               float* invstd, const ActSpec& act, int8_t* q) override {
+    bn_statistics(rows, c, x, eps, momentum, run_mean, run_var, invstd, mean);
     with_input(x, [&](auto xv) {
-      bn_statistics(rows, c, xv, eps, momentum, run_mean, run_var, invstd, mean);
       with_phi(act, [&](auto phi) { bn_apply(rows, c, xv, mean, invstd, gamma, beta, xhat, [&](int64_t i, float v) { q[i] = phi(v); }); });
     });
     return Status::ok();
@@ -390,18 +425,55 @@ class CpuBackend final : public Backend {
     });
     return bn_backward(rows, c, dy_scratch, xhat, gamma, invstd, dx, dgamma, dbeta);
   }
-  // batch statistics (double sums in the fixed chunk order), running statistics, μ and 1/σ in float
-  template <class X>
-  void bn_statistics(int64_t rows, int c, X xv, float eps, float momentum, float* run_mean, float* run_var,
-                     float* invstd, float* mf) {
-    std::vector<double> mean = column_sums(rows, c, [&](int64_t r, int ch) { return static_cast<double>(xv(r * c + ch)); });
-    for (auto& m : mean) m /= static_cast<double>(rows);
-    std::vector<double> var = column_sums(rows, c, [&](int64_t r, int ch) {
-      const double d = xv(r * c + ch) - mean[ch];
-      return d * d;
+  // Batch mean and biased variance per channel in core/reduce.h's order: exact from the integers
+  // for int16 sums, else double sums of the values (Σx, then Σ(x − μ)²) by the pairwise tree.
+  void bn_moments(int64_t rows, int c, Operand x, std::vector<double>* mean, std::vector<double>* var) {
+    if (x.dtype == DType::I16 && rows <= kExactMomentRows) {
+      const int16_t* q = static_cast<const int16_t*>(x.ptr);
+      const int64_t blocks = (rows + kMomentBlockRows - 1) / kMomentBlockRows;
+      std::vector<int64_t> part(static_cast<size_t>(blocks * 2 * c), 0);  // Σq, Σq² per block: exact, any order
+      pool_.parallel_for(blocks, 1, [&](int64_t b, int64_t e) {
+        for (int64_t k = b; k < e; ++k) {
+          int64_t* s1 = part.data() + k * 2 * c;
+          int64_t* s2 = s1 + c;
+          const int64_t r1 = std::min(rows, (k + 1) * kMomentBlockRows);
+          for (int64_t r = k * kMomentBlockRows; r < r1; ++r)
+            for (int ch = 0; ch < c; ++ch) {
+              const int32_t v = q[r * c + ch];
+              s1[ch] += v;
+              s2[ch] += v * v;
+            }
+        }
+      });
+      mean->assign(c, 0.0);
+      var->assign(c, 0.0);
+      for (int ch = 0; ch < c; ++ch) {
+        int64_t s1 = 0, s2 = 0;
+        for (int64_t k = 0; k < blocks; ++k) {
+          s1 += part[k * 2 * c + ch];
+          s2 += part[k * 2 * c + c + ch];
+        }
+        bn_moments_from_sums(rows, s1, s2, x.scale, &(*mean)[ch], &(*var)[ch]);
+      }
+      return;
+    }
+    with_input(x, [&](auto xv) {
+      *mean = column_sums(rows, c, [&](int64_t r, int ch) { return static_cast<double>(xv(r * c + ch)); });
+      for (auto& m : *mean) m /= static_cast<double>(rows);
+      const std::vector<double>& mu = *mean;
+      *var = column_sums(rows, c, [&](int64_t r, int ch) {
+        const double d = xv(r * c + ch) - mu[ch];
+        return d * d;
+      });
+      for (auto& v : *var) v /= static_cast<double>(rows);
     });
+  }
+  // batch statistics, running statistics, μ and 1/σ in float
+  void bn_statistics(int64_t rows, int c, Operand x, float eps, float momentum, float* run_mean, float* run_var,
+                     float* invstd, float* mf) {
+    std::vector<double> mean, var;
+    bn_moments(rows, c, x, &mean, &var);
     for (int ch = 0; ch < c; ++ch) {
-      var[ch] /= static_cast<double>(rows);
       mf[ch] = static_cast<float>(mean[ch]);
       invstd[ch] = static_cast<float>(1.0 / std::sqrt(var[ch] + eps));
       run_mean[ch] = (1.0f - momentum) * run_mean[ch] + momentum * mf[ch];
@@ -433,10 +505,8 @@ class CpuBackend final : public Backend {
   Status bn_forward_train(int64_t rows, int c, Operand x, const float* gamma, const float* beta, float eps,
                           float momentum, float* run_mean, float* run_var, float* y, float* xhat, float* mean,
                           float* invstd) override {
-    with_input(x, [&](auto xv) {
-      bn_statistics(rows, c, xv, eps, momentum, run_mean, run_var, invstd, mean);
-      bn_apply(rows, c, xv, mean, invstd, gamma, beta, xhat, [&](int64_t i, float v) { y[i] = v; });
-    });
+    bn_statistics(rows, c, x, eps, momentum, run_mean, run_var, invstd, mean);
+    with_input(x, [&](auto xv) { bn_apply(rows, c, xv, mean, invstd, gamma, beta, xhat, [&](int64_t i, float v) { y[i] = v; }); });
     return Status::ok();
   }
   Status bn_forward_infer(int64_t rows, int c, Operand x, const float* gamma, const float* beta,
@@ -593,22 +663,30 @@ class CpuBackend final : public Backend {
   }
 
 
-  // Per-channel sums over rows: fixed chunks of kReduceChunk rows, partials combined in chunk order.
+  // Per-channel sums over rows in core/reduce.h's order: runs of kSumRun rows in row order, the
+  // pairwise tree over the runs. Blocks of kBlockRuns runs (a power of two: the same tree) in parallel.
   template <class F>
   std::vector<double> column_sums(int64_t rows, int c, F value) {
-    const int64_t chunks = (rows + kReduceChunk - 1) / kReduceChunk;
-    std::vector<double> part(static_cast<size_t>(chunks * c), 0.0);
-    pool_.parallel_for(chunks, 1, [&](int64_t b, int64_t e) {
+    const int64_t block_rows = kBlockRuns * kSumRun, blocks = (rows + block_rows - 1) / block_rows;
+    std::vector<double> part(static_cast<size_t>(blocks * c), 0.0);
+    pool_.parallel_for(blocks, 1, [&](int64_t b, int64_t e) {
+      PairwiseColumns tree(c);
+      std::vector<double> leaf(c);
       for (int64_t k = b; k < e; ++k) {
-        double* p = part.data() + k * c;
-        const int64_t r1 = std::min(rows, (k + 1) * kReduceChunk);
-        for (int64_t r = k * kReduceChunk; r < r1; ++r)
-          for (int ch = 0; ch < c; ++ch) p[ch] += value(r, ch);
+        const int64_t r_end = std::min(rows, (k + 1) * block_rows);
+        for (int64_t r0 = k * block_rows; r0 < r_end; r0 += kSumRun) {
+          std::fill(leaf.begin(), leaf.end(), 0.0);
+          for (int64_t r = r0; r < std::min(r_end, r0 + kSumRun); ++r)
+            for (int ch = 0; ch < c; ++ch) leaf[ch] += value(r, ch);
+          tree.push(leaf.data());
+        }
+        tree.total(part.data() + k * c);
       }
     });
+    PairwiseColumns tree(c);
+    for (int64_t k = 0; k < blocks; ++k) tree.push(part.data() + k * c);
     std::vector<double> out(c, 0.0);
-    for (int64_t k = 0; k < chunks; ++k)
-      for (int ch = 0; ch < c; ++ch) out[ch] += part[k * c + ch];
+    tree.total(out.data());
     return out;
   }
 

@@ -1,7 +1,7 @@
 // The CUDA backend: every op of backend.h as CUDA kernels on one stream per backend. The
 // per-element mathematics comes from core/discrete.h and core/philox.h (the same functions the CPU
 // calls), so both backends make the same discrete decisions. Where the CPU's float arithmetic is
-// replayable (batch norm's double sums in 512-row chunks, pooling, losses, elementwise ops) the
+// replayable (batch norm's sums in core/reduce.h's order, pooling, losses, elementwise ops) the
 // kernels replay it in the same order with the same roundings (explicit __fmul_rn/__fadd_rn: nvcc
 // would otherwise fuse a*b+c into one FMA), so those outputs are bit-identical to the CPU's.
 // The products: int8·int8 forward on tensor cores (exact, so bit-identical too); the backward
@@ -23,6 +23,7 @@
 
 #include "../core/backend.h"
 #include "../core/loss.h"
+#include "../core/reduce.h"
 #include "cudnn_conv.cuh"
 #include "gemm.cuh"
 
@@ -32,7 +33,6 @@ namespace {
 
 using ull = unsigned long long;
 constexpr int kThreads = 256;
-constexpr int64_t kReduceChunk = 512;  // rows per partial sum: the CPU backend's chunk
 
 enum class Math { Fast, Exact, Simple };
 Math math_mode() {
@@ -272,7 +272,7 @@ __global__ void k_avgpool_backward(PoolGeom g, const float* dy, float* dx) {
   }
 }
 
-// ---------------------------------------------------------------- batch norm (the CPU's sums, replayed)
+// ---------------------------------------------------------------- batch norm (the sums of core/reduce.h)
 // Readers, chosen on the host per call (kernels are templated on them): the BN input as float or
 // as exact int16 sums times their scale; x̂ as stored or recomputed from the int16 input.
 struct F32In {
@@ -302,12 +302,163 @@ void with_xhat(const XhatSource& xs, F f) {
   if (xs.stored) f(XhatStored{xs.stored});
   else f(XhatRecomputed{xs});
 }
-struct NoB {
-  __device__ __forceinline__ float operator()(int64_t, int) const { return 0.0f; }
-};
 
-// part[chunk·c + ch] = Σ over the chunk's rows, in row order, in double — as CpuBackend::column_sums.
-enum class ColSum { X, SqDev, Dy, DyXhat };
+// The sums in core/reduce.h's order. A block takes kTreeLeaves (a power of two) consecutive leaves
+// (runs of kSumRun rows) of a 32-channel tile: lane = channel, so a warp's loads of one row are
+// contiguous; each warp sums its runs serially (a run's loads issued before its adds), then the
+// block adds the leaves by the pairwise tree in shared memory. Blocks' sums go through the same
+// tree, kTreeLeaves at a time, until one is left: the tree of core/reduce.h, unchanged.
+constexpr int kTreeLeaves = 64;
+constexpr int kTreeWarps = 8;
+template <int kTerms>
+struct Terms {
+  double v[kTerms];
+};
+// The pairwise tree over leaf[t][0..n) per lane, in place: leaf[t][0] ends up with the sum.
+template <int kTerms>
+__device__ void block_pairwise(double (*leaf)[kTreeLeaves][32], int n) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  for (int s = 1; s < n; s <<= 1) {
+    __syncthreads();
+    for (int i = warp * 2 * s; i + s < n; i += kTreeWarps * 2 * s)
+#pragma unroll
+      for (int t = 0; t < kTerms; ++t) leaf[t][i][lane] = __dadd_rn(leaf[t][i][lane], leaf[t][i + s][lane]);
+  }
+  __syncthreads();
+}
+// A block's sum of its kTreeLeaves leaves of term(r, ch), to out[(t·gridDim.x + block)·c + ch],
+// divided by `divide_by` where it is not 0 (the last level of a mean). Three blocks per SM: the
+// register cap (80) keeps a run's loads in flight without spilling, and 24 warps per SM hide latency.
+template <int kTerms, class Term>
+__global__ void __launch_bounds__(kTreeWarps * 32, 3) k_column_runs(int64_t rows, int c, Term term, int64_t divide_by, double* out) {
+  __shared__ double leaf[kTerms][kTreeLeaves][32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, ch = blockIdx.y * 32 + lane;
+  const int64_t runs = (rows + kSumRun - 1) / kSumRun, first = blockIdx.x * static_cast<int64_t>(kTreeLeaves);
+  const int n = static_cast<int>(min(static_cast<int64_t>(kTreeLeaves), runs - first));
+  for (int j = warp; j < n; j += kTreeWarps) {
+    const int64_t r0 = (first + j) * kSumRun;
+    typename Term::Raw v[kSumRun];
+#pragma unroll
+    for (int k = 0; k < kSumRun; ++k) v[k] = ch < c && r0 + k < rows ? term.load(r0 + k, ch) : typename Term::Raw{};
+    double sum[kTerms] = {};
+#pragma unroll
+    for (int k = 0; k < kSumRun; ++k)
+      if (r0 + k < rows) {
+        const Terms<kTerms> d = term.terms(v[k], ch);
+#pragma unroll
+        for (int t = 0; t < kTerms; ++t) sum[t] = __dadd_rn(sum[t], d.v[t]);
+      }
+#pragma unroll
+    for (int t = 0; t < kTerms; ++t) leaf[t][j][lane] = sum[t];
+  }
+  block_pairwise<kTerms>(leaf, n);
+  if (warp == 0 && ch < c)
+    for (int t = 0; t < kTerms; ++t) {
+      const double s = leaf[t][0][lane];
+      out[(t * static_cast<int64_t>(gridDim.x) + blockIdx.x) * c + ch] = divide_by ? s / static_cast<double>(divide_by) : s;
+    }
+}
+// The next level of the tree: a block adds kTreeLeaves of the n sums in[(t·n + k)·c + ch].
+template <int kTerms>
+__global__ void __launch_bounds__(kTreeWarps * 32) k_column_tree(int64_t n, int c, const double* in, int64_t divide_by, double* out) {
+  __shared__ double leaf[kTerms][kTreeLeaves][32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, ch = blockIdx.y * 32 + lane;
+  const int64_t first = blockIdx.x * static_cast<int64_t>(kTreeLeaves);
+  const int m = static_cast<int>(min(static_cast<int64_t>(kTreeLeaves), n - first));
+  for (int j = warp; j < m; j += kTreeWarps)
+#pragma unroll
+    for (int t = 0; t < kTerms; ++t) leaf[t][j][lane] = ch < c ? in[(t * n + first + j) * c + ch] : 0.0;
+  block_pairwise<kTerms>(leaf, m);
+  if (warp == 0 && ch < c)
+    for (int t = 0; t < kTerms; ++t) {
+      const double s = leaf[t][0][lane];
+      out[(t * static_cast<int64_t>(gridDim.x) + blockIdx.x) * c + ch] = divide_by ? s / static_cast<double>(divide_by) : s;
+    }
+}
+// The terms of row r, channel ch (element r·c + ch): load gives the floats (all of a run's loads are
+// issued before its adds, in few registers), terms their double terms, the CPU's expressions.
+template <class X>
+struct TermX {
+  using Raw = float;
+  X x;
+  int c;
+  __device__ __forceinline__ Raw load(int64_t r, int ch) const { return x(r * c + ch); }
+  __device__ __forceinline__ Terms<1> terms(Raw v, int) const { return {{static_cast<double>(v)}}; }
+};
+template <class X>
+struct TermSqDev {
+  using Raw = float;
+  X x;
+  int c;
+  const double* mean;
+  __device__ __forceinline__ Raw load(int64_t r, int ch) const { return x(r * c + ch); }
+  __device__ __forceinline__ Terms<1> terms(Raw v, int ch) const {
+    const double d = __dsub_rn(static_cast<double>(v), mean[ch]);
+    return {{__dmul_rn(d, d)}};
+  }
+};
+// Σdy and Σdy·x̂ of the backward, in one pass
+template <class D, class H>
+struct TermDy {
+  struct Raw {
+    float dy, xhat;
+  };
+  D dy;
+  H xhat;
+  int c;
+  __device__ __forceinline__ Raw load(int64_t r, int ch) const {
+    const int64_t i = r * c + ch;
+    return {dy(i, ch), xhat(i, ch)};
+  }
+  __device__ __forceinline__ Terms<2> terms(Raw v, int) const {
+    return {{static_cast<double>(v.dy), __dmul_rn(static_cast<double>(v.dy), static_cast<double>(v.xhat))}};
+  }
+};
+// Σq and Σq² per channel of int16 sums, exact in int64 and so in any order: lane = channel of a
+// 32-channel tile, warps stride over rows, a block's sums added to sums[ch] and sums[c + ch].
+__global__ void __launch_bounds__(kTreeWarps * 32) k_int_moments(int64_t rows, int c, const int16_t* q, ull* sums) {
+  __shared__ long long part[2][kTreeWarps][32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, ch = blockIdx.y * 32 + lane;
+  long long s1 = 0, s2 = 0;
+  if (ch < c) {
+    const int64_t step = static_cast<int64_t>(gridDim.x) * kTreeWarps;
+#pragma unroll 8
+    for (int64_t r = blockIdx.x * static_cast<int64_t>(kTreeWarps) + warp; r < rows; r += step) {
+      const int v = q[r * c + ch];
+      s1 += v;
+      s2 += v * v;
+    }
+  }
+  part[0][warp][lane] = s1;
+  part[1][warp][lane] = s2;
+  __syncthreads();
+  if (warp < 2 && ch < c) {
+    long long s = 0;
+    for (int w = 0; w < kTreeWarps; ++w) s += part[warp][w][lane];
+    if (s) atomicAdd(sums + warp * c + ch, static_cast<ull>(s));  // two's complement: negative sums add as well
+  }
+}
+// μ and σ² to float μ, σ⁻¹ and the running statistics (as CpuBackend::bn_statistics)
+__device__ __forceinline__ void bn_stats_one(int ch, double m, double var, float eps, float momentum, float* run_mean,
+                                             float* run_var, float* mf, float* invstd) {
+  const float mean = static_cast<float>(m);
+  mf[ch] = mean;
+  invstd[ch] = static_cast<float>(1.0 / sqrt(__dadd_rn(var, static_cast<double>(eps))));
+  run_mean[ch] = __fadd_rn(__fmul_rn(1.0f - momentum, run_mean[ch]), __fmul_rn(momentum, mean));
+  run_var[ch] = __fadd_rn(__fmul_rn(1.0f - momentum, run_var[ch]), __fmul_rn(momentum, static_cast<float>(var)));
+}
+__global__ void k_bn_stats(int c, const double* mean, const double* var, float eps, float momentum, float* run_mean,
+                           float* run_var, float* mf, float* invstd) {
+  GRID_STRIDE(ch, c) bn_stats_one(static_cast<int>(ch), mean[ch], var[ch], eps, momentum, run_mean, run_var, mf, invstd);
+}
+__global__ void k_bn_stats_exact(int64_t rows, int c, const ull* sums, float scale, float eps, float momentum,
+                                 float* run_mean, float* run_var, float* mf, float* invstd) {
+  GRID_STRIDE(ch, c) {
+    double m, var;
+    bn_moments_from_sums(rows, static_cast<int64_t>(sums[ch]), static_cast<int64_t>(sums[c + ch]), scale, &m, &var);
+    bn_stats_one(static_cast<int>(ch), m, var, eps, momentum, run_mean, run_var, mf, invstd);
+  }
+}
 // The BN output's gradient behind φ, recomputed where the fused backward needs it: y = γ·x̂ + β as
 // k_bn_apply writes it, then dq·φ'(y) as k_act_backward — the same bits as the unfused ops.
 struct ActGrad {
@@ -319,104 +470,6 @@ struct ActGrad {
     return __fmul_rn(dq, act_derivative(y, act));
   }
 };
-template <ColSum kWhat>
-__device__ __forceinline__ double column_term(float v, float b, double mean) {
-  if (kWhat == ColSum::X || kWhat == ColSum::Dy) return static_cast<double>(v);
-  if (kWhat == ColSum::SqDev) {
-    const double d = __dsub_rn(static_cast<double>(v), mean);
-    return __dmul_rn(d, d);
-  }
-  return __dmul_rn(static_cast<double>(v), static_cast<double>(b));
-}
-// A serial walk over positions [k, end): values are loaded kAhead at a time ahead of the adds, which
-// stay in order (the CPU's). One thread walks a 512-row chunk (or a channel's chunks), and a load at
-// a time left it waiting on memory latency. load(k) gives a value; add(value) takes it.
-template <int kAhead, class Load, class Add>
-__device__ __forceinline__ void walk_ahead(int64_t k, int64_t end, Load load, Add add) {
-  for (; k + kAhead <= end; k += kAhead) {
-    decltype(load(k)) v[kAhead];
-#pragma unroll
-    for (int j = 0; j < kAhead; ++j) v[j] = load(k + j);
-#pragma unroll
-    for (int j = 0; j < kAhead; ++j) add(v[j]);
-  }
-  for (; k < end; ++k) add(load(k));
-}
-struct Pair {
-  float v, w;
-};
-template <ColSum kWhat, int kAhead, class A, class B>
-__global__ void k_column_partials(int64_t rows, int c, A a, B b, const double* mean, double* part) {
-  const int64_t chunks = (rows + kReduceChunk - 1) / kReduceChunk;
-  constexpr bool kB = kWhat == ColSum::DyXhat;
-  GRID_STRIDE(t, chunks * c) {
-    const int ch = static_cast<int>(t % c);
-    const int64_t k = t / c, r1 = min(rows, (k + 1) * kReduceChunk);
-    const double m = kWhat == ColSum::SqDev ? mean[ch] : 0.0;
-    double s = 0.0;
-    walk_ahead<kAhead>(k * kReduceChunk, r1, [&](int64_t r) { return Pair{a(r * c + ch), kB ? b(r * c + ch, ch) : 0.0f}; },
-                       [&](Pair p) { s = __dadd_rn(s, column_term<kWhat>(p.v, p.w, m)); });
-    part[t] = s;
-  }
-}
-// Σ dy and Σ dy·x̂ of the BN backward in one pass over dy (each sum in its own order, as above).
-template <int kAhead, class H>
-__global__ void k_column_partials_dy2(int64_t rows, int c, const float* dy, H xhat, double* part_db, double* part_dg) {
-  const int64_t chunks = (rows + kReduceChunk - 1) / kReduceChunk;
-  GRID_STRIDE(t, chunks * c) {
-    const int ch = static_cast<int>(t % c);
-    const int64_t k = t / c, r1 = min(rows, (k + 1) * kReduceChunk);
-    double s1 = 0.0, s2 = 0.0;
-    walk_ahead<kAhead>(k * kReduceChunk, r1, [&](int64_t r) { return Pair{dy[r * c + ch], xhat(r * c + ch, ch)}; },
-                       [&](Pair p) {
-                         s1 = __dadd_rn(s1, column_term<ColSum::Dy>(p.v, 0.0f, 0.0));
-                         s2 = __dadd_rn(s2, column_term<ColSum::DyXhat>(p.v, p.w, 0.0));
-                       });
-    part_db[t] = s1;
-    part_dg[t] = s2;
-  }
-}
-// One thread per channel walks the chunks' partial sums in chunk order.
-__global__ void k_column_combine(int64_t rows, int c, const double* part, bool divide, double* out) {
-  const int64_t chunks = (rows + kReduceChunk - 1) / kReduceChunk;
-  GRID_STRIDE(ch, c) {
-    double s = 0.0;
-    walk_ahead<16>(0, chunks, [&](int64_t k) { return part[k * c + ch]; }, [&](double v) { s = __dadd_rn(s, v); });
-    out[ch] = divide ? s / static_cast<double>(rows) : s;
-  }
-}
-// The same sums, a block per 32 channels: the block loads tiles of kCombineTile chunks × 32 channels
-// (256 coalesced bytes per chunk) into shared memory, then one thread per channel adds them in chunk
-// order, as above. k_column_combine has c threads in all (64 on ResNet's stem, each walking 6 272
-// chunks), so it waits on memory latency chunk after chunk. Part of TERNLAB_BN_KERNELS=v2 (opt-in
-// until measured on a GPU; the GPU suite checks it bit-identical to the CPU).
-constexpr int kCombineTile = 128;
-__global__ void __launch_bounds__(256) k_column_combine_blocks(int64_t rows, int c, const double* part, bool divide, double* out) {
-  __shared__ double tile[kCombineTile][32];
-  const int64_t chunks = (rows + kReduceChunk - 1) / kReduceChunk;
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, ch = blockIdx.x * 32 + lane;
-  double s = 0.0;
-  for (int64_t k0 = 0; k0 < chunks; k0 += kCombineTile) {
-    const int kn = static_cast<int>(min(static_cast<int64_t>(kCombineTile), chunks - k0));
-    for (int r = warp; r < kn; r += 8) tile[r][lane] = ch < c ? part[(k0 + r) * c + ch] : 0.0;
-    __syncthreads();
-    if (warp == 0)
-      for (int r = 0; r < kn; ++r) s = __dadd_rn(s, tile[r][lane]);
-    __syncthreads();
-  }
-  if (warp == 0 && ch < c) out[ch] = divide ? s / static_cast<double>(rows) : s;
-}
-__global__ void k_bn_stats(int c, const double* mean, const double* var, float eps, float momentum, float* run_mean,
-                           float* run_var, float* mf, float* invstd) {
-  GRID_STRIDE(ch, c) {
-    const float m = static_cast<float>(mean[ch]);
-    const float is = static_cast<float>(1.0 / sqrt(__dadd_rn(var[ch], static_cast<double>(eps))));
-    mf[ch] = m;
-    invstd[ch] = is;
-    run_mean[ch] = __fadd_rn(__fmul_rn(1.0f - momentum, run_mean[ch]), __fmul_rn(momentum, m));
-    run_var[ch] = __fadd_rn(__fmul_rn(1.0f - momentum, run_var[ch]), __fmul_rn(momentum, static_cast<float>(var[ch])));
-  }
-}
 // Where a BN output goes: stored as float, or turned into φ's int8 states at once (the fused op:
 // no float BN output, recomputed from x̂ when the backward needs it).
 struct StoreY {
@@ -439,10 +492,18 @@ __global__ void k_bn_apply(int64_t n, int c, X x, const float* mf, const float* 
     out(i, __fadd_rn(__fmul_rn(gamma[ch], h), beta[ch]));
   }
 }
+// The BN output's gradient dy: as stored, or recomputed from φ's gradient and x̂ (the fused backward)
+struct DyStored {
+  const float* p;
+  __device__ __forceinline__ float operator()(int64_t i, int) const { return p[i]; }
+};
 template <class H>
-__global__ void k_act_backward_xhat(int64_t n, int c, const float* dq, H xhat, ActGrad ag, float* dy) {
-  CHANNEL_STRIDE(i, n, ch, c) dy[i] = ag(dq[i], xhat(i, static_cast<int>(ch)), static_cast<int>(ch));
-}
+struct DyFromPhi {
+  const float* dq;
+  H xhat;
+  ActGrad ag;
+  __device__ __forceinline__ float operator()(int64_t i, int ch) const { return ag(dq[i], xhat(i, ch), ch); }
+};
 // evaluation: the running statistics
 template <class X, class Out>
 __global__ void k_bn_infer(int64_t n, int c, X x, const float* gamma, const float* beta, const float* rm,
@@ -463,10 +524,11 @@ __global__ void k_bn_backward_coeffs(int64_t rows, int c, const double* db, cons
     k[2 * c + ch] = static_cast<float>(dg[ch] / static_cast<double>(rows));
   }
 }
-template <class H>
-__global__ void k_bn_backward_apply(int64_t n, int c, const float* dy, H xhat, const float* k, float* dx) {
+template <class D, class H>
+__global__ void k_bn_backward_apply(int64_t n, int c, D dy, H xhat, const float* k, float* dx) {
   CHANNEL_STRIDE(i, n, ch, c) {
-    dx[i] = __fmul_rn(k[ch], __fsub_rn(__fsub_rn(dy[i], k[c + ch]), __fmul_rn(xhat(i, static_cast<int>(ch)), k[2 * c + ch])));
+    const int h = static_cast<int>(ch);
+    dx[i] = __fmul_rn(k[ch], __fsub_rn(__fsub_rn(dy(i, h), k[c + ch]), __fmul_rn(xhat(i, h), k[2 * c + ch])));
   }
 }
 
@@ -920,7 +982,7 @@ class CudaBackend final : public Backend {
       for (cudaEvent_t e : {up_[0], up_[1], done_[0], done_[1]}) cudaEventDestroy(e);
       cudaStreamDestroy(copy_);
     }
-    for (Scratch* s : {&split_, &wt_, &part_, &counts_, &pixels_, &opx_, &opdy_, &opw_}) if (s->p) cudaFree(s->p);
+    for (Scratch* s : {&split_, &wt_, &part_, &tree_, &counts_, &pixels_, &opx_, &opdy_, &opw_}) if (s->p) cudaFree(s->p);
     cudaStreamDestroy(stream_);
   }
   std::string name() const override { return "cuda"; }
@@ -1329,55 +1391,69 @@ class CudaBackend final : public Backend {
     Prof prof_scope(&prof_, stream_, "bn_act_forward_infer (fused)");
     return bn_infer(rows, c, x, gamma, beta, run_mean, run_var, eps, StorePhi{act, q});
   }
-  // The BN output's gradient in one elementwise pass (y recomputed from x̂: the forward kept no y),
-  // then the batch norm's backward. (Recomputing it inside the two column-sum passes instead was
-  // measured 2.7× slower on the CIFAR net, H200: those passes are latency-bound serial chains.)
+  // The BN output's gradient dy = dq·φ′(γ·x̂ + β) is recomputed where it is read (the sums' pass and
+  // the apply pass) instead of written by a pass of its own: dy_scratch stays unused. (In the
+  // earlier serial 512-row chains that recomputation was measured 2.7× slower: they were
+  // latency-bound; the pairwise tree's passes are not.)
   Status act_bn_backward(int64_t rows, int c, const float* dq, const float* y, const XhatSource& xhat, const float* gamma,
                          const float* beta, const float* invstd, const ActSpec& act, float* dy_scratch, float* dx,
                          float* dgamma, float* dbeta) override {
-    {
-      Prof prof_scope(&prof_, stream_, "act_backward (from x̂)");
-      with_xhat(xhat, [&](auto xh) {
-        k_act_backward_xhat<<<grid_for(rows * c), kThreads, 0, stream_>>>(rows * c, c, dq, xh, ActGrad{gamma, beta, act}, dy_scratch);
-      });
-      LAUNCHED("act_backward (from x̂)");
+    Prof prof_scope(&prof_, stream_, "act_bn_backward (fused)");
+    TL_TRY(bn_backward_scratch(rows, c));
+    with_xhat(xhat, [&](auto xh) {
+      bn_backward_from(rows, c, DyFromPhi<decltype(xh)>{dq, xh, ActGrad{gamma, beta, act}}, xh, gamma, invstd, dx, dgamma, dbeta);
+    });
+    LAUNCHED("act_bn_backward");
+    return Status::ok();
+  }
+  // Device scratch of the pairwise tree's levels for kTerms sums of rows × c (tree_, two levels at once).
+  Status tree_scratch(int64_t rows, int c, int terms) {
+    const int64_t n = cdiv(cdiv(rows, kSumRun), kTreeLeaves);
+    return scratch(&tree_, sizeof(double) * terms * c * (n + cdiv(n, kTreeLeaves)), "batch-norm tree sums");
+  }
+  // kTerms per-channel sums of term(r, ch) in core/reduce.h's order into out[t·c + ch] (divided by
+  // divide_by unless it is 0), level by level of the tree; tree_scratch must have been called.
+  template <int kTerms, class Term>
+  void column_sums(int64_t rows, int c, Term term, int64_t divide_by, double* out) {
+    const unsigned tiles = static_cast<unsigned>(cdiv(c, 32));
+    int64_t n = cdiv(cdiv(rows, kSumRun), kTreeLeaves);
+    double* level = static_cast<double*>(tree_.p);
+    double* next = level + kTerms * c * n;
+    k_column_runs<kTerms><<<dim3(static_cast<unsigned>(n), tiles), kTreeWarps * 32, 0, stream_>>>(
+        rows, c, term, n == 1 ? divide_by : 0, n == 1 ? out : level);
+    while (n > 1) {
+      const int64_t m = cdiv(n, kTreeLeaves);
+      k_column_tree<kTerms><<<dim3(static_cast<unsigned>(m), tiles), kTreeWarps * 32, 0, stream_>>>(
+          n, c, level, m == 1 ? divide_by : 0, m == 1 ? out : next);
+      std::swap(level, next);
+      n = m;
     }
-    return bn_backward(rows, c, dy_scratch, xhat, gamma, invstd, dx, dgamma, dbeta);
   }
-  // TERNLAB_BN_KERNELS=v2: the batch-norm sums with 32 rows in flight per thread (not 16), the chunk
-  // combine by blocks, and the backward's two sums in one pass over dy. Every sum keeps the CPU's
-  // order, so the bits are the same; opt-in until it is measured on a GPU (bench:gpu's variant).
-  static bool bn_v2() {
-    const char* v = std::getenv("TERNLAB_BN_KERNELS");
-    return v && std::strcmp(v, "v2") == 0;
-  }
-  // The chunk partials' column sums in chunk order (the CPU's), by one of two equivalent kernels.
-  void combine(int64_t rows, int c, const double* part, bool divide, double* out) {
-    if (bn_v2())
-      k_column_combine_blocks<<<static_cast<unsigned>(cdiv(c, 32)), 256, 0, stream_>>>(rows, c, part, divide, out);
-    else
-      k_column_combine<<<grid_for(c), kThreads, 0, stream_>>>(rows, c, part, divide, out);
-  }
-  template <ColSum kWhat, class A, class B>
-  void partials(int64_t rows, int c, A a, B b, const double* mean, double* part) {
-    const int64_t chunks = cdiv(rows, kReduceChunk);
-    if (bn_v2()) k_column_partials<kWhat, 32><<<grid_for(chunks * c), kThreads, 0, stream_>>>(rows, c, a, b, mean, part);
-    else k_column_partials<kWhat, 16><<<grid_for(chunks * c), kThreads, 0, stream_>>>(rows, c, a, b, mean, part);
-  }
-  // Batch statistics as the CPU sums them (double, 512-row chunks), running stats, float μ and 1/σ.
+  // Batch statistics (core/reduce.h: exact integer moments of int16 sums, else the float values'
+  // pairwise double sums, Σx then Σ(x − μ)²), running statistics, float μ and 1/σ.
   Status bn_statistics(int64_t rows, int c, Operand x, float eps, float momentum, float* run_mean, float* run_var,
                        float* mf, float* invstd) {
-    const int64_t chunks = cdiv(rows, kReduceChunk);
-    TL_TRY(scratch(&part_, sizeof(double) * (chunks * c + 2 * c), "batch-norm partial sums"));
-    double* part = static_cast<double*>(part_.p);
-    double* mean = part + chunks * c;
+    if (x.dtype == DType::I16 && rows <= kExactMomentRows) {
+      TL_TRY(scratch(&part_, sizeof(ull) * 2 * c, "batch-norm moments"));
+      ull* sums = static_cast<ull*>(part_.p);
+      CU(cudaMemsetAsync(sums, 0, sizeof(ull) * 2 * c, stream_));
+      const unsigned tiles = static_cast<unsigned>(cdiv(c, 32));
+      // enough blocks to fill the GPU (16 per SM of 132), each at least 64 rows per warp
+      const int64_t blocks = std::max<int64_t>(1, std::min<int64_t>(cdiv(rows, kTreeWarps * 64), 132 * 16 / tiles));
+      k_int_moments<<<dim3(static_cast<unsigned>(blocks), tiles), kTreeWarps * 32, 0, stream_>>>(
+          rows, c, static_cast<const int16_t*>(x.ptr), sums);
+      k_bn_stats_exact<<<grid_for(c), kThreads, 0, stream_>>>(rows, c, sums, x.scale, eps, momentum, run_mean, run_var, mf, invstd);
+      LAUNCHED("bn statistics (exact)");
+      return Status::ok();
+    }
+    TL_TRY(scratch(&part_, sizeof(double) * 2 * c, "batch-norm moments"));
+    TL_TRY(tree_scratch(rows, c, 1));
+    double* mean = static_cast<double*>(part_.p);
     double* var = mean + c;
     with_input(x, [&](auto xv) {
-      partials<ColSum::X>(rows, c, xv, NoB{}, nullptr, part);
-      combine(rows, c, part, true, mean);
-      partials<ColSum::SqDev>(rows, c, xv, NoB{}, mean, part);
+      column_sums<1>(rows, c, TermX<decltype(xv)>{xv, c}, rows, mean);
+      column_sums<1>(rows, c, TermSqDev<decltype(xv)>{xv, c, mean}, rows, var);
     });
-    combine(rows, c, part, true, var);
     k_bn_stats<<<grid_for(c), kThreads, 0, stream_>>>(c, mean, var, eps, momentum, run_mean, run_var, mf, invstd);
     LAUNCHED("bn statistics");
     return Status::ok();
@@ -1390,32 +1466,26 @@ class CudaBackend final : public Backend {
   Status bn_backward(int64_t rows, int c, const float* dy, const XhatSource& xhat, const float* gamma, const float* invstd,
                      float* dx, float* dgamma, float* dbeta) override {
     Prof prof_scope(&prof_, stream_, "bn_backward");
-    const int64_t chunks = cdiv(rows, kReduceChunk);
-    const bool v2 = bn_v2();  // v2: both sums' partials in one pass, so two arrays of them
-    const int64_t parts = (v2 ? 2 : 1) * chunks * c;
-    TL_TRY(scratch(&part_, sizeof(double) * (parts + 2 * c) + sizeof(float) * 3 * c, "batch-norm partial sums"));
-    double* part = static_cast<double*>(part_.p);
-    double* db = part + parts;
-    double* dg = db + c;
-    float* k = reinterpret_cast<float*>(dg + c);
-    if (!v2) {
-      partials<ColSum::Dy>(rows, c, F32In{dy}, NoB{}, nullptr, part);
-      combine(rows, c, part, false, db);
-    }
-    with_xhat(xhat, [&](auto xh) {
-      if (v2) {
-        k_column_partials_dy2<32><<<grid_for(chunks * c), kThreads, 0, stream_>>>(rows, c, dy, xh, part, part + chunks * c);
-        combine(rows, c, part, false, db);
-        combine(rows, c, part + chunks * c, false, dg);
-      } else {
-        partials<ColSum::DyXhat>(rows, c, F32In{dy}, xh, nullptr, part);
-        combine(rows, c, part, false, dg);
-      }
-      k_bn_backward_coeffs<<<grid_for(c), kThreads, 0, stream_>>>(rows, c, db, dg, gamma, invstd, dgamma, dbeta, k);
-      k_bn_backward_apply<<<grid_for(rows * c), kThreads, 0, stream_>>>(rows * c, c, dy, xh, k, dx);
-    });
+    TL_TRY(bn_backward_scratch(rows, c));
+    with_xhat(xhat, [&](auto xh) { bn_backward_from(rows, c, DyStored{dy}, xh, gamma, invstd, dx, dgamma, dbeta); });
     LAUNCHED("bn_backward");
     return Status::ok();
+  }
+  Status bn_backward_scratch(int64_t rows, int c) {
+    TL_TRY(scratch(&part_, sizeof(double) * 2 * c + sizeof(float) * 3 * c, "batch-norm backward sums"));
+    return tree_scratch(rows, c, 2);
+  }
+  // Σdy and Σdy·x̂ in one pass, the coefficients, then dx in a second pass (dy read through D twice);
+  // bn_backward_scratch must have been called.
+  template <class D, class H>
+  void bn_backward_from(int64_t rows, int c, D dy, H xh, const float* gamma, const float* invstd, float* dx,
+                        float* dgamma, float* dbeta) {
+    double* db = static_cast<double*>(part_.p);  // db, then dg = db + c: column_sums' two terms
+    double* dg = db + c;
+    float* k = reinterpret_cast<float*>(dg + c);
+    column_sums<2>(rows, c, TermDy<D, H>{dy, xh, c}, 0, db);
+    k_bn_backward_coeffs<<<grid_for(c), kThreads, 0, stream_>>>(rows, c, db, dg, gamma, invstd, dgamma, dbeta, k);
+    k_bn_backward_apply<<<grid_for(rows * c), kThreads, 0, stream_>>>(rows * c, c, dy, xh, k, dx);
   }
 
   // ---- activation, elementwise
@@ -1606,7 +1676,7 @@ class CudaBackend final : public Backend {
   cudaStream_t stream_;
   cudaDeviceProp prop_;
   std::atomic<size_t> in_use_{0};
-  Scratch split_, wt_, part_, counts_, pixels_;
+  Scratch split_, wt_, part_, tree_, counts_, pixels_;
   Scratch opx_, opdy_, opw_;  // converted operands and outputs of the cuDNN products
   std::unique_ptr<Cudnn> dnn_;
   cudaStream_t copy_ = nullptr;  // uploads of the training pipeline

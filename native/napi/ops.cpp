@@ -36,7 +36,8 @@ struct Dev {
 Dev to_dev(Napi::Env env, Backend& b, const Napi::Value& v) {
   Dev d;
   Napi::TypedArray t = v.As<Napi::TypedArray>();
-  d.dtype = t.TypedArrayType() == napi_int8_array ? DType::I8 : DType::F32;
+  const napi_typedarray_type type = t.TypedArrayType();
+  d.dtype = type == napi_int8_array ? DType::I8 : type == napi_int16_array ? DType::I16 : DType::F32;
   const size_t bytes = t.ByteLength();
   check(env, b.alloc(bytes, "op input", &d.buf));
   auto* src = static_cast<uint8_t*>(t.ArrayBuffer().Data()) + t.ByteOffset();
@@ -147,7 +148,9 @@ Napi::Value PoolBackward(const Napi::CallbackInfo& info) {
   return f32(env, b, dx, in);
 }
 Napi::Value BatchNorm(const Napi::CallbackInfo& info) {
-  // (backend, rows, c, x, gamma, beta, runMean, runVar, {train, eps, momentum})
+  // (backend, rows, c, x, gamma, beta, runMean, runVar, {train, eps, momentum, scale, act}): x a
+  // Float32Array, or an Int16Array of exact sums whose values are x·scale; with act, the fused
+  // BN + φ op, returning φ's states q instead of y
   Napi::Env env = info.Env();
   Backend& b = backend_for(env, info[0]);
   const int64_t rows = info[1].As<Napi::Number>().Int64Value();
@@ -157,17 +160,28 @@ Napi::Value BatchNorm(const Napi::CallbackInfo& info) {
   Napi::Object o = info[8].As<Napi::Object>();
   const bool train = o.Get("train").ToBoolean().Value();
   const float eps = static_cast<float>(num(o, "eps", 1e-4)), mom = static_cast<float>(num(o, "momentum", 0.1));
+  const Operand xo = operand(x, fnum(o.Get("scale"), 1));
+  const bool fused = o.Get("act").IsObject();
+  const ActSpec act = fused ? act_spec(o.Get("act").As<Napi::Object>()) : ActSpec{};
   Dev y = dev_zeros(env, b, sizeof(float) * rows * c), xhat = dev_zeros(env, b, sizeof(float) * rows * c);
-  Dev mean = dev_zeros(env, b, sizeof(float) * c), invstd = dev_zeros(env, b, sizeof(float) * c);
-  if (train)
-    check(env, b.bn_forward_train(rows, c, f32_operand(x.buf.as<float>()), gamma.buf.as<float>(), beta.buf.as<float>(), eps, mom,
-                                  rm.buf.as<float>(), rv.buf.as<float>(), y.buf.as<float>(), xhat.buf.as<float>(),
-                                  mean.buf.as<float>(), invstd.buf.as<float>()));
+  Dev mean = dev_zeros(env, b, sizeof(float) * c), invstd = dev_zeros(env, b, sizeof(float) * c), q = dev_zeros(env, b, rows * c);
+  if (train && fused)
+    check(env, b.bn_act_forward_train(rows, c, xo, gamma.buf.as<float>(), beta.buf.as<float>(), eps, mom, rm.buf.as<float>(),
+                                      rv.buf.as<float>(), y.buf.as<float>(), xhat.buf.as<float>(), mean.buf.as<float>(),
+                                      invstd.buf.as<float>(), act, q.buf.as<int8_t>()));
+  else if (train)
+    check(env, b.bn_forward_train(rows, c, xo, gamma.buf.as<float>(), beta.buf.as<float>(), eps, mom, rm.buf.as<float>(),
+                                  rv.buf.as<float>(), y.buf.as<float>(), xhat.buf.as<float>(), mean.buf.as<float>(),
+                                  invstd.buf.as<float>()));
+  else if (fused)
+    check(env, b.bn_act_forward_infer(rows, c, xo, gamma.buf.as<float>(), beta.buf.as<float>(), rm.buf.as<float>(),
+                                      rv.buf.as<float>(), eps, y.buf.as<float>(), act, q.buf.as<int8_t>()));
   else
-    check(env, b.bn_forward_infer(rows, c, f32_operand(x.buf.as<float>()), gamma.buf.as<float>(), beta.buf.as<float>(), rm.buf.as<float>(),
-                                  rv.buf.as<float>(), eps, y.buf.as<float>()));
+    check(env, b.bn_forward_infer(rows, c, xo, gamma.buf.as<float>(), beta.buf.as<float>(), rm.buf.as<float>(), rv.buf.as<float>(),
+                                  eps, y.buf.as<float>()));
   Napi::Object r = Napi::Object::New(env);
-  r.Set("y", f32(env, b, y, rows * c));
+  if (fused) r.Set("q", from_dev<Napi::Int8Array, int8_t>(env, b, q, rows * c));
+  else r.Set("y", f32(env, b, y, rows * c));
   r.Set("xhat", f32(env, b, xhat, rows * c));
   r.Set("mean", f32(env, b, mean, c));
   r.Set("invstd", f32(env, b, invstd, c));
@@ -176,17 +190,37 @@ Napi::Value BatchNorm(const Napi::CallbackInfo& info) {
   return r;
 }
 Napi::Value BatchNormBackward(const Napi::CallbackInfo& info) {
-  // (backend, rows, c, dy, xhat, gamma, invstd)
+  // (backend, rows, c, dy, xhat, gamma, invstd, {x16, scale, mean, act, beta}): x̂ stored, or (xhat
+  // null) recomputed from the int16 input x16·scale, the forward's mean and invstd; with act, dy is
+  // φ's gradient dq and the fused φ + BN backward runs (beta: the BN's β)
   Napi::Env env = info.Env();
   Backend& b = backend_for(env, info[0]);
   const int64_t rows = info[1].As<Napi::Number>().Int64Value();
   const int c = info[2].As<Napi::Number>().Int32Value();
-  Dev dy = to_dev(env, b, info[3]), xhat = to_dev(env, b, info[4]), gamma = to_dev(env, b, info[5]), inv = to_dev(env, b, info[6]);
+  Napi::Object o = info.Length() > 7 && info[7].IsObject() ? info[7].As<Napi::Object>() : Napi::Object::New(env);
+  const bool recompute = info[4].IsNull() || info[4].IsUndefined();
+  Dev dy = to_dev(env, b, info[3]), gamma = to_dev(env, b, info[5]), inv = to_dev(env, b, info[6]);
+  Dev xhat = to_dev(env, b, recompute ? o.Get("x16") : info[4]);
+  Dev mean = recompute ? to_dev(env, b, o.Get("mean")) : Dev{};
   Dev dx = dev_zeros(env, b, sizeof(float) * rows * c), dg = dev_zeros(env, b, sizeof(float) * c), db = dev_zeros(env, b, sizeof(float) * c);
   XhatSource xs;
-  xs.stored = xhat.buf.as<float>();
-  check(env, b.bn_backward(rows, c, dy.buf.as<float>(), xs, gamma.buf.as<float>(), inv.buf.as<float>(),
-                           dx.buf.as<float>(), dg.buf.as<float>(), db.buf.as<float>()));
+  if (recompute) {
+    xs.q = xhat.buf.as<int16_t>();
+    xs.scale = fnum(o.Get("scale"), 1);
+    xs.mean = mean.buf.as<float>();
+    xs.invstd = inv.buf.as<float>();
+  } else {
+    xs.stored = xhat.buf.as<float>();
+  }
+  if (o.Get("act").IsObject()) {
+    Dev beta = to_dev(env, b, o.Get("beta")), scratch = dev_zeros(env, b, sizeof(float) * rows * c);
+    check(env, b.act_bn_backward(rows, c, dy.buf.as<float>(), nullptr, xs, gamma.buf.as<float>(), beta.buf.as<float>(),
+                                 inv.buf.as<float>(), act_spec(o.Get("act").As<Napi::Object>()), scratch.buf.as<float>(),
+                                 dx.buf.as<float>(), dg.buf.as<float>(), db.buf.as<float>()));
+  } else {
+    check(env, b.bn_backward(rows, c, dy.buf.as<float>(), xs, gamma.buf.as<float>(), inv.buf.as<float>(),
+                             dx.buf.as<float>(), dg.buf.as<float>(), db.buf.as<float>()));
+  }
   Napi::Object r = Napi::Object::New(env);
   r.Set("dx", f32(env, b, dx, rows * c));
   r.Set("dgamma", f32(env, b, dg, c));

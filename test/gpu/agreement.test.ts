@@ -223,29 +223,67 @@ describe("CUDA backend agrees with the CPU backend", function () {
         }
       }
     });
-    // both sets of batch-norm kernels (TERNLAB_BN_KERNELS=v2: 32 rows in flight, the chunk combine
-    // by blocks of 32 channels and tiles of 128 chunks, the backward's two sums in one pass)
-    for (const kernels of ["", "v2"]) {
-      it(`batch norm (train, infer, backward) is bit-identical${kernels ? " (TERNLAB_BN_KERNELS=v2)" : ""}`, () => {
-        process.env.TERNLAB_BN_KERNELS = kernels;
-        // 9000 rows: 18 chunks (the combine reads 16 ahead); 70 000 × 40: 137 chunks (two tiles), two channel blocks
-        for (const [r, c] of [[2000, 24], [37, 300], [1, 3], [9000, 8], [70000, 40]]) {
-          const x = normal(r * c, 11, 3), gamma = normal(c, 12), beta = normal(c, 13), rm = normal(c, 14), rv = normal(c, 15).map(Math.abs);
+    // core/reduce.h's order on both: row counts that are not multiples of a run (16 rows) or of a
+    // block (64 runs), more than 64 blocks (two levels of the tree over blocks: 70 000 and 300 001
+    // rows), channel counts that are not multiples of 32 (a warp's tile), and pairs of ±2⁶⁰ that
+    // cancel so that another order gives other float32 bits (test/ops.test.ts shows they do).
+    const BN_CASES: [number, number][] = [[2000, 24], [37, 300], [1, 3], [9000, 8], [70000, 40], [1025, 33], [300001, 3]];
+    function orderVisible(rows: number, c: number, seed: number): Float32Array {
+      const x = normal(rows * c, seed, 3);
+      for (let ch = 0; ch < c && rows > 1; ++ch) {
+        x[((ch * 13) % rows) * c + ch] = 2 ** 60;
+        x[((ch * 13 + (rows >> 1) + 5) % rows) * c + ch] = -(2 ** 60);
+      }
+      return x;
+    }
+    it("batch norm, float input (train, infer, backward) is bit-identical", () => {
+      for (const [r, c] of BN_CASES) {
+        for (const x of [normal(r * c, 11, 3), orderVisible(r, c, 11)]) {
+          const gamma = normal(c, 12), beta = normal(c, 13), rm = normal(c, 14), rv = normal(c, 15).map(Math.abs);
           for (const train of [true, false]) {
             const a = ops.batchNorm("cpu", r, c, x, gamma, beta, rm, rv, { train, eps: 1e-4, momentum: 0.1 });
             const b = ops.batchNorm("cuda", r, c, x, gamma, beta, rm, rv, { train, eps: 1e-4, momentum: 0.1 });
-            for (const k of train ? ["y", "xhat", "invstd", "runMean", "runVar"] : ["y"]) same(a[k], b[k], `bn ${r}x${c} ${k}`);
+            for (const k of train ? ["y", "xhat", "mean", "invstd", "runMean", "runVar"] : ["y"]) same(a[k], b[k], `bn ${r}x${c} ${k}`);
             if (train) {
-              const dy = normal(r * c, 16);
-              const ga = ops.batchNormBackward("cpu", r, c, dy, a.xhat, gamma, a.invstd);
-              const gb = ops.batchNormBackward("cuda", r, c, dy, b.xhat, gamma, b.invstd);
-              for (const k of ["dx", "dgamma", "dbeta"]) same(ga[k], gb[k], `bn backward ${r}x${c} ${k}`);
+              for (const dy of [normal(r * c, 16), orderVisible(r, c, 16)]) {
+                const ga = ops.batchNormBackward("cpu", r, c, dy, a.xhat, gamma, a.invstd);
+                const gb = ops.batchNormBackward("cuda", r, c, dy, b.xhat, gamma, b.invstd);
+                for (const k of ["dx", "dgamma", "dbeta"]) same(ga[k], gb[k], `bn backward ${r}x${c} ${k}`);
+              }
             }
           }
         }
-        delete process.env.TERNLAB_BN_KERNELS;
-      });
-    }
+      }
+    });
+    // int16 inputs: exact statistics (int64 Σq, Σq²), x̂ recomputed in the backward, BN + φ fused
+    it("batch norm, int16 input (train, fused with φ, infer, backward with x̂ recomputed, fused backward) is bit-identical", () => {
+      const act = { levels: 1, r: 1, a: 0.5, window: 0 };
+      for (const [r, c] of BN_CASES) {
+        const u = normal(r * c, 21), q = new Int16Array(r * c);
+        // the whole int16 range in even channels; ±30 000 ± 3 in odd ones (large μ, small σ²)
+        for (let i = 0; i < q.length; ++i) q[i] = (i % c) % 2 ? ((i % c) % 4 === 1 ? 30000 : -30000) + Math.round(u[i]) : Math.max(-32768, Math.min(32767, Math.round(u[i] * 12000)));
+        const gamma = normal(c, 22), beta = normal(c, 23), rm = normal(c, 24), rv = normal(c, 25).map(Math.abs);
+        for (const scale of [0.1, 1 / 64]) {
+          const opts = { eps: 1e-4, momentum: 0.1, scale };
+          for (const train of [true, false]) {
+            const a = ops.batchNorm("cpu", r, c, q, gamma, beta, rm, rv, { ...opts, train });
+            const b = ops.batchNorm("cuda", r, c, q, gamma, beta, rm, rv, { ...opts, train });
+            for (const k of train ? ["y", "xhat", "mean", "invstd", "runMean", "runVar"] : ["y"]) same(a[k], b[k], `bn int16 ${r}x${c} ${k}`);
+            const fa = ops.batchNorm("cpu", r, c, q, gamma, beta, rm, rv, { ...opts, train, act });
+            const fb = ops.batchNorm("cuda", r, c, q, gamma, beta, rm, rv, { ...opts, train, act });
+            for (const k of train ? ["q", "mean", "invstd", "runMean", "runVar"] : ["q"]) same(fa[k], fb[k], `bn + φ int16 ${r}x${c} ${k}`);
+            if (!train) continue;
+            const dq = orderVisible(r, c, 26), dy = normal(r * c, 27);
+            const back = (kind: string, fwd: typeof a, g: Float32Array, fusedWith?: object) =>
+              ops.batchNormBackward(kind, r, c, g, null, gamma, fwd.invstd, { x16: q, scale, mean: fwd.mean, ...fusedWith });
+            for (const [what, g, fusedWith] of [["backward", dy, undefined], ["fused φ + BN backward", dq, { act, beta }]] as const) {
+              const ga = back("cpu", a, g, fusedWith), gb = back("cuda", b, g, fusedWith);
+              for (const k of ["dx", "dgamma", "dbeta"]) same(ga[k], gb[k], `bn int16 ${what} ${r}x${c} ${k}`);
+            }
+          }
+        }
+      }
+    });
     // Rectangular and triangular windows are bit-identical; the Gaussian and logistic windows call
     // expf, whose CUDA and glibc versions may differ in the last bit (≤ 2 ulp): within 1e-6.
     it("activation and its windows (binary, ternary, 5 levels; all four shapes) agree", () => {
@@ -338,23 +376,21 @@ describe("CUDA backend agrees with the CPU backend", function () {
       }
     }
     const backends: string[] = [];
-    // also with the v2 batch-norm kernels (int16 inputs and recomputed x̂ run through them here)
-    for (const kernels of ["", "v2"])
-      it(`three steps of a small residual net give the same discrete weights and counters on CPU and GPU (fp32 products)${kernels ? " (TERNLAB_BN_KERNELS=v2)" : ""}`, async () => {
-        const spec = tinyNet();
-        const a = await run(spec, "cpu", 3, 32, "exact");
-        process.env.TERNLAB_BN_KERNELS = kernels;
-        const b = await run(spec, "cuda", 3, 32, "exact").finally(() => delete process.env.TERNLAB_BN_KERNELS);
-        let moved = 0;
-        for (const [k, v] of a) {
-          if (k.endsWith(".weight")) { same(v, b.get(k)!, k); moved++; }
-        }
-        assert.ok(moved >= 5);
-        assert.equal(b.get("metrics")!.toString(), a.get("metrics")!.toString(), "flips and active MACs per step");
-        const ea = JSON.parse(a.get("eval")!.toString()), eb = JSON.parse(b.get("eval")!.toString());
-        assert.equal(eb.top1, ea.top1, "evaluation: top-1");
-        assert.ok(Math.abs(eb.loss - ea.loss) <= 1e-5 * Math.abs(ea.loss), `evaluation loss ${eb.loss} vs ${ea.loss}`);
-      });
+    // int16 inputs and recomputed x̂ run through the batch norms here
+    it("three steps of a small residual net give the same discrete weights and counters on CPU and GPU (fp32 products)", async () => {
+      const spec = tinyNet();
+      const a = await run(spec, "cpu", 3, 32, "exact");
+      const b = await run(spec, "cuda", 3, 32, "exact");
+      let moved = 0;
+      for (const [k, v] of a) {
+        if (k.endsWith(".weight")) { same(v, b.get(k)!, k); moved++; }
+      }
+      assert.ok(moved >= 5);
+      assert.equal(b.get("metrics")!.toString(), a.get("metrics")!.toString(), "flips and active MACs per step");
+      const ea = JSON.parse(a.get("eval")!.toString()), eb = JSON.parse(b.get("eval")!.toString());
+      assert.equal(eb.top1, ea.top1, "evaluation: top-1");
+      assert.ok(Math.abs(eb.loss - ea.loss) <= 1e-5 * Math.abs(ea.loss), `evaluation loss ${eb.loss} vs ${ea.loss}`);
+    });
     // bf16 rounding of the gradients changes a decision only where a gradient is near zero (the
     // first Adam step moves by −α·sign(g)); later steps see different networks, so one step is compared.
     for (const [math, label] of [["fast", "cuDNN where it loads"], ["chunked", "cuDNN, backward in batch chunks"], ["own", "own kernels"]])

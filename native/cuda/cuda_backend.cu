@@ -652,8 +652,17 @@ struct StorePixels {
     y[static_cast<int64_t>(m) * ld + n] = __fmul_rn(__fadd_rn(__fmul_rn(s, u), __fmul_rn(o, static_cast<float>(b))), wscale);
   }
 };
-__global__ void k_center_u8(int64_t n, const uint8_t* px, int8_t* q) {
-  GRID_STRIDE(i, n) q[i] = static_cast<int8_t>(static_cast<int>(px[i]) - 128);
+// Rows of c values (pixels px − 128, or weights) copied to rows of cp ≥ c, zero-filled: the
+// pipelined int8 kernel takes channels in 16-byte chunks (an RGB image has 3).
+__global__ void k_pad_rows(int64_t rows, int c, int cp, const void* src, bool pixels, int8_t* dst) {
+  GRID_STRIDE(i, rows * cp) {
+    const int64_t r = i / cp;
+    const int j = static_cast<int>(i % cp);
+    int8_t v = 0;
+    if (j < c) v = pixels ? static_cast<int8_t>(static_cast<int>(static_cast<const uint8_t*>(src)[r * c + j]) - 128)
+                          : static_cast<const int8_t*>(src)[r * c + j];
+    dst[i] = v;
+  }
 }
 // border[(oy·ow + ox)·oc + o] = Σ over the taps of output (oy, ox) inside the image, Σ over channels,
 // of w[o][ky][kx][c]
@@ -1128,15 +1137,22 @@ class CudaBackend final : public Backend {
     if (w.dtype != DType::I8 || math_mode() != Math::Fast || g.k() > (int64_t(1) << 16)) return conv_forward(g, x, w, y);
     Prof prof_scope(&prof_, stream_, "conv_forward (pixels, int8 tensor cores)");
     if (g.rows() == 0 || g.oc == 0) return Status::ok();
-    const int64_t n_in = g.in_elems(), per = static_cast<int64_t>(g.oh) * g.ow;
-    const int64_t border_at = cdiv(n_in, 16) * 16;  // keeps both parts 16-byte aligned
+    // centred pixels and weights with their channels padded to a multiple of 16, then the border
+    // sums (of the unpadded weights), each part 16-byte aligned
+    ConvGeom gp = g;
+    gp.c = static_cast<int>(cdiv(g.c, 16) * 16);
+    const int64_t pixels = static_cast<int64_t>(g.n) * g.h * g.w, taps = static_cast<int64_t>(g.oc) * g.kh * g.kw;
+    const int64_t per = static_cast<int64_t>(g.oh) * g.ow;
+    const int64_t w_at = pixels * gp.c, border_at = w_at + cdiv(taps * gp.c, 16) * 16;
     TL_TRY(scratch(&pixels_, border_at + sizeof(int32_t) * per * g.oc, "conv_forward (centred pixels and border sums)"));
     auto* q = static_cast<int8_t*>(pixels_.p);
-    auto* border = reinterpret_cast<int32_t*>(static_cast<uint8_t*>(pixels_.p) + border_at);
-    k_center_u8<<<grid_for(n_in), kThreads, 0, stream_>>>(n_in, px.px, q);
+    auto* wp = q + w_at;
+    auto* border = reinterpret_cast<int32_t*>(q + border_at);
+    k_pad_rows<<<grid_for(pixels * gp.c), kThreads, 0, stream_>>>(pixels, g.c, gp.c, px.px, true, q);
+    k_pad_rows<<<grid_for(taps * gp.c), kThreads, 0, stream_>>>(taps, g.c, gp.c, w.ptr, false, wp);
     k_border_sums<<<grid_for(per * g.oc), kThreads, 0, stream_>>>(g, static_cast<const int8_t*>(w.ptr), border);
     LAUNCHED("conv_forward (centred pixels and border sums)");
-    return int8_product(g, Operand{DType::I8, q, 1.0f}, w,
+    return int8_product(gp, Operand{DType::I8, q, 1.0f}, Operand{DType::I8, wp, w.scale},
                         StorePixels{y, g.oc, static_cast<int>(per), border, px.scale, px.offset, w.scale},
                         "conv_forward (pixels, int8 tensor cores)");
   }

@@ -136,6 +136,36 @@ __global__ void k_nonzero_columns(int rows, int64_t cols, const int8_t* a, int32
   }
   block_add(z, zeros);
 }
+// The same counts where cols % 16 == 0 and a is 16-byte aligned (every layer of our nets but a
+// 3-channel input): a thread takes 16 adjacent columns of a slice of kRowSlice rows with 16-byte
+// loads, compares 4 bytes at a time (__vcmpne4) and adds its 16 counts to count[] (zeroed first) by
+// atomics — integer sums, so the order does not matter. The one-column version walks all rows per
+// thread with byte loads (43 µs a layer on the CIFAR net, H200).
+constexpr int kRowSlice = 32;
+__global__ void k_nonzero_columns16(int rows, int64_t cols, const int8_t* a, int32_t* count, int64_t* zeros) {
+  const int64_t groups = cols / 16, slices = (rows + kRowSlice - 1) / kRowSlice;
+  const int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  int64_t z = 0;
+  if (t < groups * slices) {
+    const int64_t gidx = t % groups;
+    const int r0 = static_cast<int>(t / groups) * kRowSlice, r1 = min(rows, r0 + kRowSlice);
+    int c[16] = {};
+    for (int i = r0; i < r1; ++i) {
+      const uint4 v = __ldg(reinterpret_cast<const uint4*>(a + i * cols) + gidx);
+      const uint32_t w[4] = {__vcmpne4(v.x, 0u), __vcmpne4(v.y, 0u), __vcmpne4(v.z, 0u), __vcmpne4(v.w, 0u)};
+#pragma unroll
+      for (int k = 0; k < 16; ++k) c[k] += (w[k >> 2] >> (8 * (k & 3))) & 1u;
+    }
+    int nz = 0;
+#pragma unroll
+    for (int k = 0; k < 16; ++k) {
+      if (c[k]) atomicAdd(count + gidx * 16 + k, c[k]);
+      nz += c[k];
+    }
+    z = static_cast<int64_t>(r1 - r0) * 16 - nz;
+  }
+  block_add(z, zeros);
+}
 // active MACs = Σ_k (output positions whose im2col entry k is nonzero) · (nonzero weights at k)
 __global__ void k_active_macs(ConvGeom g, const int32_t* P, const int32_t* nzw, int64_t* active) {
   const int64_t K = static_cast<int64_t>(g.kh) * g.kw * g.c;
@@ -1312,14 +1342,26 @@ class CudaBackend final : public Backend {
     return Status::ok();
   }
 
+  // count[j] = rows of column j that are nonzero; the zeros added to *zeros
+  Status nonzero_columns(int rows, int64_t cols, const int8_t* a, int32_t* count, int64_t* zeros) {
+    if (cols % 16 || reinterpret_cast<uintptr_t>(a) % 16) {
+      k_nonzero_columns<<<grid_for(cols), kThreads, 0, stream_>>>(rows, cols, a, count, zeros);
+      return Status::ok();
+    }
+    CU(cudaMemsetAsync(count, 0, sizeof(int32_t) * cols, stream_));
+    const int64_t threads = cols / 16 * cdiv(rows, kRowSlice);
+    if (threads == 0) return Status::ok();
+    k_nonzero_columns16<<<static_cast<unsigned>(cdiv(threads, kThreads)), kThreads, 0, stream_>>>(rows, cols, a, count, zeros);
+    return Status::ok();
+  }
   Status conv_counters(const ConvGeom& g, const int8_t* x, const int8_t* w, int64_t* counters) override {
     Prof prof_scope(&prof_, stream_, "conv_counters");
     const int64_t hwc = static_cast<int64_t>(g.h) * g.w * g.c, K = g.k();
     TL_TRY(scratch(&counts_, sizeof(int32_t) * (hwc + K), "activity counts"));
     int32_t* P = static_cast<int32_t*>(counts_.p);
     int32_t* nzw = P + hwc;
-    k_nonzero_columns<<<grid_for(hwc), kThreads, 0, stream_>>>(g.n, hwc, x, P, counters + kZeroInputs);
-    k_nonzero_columns<<<grid_for(K), kThreads, 0, stream_>>>(g.oc, K, w, nzw, counters + kZeroWeights);
+    TL_TRY(nonzero_columns(g.n, hwc, x, P, counters + kZeroInputs));
+    TL_TRY(nonzero_columns(g.oc, K, w, nzw, counters + kZeroWeights));
     k_active_macs<<<grid_for(K * g.oh), kThreads, 0, stream_>>>(g, P, nzw, counters + kActiveMacs);
     LAUNCHED("conv_counters");
     return Status::ok();

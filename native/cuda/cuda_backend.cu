@@ -308,10 +308,11 @@ __device__ __forceinline__ void load_params(const float* p, int ch0, float (&v)[
   for (int j = 0; j < kVec; ++j) v[j] = p[ch0 + j];
 }
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-// The vector path's grid, or 0 where it cannot run (c not a multiple of 8, fewer threads than c/8).
-int vec_grid(int64_t rows, int c) {
+// The vector path's grid (at most max_blocks), or 0 where it cannot run (c not a multiple of 8,
+// fewer threads than c/8).
+int vec_grid(int64_t rows, int c, int max_blocks = 132 * 32) {
   if (c % kVec) return 0;
-  const int grid = grid_for(rows * (c / kVec));
+  const int grid = std::min(grid_for(rows * (c / kVec)), max_blocks);
   return static_cast<int64_t>(grid) * kThreads >= c / kVec ? grid : 0;
 }
 // Thread t's channels and rows in the vector path; false for the threads past the last whole
@@ -527,6 +528,44 @@ __global__ void __launch_bounds__(kTreeWarps * 32) k_int_moments(int64_t rows, i
     long long s = 0;
     for (int w = 0; w < kTreeWarps; ++w) s += part[warp][w][lane];
     if (s) atomicAdd(sums + warp * c + ch, static_cast<ull>(s));  // two's complement: negative sums add as well
+  }
+}
+// k_int_moments in the vector path (group_rows; blocks of kThreads): a thread sums its 8 channels
+// over its rows (16-byte loads, 4 in flight), the block adds the sums of its threads of each channel
+// (threads rep, rep + c/8, … share rep's channels) and adds them to sums once per block: few blocks
+// (kMomentBlocks), so few atomics.
+constexpr int kMomentBlocks = 132 * 4;
+__global__ void __launch_bounds__(kThreads) k_int_moments8(int64_t rows, int c, const int16_t* q, ull* sums) {
+  __shared__ long long part[kThreads][2 * kVec + 1];  // + 1: rows of an odd number of words
+  long long s1[kVec] = {}, s2[kVec] = {};
+  GroupRows g;
+  if (group_rows(c, &g)) {
+#pragma unroll 4
+    for (int64_t r = g.first; r < rows; r += g.step) {
+      int16_t v[kVec];
+      load_vec(q + r * c + g.ch0, v);
+#pragma unroll
+      for (int j = 0; j < kVec; ++j) {
+        const int x = v[j];
+        s1[j] += x;
+        s2[j] += x * x;
+      }
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < kVec; ++j) {
+    part[threadIdx.x][j] = s1[j];
+    part[threadIdx.x][kVec + j] = s2[j];
+  }
+  __syncthreads();
+  const int groups = c / kVec, reps = min(groups, kThreads);
+  const int64_t t0 = blockIdx.x * static_cast<int64_t>(kThreads);
+  for (int item = threadIdx.x; item < reps * 2 * kVec; item += kThreads) {
+    const int rep = item / (2 * kVec), j = item % (2 * kVec);
+    long long s = 0;
+    for (int u = rep; u < kThreads; u += groups) s += part[u][j];  // idle threads hold 0
+    const int ch = static_cast<int>((t0 + rep) % groups) * kVec + j % kVec;
+    if (s) atomicAdd(sums + (j / kVec) * c + ch, static_cast<ull>(s));  // two's complement, as k_int_moments
   }
 }
 // μ and σ² to float μ, σ⁻¹ and the running statistics (as CpuBackend::bn_statistics)
@@ -1654,11 +1693,16 @@ class CudaBackend final : public Backend {
       TL_TRY(scratch(&part_, sizeof(ull) * 2 * c, "batch-norm moments"));
       ull* sums = static_cast<ull*>(part_.p);
       CU(cudaMemsetAsync(sums, 0, sizeof(ull) * 2 * c, stream_));
-      const unsigned tiles = static_cast<unsigned>(cdiv(c, 32));
-      // enough blocks to fill the GPU (16 per SM of 132), each at least 64 rows per warp
-      const int64_t blocks = std::max<int64_t>(1, std::min<int64_t>(cdiv(rows, kTreeWarps * 64), 132 * 16 / tiles));
-      k_int_moments<<<dim3(static_cast<unsigned>(blocks), tiles), kTreeWarps * 32, 0, stream_>>>(
-          rows, c, static_cast<const int16_t*>(x.ptr), sums);
+      const int grid = vec_grid(rows, c, kMomentBlocks);
+      if (grid && aligned16(x.ptr)) {
+        k_int_moments8<<<grid, kThreads, 0, stream_>>>(rows, c, static_cast<const int16_t*>(x.ptr), sums);
+      } else {
+        const unsigned tiles = static_cast<unsigned>(cdiv(c, 32));
+        // enough blocks to fill the GPU (16 per SM of 132), each at least 64 rows per warp
+        const int64_t blocks = std::max<int64_t>(1, std::min<int64_t>(cdiv(rows, kTreeWarps * 64), 132 * 16 / tiles));
+        k_int_moments<<<dim3(static_cast<unsigned>(blocks), tiles), kTreeWarps * 32, 0, stream_>>>(
+            rows, c, static_cast<const int16_t*>(x.ptr), sums);
+      }
       k_bn_stats_exact<<<grid_for(c), kThreads, 0, stream_>>>(rows, c, sums, x.scale, eps, momentum, run_mean, run_var, mf, invstd);
       LAUNCHED("bn statistics (exact)");
       return Status::ok();

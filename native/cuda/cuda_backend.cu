@@ -316,7 +316,9 @@ int vec_grid(int64_t rows, int c, int max_blocks = 132 * 32) {
   return static_cast<int64_t>(grid) * kThreads >= c / kVec ? grid : 0;
 }
 // Thread t's channels and rows in the vector path; false for the threads past the last whole
-// multiple of c/8 (they idle).
+// multiple of c/8 (they idle). The apply kernels take kRowsInFlight of a thread's rows per iteration,
+// all loads before the first store: one row's 16–48 bytes per thread leave the loads latency-bound.
+constexpr int kRowsInFlight = 2;
 struct GroupRows {
   int ch0;
   int64_t first, step;
@@ -536,7 +538,7 @@ __global__ void __launch_bounds__(kTreeWarps * 32) k_int_moments(int64_t rows, i
 // (kMomentBlocks), so few atomics.
 constexpr int kMomentBlocks = 132 * 4;
 __global__ void __launch_bounds__(kThreads) k_int_moments8(int64_t rows, int c, const int16_t* q, ull* sums) {
-  __shared__ long long part[kThreads][2 * kVec + 1];  // + 1: rows of an odd number of words
+  __shared__ long long part[kThreads][2 * kVec + 1];  // + 1: rows of 34 words, a half-warp's 8-byte stores in distinct banks
   long long s1[kVec] = {}, s2[kVec] = {};
   GroupRows g;
   if (group_rows(c, &g)) {
@@ -643,27 +645,37 @@ __global__ void k_bn_apply8(int64_t rows, int c, X x, const float* mf, const flo
   load_params(is, g.ch0, s);
   load_params(gamma, g.ch0, ga);
   load_params(beta, g.ch0, be);
-  for (int64_t r = g.first; r < rows; r += g.step) {
-    const int64_t i = r * c + g.ch0;
-    float v[kVec], h[kVec], y[kVec];
-    x.load8(i, v);
+  for (int64_t r = g.first; r < rows; r += kRowsInFlight * g.step) {
+    float v[kRowsInFlight][kVec];
 #pragma unroll
-    for (int j = 0; j < kVec; ++j) {
-      h[j] = __fmul_rn(__fsub_rn(v[j], m[j]), s[j]);
-      y[j] = __fadd_rn(__fmul_rn(ga[j], h[j]), be[j]);
-    }
-    if (xhat) store_vec(xhat + i, h);
-    out.store8(i, y);
+    for (int u = 0; u < kRowsInFlight; ++u)
+      if (r + u * g.step < rows) x.load8((r + u * g.step) * c + g.ch0, v[u]);
+#pragma unroll
+    for (int u = 0; u < kRowsInFlight; ++u)
+      if (r + u * g.step < rows) {
+        const int64_t i = (r + u * g.step) * c + g.ch0;
+        float h[kVec], y[kVec];
+#pragma unroll
+        for (int j = 0; j < kVec; ++j) {
+          h[j] = __fmul_rn(__fsub_rn(v[u][j], m[j]), s[j]);
+          y[j] = __fadd_rn(__fmul_rn(ga[j], h[j]), be[j]);
+        }
+        if (xhat) store_vec(xhat + i, h);
+        out.store8(i, y);
+      }
   }
 }
 // The BN output's gradient dy: as stored, or recomputed from φ's gradient and x̂ (the fused backward)
-// (group(ch0).load8 takes x̂ of the same elements from the caller: the vector path reads it once.)
+// In the vector path, group(ch0).load8 loads the stored floats (dy, or φ's gradient dq) and
+// group(ch0).dy8 turns them into dy with x̂ of the same elements from the caller (read once for dy
+// and dx): separate, so that all of a thread's loads are issued before φ′'s branches.
 struct DyStored {
   const float* p;
   __device__ __forceinline__ float operator()(int64_t i, int) const { return p[i]; }
   struct Group {
     const float* p;
-    __device__ __forceinline__ void load8(int64_t i, const float (&)[kVec], float (&dy)[kVec]) const { load_vec(p + i, dy); }
+    __device__ __forceinline__ void load8(int64_t i, float (&dy)[kVec]) const { load_vec(p + i, dy); }
+    __device__ __forceinline__ void dy8(const float (&)[kVec], float (&)[kVec]) const {}
   };
   __device__ __forceinline__ Group group(int) const { return {p}; }
   bool aligned() const { return aligned16(p); }
@@ -678,11 +690,10 @@ struct DyFromPhi {
     const float* dq;
     float gamma[kVec], beta[kVec];
     ActSpec act;
-    __device__ __forceinline__ void load8(int64_t i, const float (&h)[kVec], float (&dy)[kVec]) const {
-      float d[kVec];
-      load_vec(dq + i, d);
+    __device__ __forceinline__ void load8(int64_t i, float (&d)[kVec]) const { load_vec(dq + i, d); }
+    __device__ __forceinline__ void dy8(const float (&h)[kVec], float (&d)[kVec]) const {
 #pragma unroll
-      for (int j = 0; j < kVec; ++j) dy[j] = act_grad(d[j], h[j], gamma[j], beta[j], act);
+      for (int j = 0; j < kVec; ++j) d[j] = act_grad(d[j], h[j], gamma[j], beta[j], act);
     }
   };
   __device__ __forceinline__ Group group(int ch0) const {
@@ -715,13 +726,19 @@ __global__ void k_bn_infer8(int64_t rows, int c, X x, const float* gamma, const 
     sc[j] = gamma[ch] / sqrtf(__fadd_rn(rv[ch], eps));
     sh[j] = __fsub_rn(beta[ch], __fmul_rn(rm[ch], sc[j]));
   }
-  for (int64_t r = g.first; r < rows; r += g.step) {
-    const int64_t i = r * c + g.ch0;
-    float v[kVec], y[kVec];
-    x.load8(i, v);
+  for (int64_t r = g.first; r < rows; r += kRowsInFlight * g.step) {
+    float v[kRowsInFlight][kVec];
 #pragma unroll
-    for (int j = 0; j < kVec; ++j) y[j] = __fadd_rn(__fmul_rn(v[j], sc[j]), sh[j]);
-    out.store8(i, y);
+    for (int u = 0; u < kRowsInFlight; ++u)
+      if (r + u * g.step < rows) x.load8((r + u * g.step) * c + g.ch0, v[u]);
+#pragma unroll
+    for (int u = 0; u < kRowsInFlight; ++u)
+      if (r + u * g.step < rows) {
+        float y[kVec];
+#pragma unroll
+        for (int j = 0; j < kVec; ++j) y[j] = __fadd_rn(__fmul_rn(v[u][j], sc[j]), sh[j]);
+        out.store8((r + u * g.step) * c + g.ch0, y);
+      }
   }
 }
 __global__ void k_bn_backward_coeffs(int64_t rows, int c, const double* db, const double* dg, const float* gamma,
@@ -753,14 +770,24 @@ __global__ void k_bn_backward_apply8(int64_t rows, int c, D dy, H xhat, const fl
   load_params(k + 2 * c, g.ch0, k2);
   const auto hg = xhat.group(g.ch0);
   const auto dg = dy.group(g.ch0);
-  for (int64_t r = g.first; r < rows; r += g.step) {
-    const int64_t i = r * c + g.ch0;
-    float h[kVec], d[kVec], o[kVec];
-    hg.load8(i, h);
-    dg.load8(i, h, d);
+  for (int64_t r = g.first; r < rows; r += kRowsInFlight * g.step) {
+    float h[kRowsInFlight][kVec], d[kRowsInFlight][kVec];
 #pragma unroll
-    for (int j = 0; j < kVec; ++j) o[j] = __fmul_rn(k0[j], __fsub_rn(__fsub_rn(d[j], k1[j]), __fmul_rn(h[j], k2[j])));
-    store_vec(dx + i, o);
+    for (int u = 0; u < kRowsInFlight; ++u)
+      if (r + u * g.step < rows) {
+        const int64_t i = (r + u * g.step) * c + g.ch0;
+        hg.load8(i, h[u]);
+        dg.load8(i, d[u]);
+      }
+#pragma unroll
+    for (int u = 0; u < kRowsInFlight; ++u)
+      if (r + u * g.step < rows) {
+        dg.dy8(h[u], d[u]);
+        float o[kVec];
+#pragma unroll
+        for (int j = 0; j < kVec; ++j) o[j] = __fmul_rn(k0[j], __fsub_rn(__fsub_rn(d[u][j], k1[j]), __fmul_rn(h[u][j], k2[j])));
+        store_vec(dx + (r + u * g.step) * c + g.ch0, o);
+      }
   }
 }
 

@@ -354,9 +354,14 @@ struct I16In {
   }
   bool aligned() const { return aligned16(p); }
 };
+// raw(i) and value(raw, ch) split operator() into the load and the arithmetic (the backward's sums
+// issue a run's loads before any arithmetic).
 struct XhatStored {
   const float* p;
   __device__ __forceinline__ float operator()(int64_t i, int) const { return p[i]; }
+  using Raw = float;
+  __device__ __forceinline__ Raw raw(int64_t i) const { return p[i]; }
+  __device__ __forceinline__ float value(Raw v, int) const { return v; }
   struct Group {
     const float* p;
     __device__ __forceinline__ void load8(int64_t i, float (&h)[kVec]) const { load_vec(p + i, h); }
@@ -367,6 +372,11 @@ struct XhatStored {
 struct XhatRecomputed {
   XhatSource s;
   __device__ __forceinline__ float operator()(int64_t i, int ch) const { return s.recompute(i, ch); }
+  using Raw = int16_t;
+  __device__ __forceinline__ Raw raw(int64_t i) const { return s.q[i]; }
+  __device__ __forceinline__ float value(Raw q, int ch) const {
+    return mul_rn(i16_value(q, s.scale) - s.mean[ch], s.invstd[ch]);  // XhatSource::recompute
+  }
   struct Group {
     const int16_t* q;
     float scale;
@@ -437,7 +447,7 @@ __global__ void __launch_bounds__(kTreeWarps * 32, 3) k_column_runs(int64_t rows
     double sum[kTerms] = {};
 #pragma unroll
     for (int k = 0; k < kSumRun; ++k)
-      if (r0 + k < rows) {
+      if (ch < c && r0 + k < rows) {  // lanes past c sum nothing (terms may read per-channel data)
         const Terms<kTerms> d = term.terms(v[k], ch);
 #pragma unroll
         for (int t = 0; t < kTerms; ++t) sum[t] = __dadd_rn(sum[t], d.v[t]);
@@ -491,21 +501,24 @@ struct TermSqDev {
     return {{__dmul_rn(d, d)}};
   }
 };
-// Σdy and Σdy·x̂ of the backward, in one pass
+// Σdy and Σdy·x̂ of the backward, in one pass. load only loads: x̂ and dy (φ′'s branches in the
+// fused backward) come in terms, after all of a run's loads were issued.
 template <class D, class H>
 struct TermDy {
   struct Raw {
-    float dy, xhat;
+    typename D::Raw dy;
+    typename H::Raw xhat;
   };
   D dy;
   H xhat;
   int c;
   __device__ __forceinline__ Raw load(int64_t r, int ch) const {
     const int64_t i = r * c + ch;
-    return {dy(i, ch), xhat(i, ch)};
+    return {dy.raw(i), xhat.raw(i)};
   }
-  __device__ __forceinline__ Terms<2> terms(Raw v, int) const {
-    return {{static_cast<double>(v.dy), __dmul_rn(static_cast<double>(v.dy), static_cast<double>(v.xhat))}};
+  __device__ __forceinline__ Terms<2> terms(Raw v, int ch) const {
+    const float h = xhat.value(v.xhat, ch), d = dy.value(v.dy, h, ch);
+    return {{static_cast<double>(d), __dmul_rn(static_cast<double>(d), static_cast<double>(h))}};
   }
 };
 // Σq and Σq² per channel of int16 sums, exact in int64 and so in any order: lane = channel of a
@@ -672,6 +685,9 @@ __global__ void k_bn_apply8(int64_t rows, int c, X x, const float* mf, const flo
 struct DyStored {
   const float* p;
   __device__ __forceinline__ float operator()(int64_t i, int) const { return p[i]; }
+  using Raw = float;  // raw and value as the x̂ readers', value given x̂
+  __device__ __forceinline__ Raw raw(int64_t i) const { return p[i]; }
+  __device__ __forceinline__ float value(Raw v, float, int) const { return v; }
   struct Group {
     const float* p;
     __device__ __forceinline__ void load8(int64_t i, float (&dy)[kVec]) const { load_vec(p + i, dy); }
@@ -686,6 +702,9 @@ struct DyFromPhi {
   H xhat;
   ActGrad ag;
   __device__ __forceinline__ float operator()(int64_t i, int ch) const { return ag(dq[i], xhat(i, ch), ch); }
+  using Raw = float;
+  __device__ __forceinline__ Raw raw(int64_t i) const { return dq[i]; }
+  __device__ __forceinline__ float value(Raw d, float xh, int ch) const { return ag(d, xh, ch); }
   struct Group {
     const float* dq;
     float gamma[kVec], beta[kVec];

@@ -441,17 +441,21 @@ __global__ void __launch_bounds__(kTreeWarps * 32, 3) k_column_runs(int64_t rows
   const int n = static_cast<int>(min(static_cast<int64_t>(kTreeLeaves), runs - first));
   for (int j = warp; j < n; j += kTreeWarps) {
     const int64_t r0 = (first + j) * kSumRun;
-    typename Term::Raw v[kSumRun];
-#pragma unroll
-    for (int k = 0; k < kSumRun; ++k) v[k] = ch < c && r0 + k < rows ? term.load(r0 + k, ch) : typename Term::Raw{};
     double sum[kTerms] = {};
+    if (ch < c) {  // lanes past c sum nothing (terms may read per-channel data)
+      typename Term::Raw v[kSumRun];
 #pragma unroll
-    for (int k = 0; k < kSumRun; ++k)
-      if (ch < c && r0 + k < rows) {  // lanes past c sum nothing (terms may read per-channel data)
+      for (int k = 0; k < kSumRun; ++k) v[k] = r0 + k < rows ? term.load(r0 + k, ch) : typename Term::Raw{};
+      // the terms of every k, only those of rows added: no branch around a term, so its per-channel
+      // data (μ, σ⁻¹, γ, β) is loaded once per run, not once per element
+#pragma unroll
+      for (int k = 0; k < kSumRun; ++k) {
         const Terms<kTerms> d = term.terms(v[k], ch);
+        if (r0 + k < rows)
 #pragma unroll
-        for (int t = 0; t < kTerms; ++t) sum[t] = __dadd_rn(sum[t], d.v[t]);
+          for (int t = 0; t < kTerms; ++t) sum[t] = __dadd_rn(sum[t], d.v[t]);
       }
+    }
 #pragma unroll
     for (int t = 0; t < kTerms; ++t) leaf[t][j][lane] = sum[t];
   }

@@ -303,24 +303,128 @@ __global__ void k_avgpool_backward(PoolGeom g, const float* dy, float* dx) {
 }
 
 // ---------------------------------------------------------------- batch norm (the sums of core/reduce.h)
+// The vector path of the per-element passes (apply, infer, backward apply), where c % 8 == 0 and the
+// tensors are 16-byte aligned: a thread takes 8 consecutive channels of a row, one 16-byte load of
+// int16 (two of float) and one 8-byte store of states per 8 elements instead of 1–2-byte accesses.
+// Thread t takes channels ch0 = 8·(t mod c/8) of rows t div (c/8) + k·step: its channels never
+// change, so their parameters stay in registers and no element needs a division.
+constexpr int kVec = 8;
+__device__ __forceinline__ void load_vec(const float* p, float (&v)[kVec]) {
+  const float4 a = reinterpret_cast<const float4*>(p)[0], b = reinterpret_cast<const float4*>(p)[1];
+  v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+}
+__device__ __forceinline__ void load_vec(const int16_t* p, int16_t (&v)[kVec]) {
+  const uint4 u = *reinterpret_cast<const uint4*>(p);
+  const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {  // little-endian: the lower half is the lower address
+    v[2 * j] = static_cast<int16_t>(w[j] & 0xffffu);
+    v[2 * j + 1] = static_cast<int16_t>(w[j] >> 16);
+  }
+}
+__device__ __forceinline__ void store_vec(float* p, const float (&v)[kVec]) {
+  reinterpret_cast<float4*>(p)[0] = make_float4(v[0], v[1], v[2], v[3]);
+  reinterpret_cast<float4*>(p)[1] = make_float4(v[4], v[5], v[6], v[7]);
+}
+__device__ __forceinline__ void store_vec(int8_t* p, const int8_t (&v)[kVec]) {
+  uint32_t w[2] = {0u, 0u};
+#pragma unroll
+  for (int j = 0; j < kVec; ++j) w[j >> 2] |= static_cast<uint32_t>(static_cast<uint8_t>(v[j])) << (8 * (j & 3));
+  *reinterpret_cast<uint2*>(p) = make_uint2(w[0], w[1]);
+}
+// a per-channel parameter of channels ch0 … ch0 + 7, to registers
+__device__ __forceinline__ void load_params(const float* p, int ch0, float (&v)[kVec]) {
+#pragma unroll
+  for (int j = 0; j < kVec; ++j) v[j] = p[ch0 + j];
+}
+bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+// The vector path's grid (at most max_blocks), or 0 where it cannot run (c not a multiple of 8,
+// fewer threads than c/8).
+int vec_grid(int64_t rows, int c, int max_blocks = 132 * 32) {
+  if (c % kVec) return 0;
+  const int grid = std::min(grid_for(rows * (c / kVec)), max_blocks);
+  return static_cast<int64_t>(grid) * kThreads >= c / kVec ? grid : 0;
+}
+// Thread t's channels and rows in the vector path; false for the threads past the last whole
+// multiple of c/8 (they idle). The apply kernels take kRowsInFlight of a thread's rows per iteration,
+// all loads before the first store: one row's 16–48 bytes per thread leave the loads latency-bound.
+constexpr int kRowsInFlight = 2;
+struct GroupRows {
+  int ch0;
+  int64_t first, step;
+};
+__device__ __forceinline__ bool group_rows(int c, GroupRows* g) {
+  const int groups = c / kVec;
+  const int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  const int64_t lanes = static_cast<int64_t>(gridDim.x) * blockDim.x / groups * groups;
+  if (t >= lanes) return false;
+  g->ch0 = static_cast<int>(t % groups) * kVec;
+  g->first = t / groups;
+  g->step = lanes / groups;
+  return true;
+}
 // Readers, chosen on the host per call (kernels are templated on them): the BN input as float or
 // as exact int16 sums times their scale; x̂ as stored or recomputed from the int16 input.
+// load8 and group(ch0).load8 read elements i … i + 7 of a row's channels ch0 … ch0 + 7 (the vector path).
 struct F32In {
   const float* p;
   __device__ __forceinline__ float operator()(int64_t i) const { return p[i]; }
+  __device__ __forceinline__ void load8(int64_t i, float (&v)[kVec]) const { load_vec(p + i, v); }
+  bool aligned() const { return aligned16(p); }
 };
 struct I16In {
   const int16_t* p;
   float scale;
   __device__ __forceinline__ float operator()(int64_t i) const { return i16_value(p[i], scale); }
+  __device__ __forceinline__ void load8(int64_t i, float (&v)[kVec]) const {
+    int16_t q[kVec];
+    load_vec(p + i, q);
+#pragma unroll
+    for (int j = 0; j < kVec; ++j) v[j] = i16_value(q[j], scale);
+  }
+  bool aligned() const { return aligned16(p); }
 };
+// raw(i) and value(raw, ch) split operator() into the load and the arithmetic (the backward's sums
+// issue a run's loads before any arithmetic).
 struct XhatStored {
   const float* p;
   __device__ __forceinline__ float operator()(int64_t i, int) const { return p[i]; }
+  using Raw = float;
+  __device__ __forceinline__ Raw raw(int64_t i) const { return p[i]; }
+  __device__ __forceinline__ float value(Raw v, int) const { return v; }
+  struct Group {
+    const float* p;
+    __device__ __forceinline__ void load8(int64_t i, float (&h)[kVec]) const { load_vec(p + i, h); }
+  };
+  __device__ __forceinline__ Group group(int) const { return {p}; }
+  bool aligned() const { return aligned16(p); }
 };
 struct XhatRecomputed {
   XhatSource s;
   __device__ __forceinline__ float operator()(int64_t i, int ch) const { return s.recompute(i, ch); }
+  using Raw = int16_t;
+  __device__ __forceinline__ Raw raw(int64_t i) const { return s.q[i]; }
+  __device__ __forceinline__ float value(Raw q, int ch) const {
+    return mul_rn(i16_value(q, s.scale) - s.mean[ch], s.invstd[ch]);  // XhatSource::recompute
+  }
+  struct Group {
+    const int16_t* q;
+    float scale;
+    float mean[kVec], invstd[kVec];
+    __device__ __forceinline__ void load8(int64_t i, float (&h)[kVec]) const {
+      int16_t v[kVec];
+      load_vec(q + i, v);
+#pragma unroll
+      for (int j = 0; j < kVec; ++j) h[j] = mul_rn(i16_value(v[j], scale) - mean[j], invstd[j]);  // XhatSource::recompute
+    }
+  };
+  __device__ __forceinline__ Group group(int ch0) const {
+    Group g{s.q, s.scale, {}, {}};
+    load_params(s.mean, ch0, g.mean);
+    load_params(s.invstd, ch0, g.invstd);
+    return g;
+  }
+  bool aligned() const { return aligned16(s.q); }
 };
 template <class F>
 void with_input(Operand x, F f) {
@@ -367,17 +471,21 @@ __global__ void __launch_bounds__(kTreeWarps * 32, 3) k_column_runs(int64_t rows
   const int n = static_cast<int>(min(static_cast<int64_t>(kTreeLeaves), runs - first));
   for (int j = warp; j < n; j += kTreeWarps) {
     const int64_t r0 = (first + j) * kSumRun;
-    typename Term::Raw v[kSumRun];
-#pragma unroll
-    for (int k = 0; k < kSumRun; ++k) v[k] = ch < c && r0 + k < rows ? term.load(r0 + k, ch) : typename Term::Raw{};
     double sum[kTerms] = {};
+    if (ch < c) {  // lanes past c sum nothing (terms may read per-channel data)
+      typename Term::Raw v[kSumRun];
 #pragma unroll
-    for (int k = 0; k < kSumRun; ++k)
-      if (r0 + k < rows) {
+      for (int k = 0; k < kSumRun; ++k) v[k] = r0 + k < rows ? term.load(r0 + k, ch) : typename Term::Raw{};
+      // the terms of every k, only those of rows added: no branch around a term, so its per-channel
+      // data (μ, σ⁻¹, γ, β) is loaded once per run, not once per element
+#pragma unroll
+      for (int k = 0; k < kSumRun; ++k) {
         const Terms<kTerms> d = term.terms(v[k], ch);
+        if (r0 + k < rows)
 #pragma unroll
-        for (int t = 0; t < kTerms; ++t) sum[t] = __dadd_rn(sum[t], d.v[t]);
+          for (int t = 0; t < kTerms; ++t) sum[t] = __dadd_rn(sum[t], d.v[t]);
       }
+    }
 #pragma unroll
     for (int t = 0; t < kTerms; ++t) leaf[t][j][lane] = sum[t];
   }
@@ -427,21 +535,24 @@ struct TermSqDev {
     return {{__dmul_rn(d, d)}};
   }
 };
-// Σdy and Σdy·x̂ of the backward, in one pass
+// Σdy and Σdy·x̂ of the backward, in one pass. load only loads: x̂ and dy (φ′'s branches in the
+// fused backward) come in terms, after all of a run's loads were issued.
 template <class D, class H>
 struct TermDy {
   struct Raw {
-    float dy, xhat;
+    typename D::Raw dy;
+    typename H::Raw xhat;
   };
   D dy;
   H xhat;
   int c;
   __device__ __forceinline__ Raw load(int64_t r, int ch) const {
     const int64_t i = r * c + ch;
-    return {dy(i, ch), xhat(i, ch)};
+    return {dy.raw(i), xhat.raw(i)};
   }
-  __device__ __forceinline__ Terms<2> terms(Raw v, int) const {
-    return {{static_cast<double>(v.dy), __dmul_rn(static_cast<double>(v.dy), static_cast<double>(v.xhat))}};
+  __device__ __forceinline__ Terms<2> terms(Raw v, int ch) const {
+    const float h = xhat.value(v.xhat, ch), d = dy.value(v.dy, h, ch);
+    return {{static_cast<double>(d), __dmul_rn(static_cast<double>(d), static_cast<double>(h))}};
   }
 };
 // Σq and Σq² per channel of int16 sums, exact in int64 and so in any order: lane = channel of a
@@ -468,6 +579,44 @@ __global__ void __launch_bounds__(kTreeWarps * 32) k_int_moments(int64_t rows, i
     if (s) atomicAdd(sums + warp * c + ch, static_cast<ull>(s));  // two's complement: negative sums add as well
   }
 }
+// k_int_moments in the vector path (group_rows; blocks of kThreads): a thread sums its 8 channels
+// over its rows (16-byte loads, 4 in flight), the block adds the sums of its threads of each channel
+// (threads rep, rep + c/8, … share rep's channels) and adds them to sums once per block: few blocks
+// (kMomentBlocks), so few atomics.
+constexpr int kMomentBlocks = 132 * 4;
+__global__ void __launch_bounds__(kThreads) k_int_moments8(int64_t rows, int c, const int16_t* q, ull* sums) {
+  __shared__ long long part[kThreads][2 * kVec + 1];  // + 1: rows of 34 words, a half-warp's 8-byte stores in distinct banks
+  long long s1[kVec] = {}, s2[kVec] = {};
+  GroupRows g;
+  if (group_rows(c, &g)) {
+#pragma unroll 4
+    for (int64_t r = g.first; r < rows; r += g.step) {
+      int16_t v[kVec];
+      load_vec(q + r * c + g.ch0, v);
+#pragma unroll
+      for (int j = 0; j < kVec; ++j) {
+        const int x = v[j];
+        s1[j] += x;
+        s2[j] += x * x;
+      }
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < kVec; ++j) {
+    part[threadIdx.x][j] = s1[j];
+    part[threadIdx.x][kVec + j] = s2[j];
+  }
+  __syncthreads();
+  const int groups = c / kVec, reps = min(groups, kThreads);
+  const int64_t t0 = blockIdx.x * static_cast<int64_t>(kThreads);
+  for (int item = threadIdx.x; item < reps * 2 * kVec; item += kThreads) {
+    const int rep = item / (2 * kVec), j = item % (2 * kVec);
+    long long s = 0;
+    for (int u = rep; u < kThreads; u += groups) s += part[u][j];  // idle threads hold 0
+    const int ch = static_cast<int>((t0 + rep) % groups) * kVec + j % kVec;
+    if (s) atomicAdd(sums + (j / kVec) * c + ch, static_cast<ull>(s));  // two's complement, as k_int_moments
+  }
+}
 // μ and σ² to float μ, σ⁻¹ and the running statistics (as CpuBackend::bn_statistics)
 __device__ __forceinline__ void bn_stats_one(int ch, double m, double var, float eps, float momentum, float* run_mean,
                                              float* run_var, float* mf, float* invstd) {
@@ -491,25 +640,35 @@ __global__ void k_bn_stats_exact(int64_t rows, int c, const ull* sums, float sca
 }
 // The BN output's gradient behind φ, recomputed where the fused backward needs it: y = γ·x̂ + β as
 // k_bn_apply writes it, then dq·φ'(y) as k_act_backward — the same bits as the unfused ops.
+__device__ __forceinline__ float act_grad(float dq, float xhat, float gamma, float beta, const ActSpec& act) {
+  const float y = __fadd_rn(__fmul_rn(gamma, xhat), beta);
+  return __fmul_rn(dq, act_derivative(y, act));
+}
 struct ActGrad {
   const float* gamma = nullptr;
   const float* beta = nullptr;
   ActSpec act;
-  __device__ __forceinline__ float operator()(float dq, float xhat, int ch) const {
-    const float y = __fadd_rn(__fmul_rn(gamma[ch], xhat), beta[ch]);
-    return __fmul_rn(dq, act_derivative(y, act));
-  }
+  __device__ __forceinline__ float operator()(float dq, float xhat, int ch) const { return act_grad(dq, xhat, gamma[ch], beta[ch], act); }
 };
 // Where a BN output goes: stored as float, or turned into φ's int8 states at once (the fused op:
 // no float BN output, recomputed from x̂ when the backward needs it).
 struct StoreY {
   float* y;
   __device__ __forceinline__ void operator()(int64_t i, float v) const { y[i] = v; }
+  __device__ __forceinline__ void store8(int64_t i, const float (&v)[kVec]) const { store_vec(y + i, v); }
+  bool aligned() const { return aligned16(y); }
 };
 struct StorePhi {
   ActSpec act;
   int8_t* q;
   __device__ __forceinline__ void operator()(int64_t i, float v) const { q[i] = tl::act_forward(v, act); }
+  __device__ __forceinline__ void store8(int64_t i, const float (&v)[kVec]) const {
+    int8_t s[kVec];
+#pragma unroll
+    for (int j = 0; j < kVec; ++j) s[j] = tl::act_forward(v[j], act);
+    store_vec(q + i, s);
+  }
+  bool aligned() const { return aligned16(q); }
 };
 // y = γ·x̂ + β with x̂ = (x − μ)·σ⁻¹, written unless xhat is null (an int16 input: the backward
 // recomputes it)
@@ -522,10 +681,54 @@ __global__ void k_bn_apply(int64_t n, int c, X x, const float* mf, const float* 
     out(i, __fadd_rn(__fmul_rn(gamma[ch], h), beta[ch]));
   }
 }
+// k_bn_apply in the vector path (group_rows), the same expressions
+template <class X, class Out>
+__global__ void k_bn_apply8(int64_t rows, int c, X x, const float* mf, const float* is, const float* gamma,
+                            const float* beta, float* xhat, Out out) {
+  GroupRows g;
+  if (!group_rows(c, &g)) return;
+  float m[kVec], s[kVec], ga[kVec], be[kVec];
+  load_params(mf, g.ch0, m);
+  load_params(is, g.ch0, s);
+  load_params(gamma, g.ch0, ga);
+  load_params(beta, g.ch0, be);
+  for (int64_t r = g.first; r < rows; r += kRowsInFlight * g.step) {
+    float v[kRowsInFlight][kVec];
+#pragma unroll
+    for (int u = 0; u < kRowsInFlight; ++u)
+      if (r + u * g.step < rows) x.load8((r + u * g.step) * c + g.ch0, v[u]);
+#pragma unroll
+    for (int u = 0; u < kRowsInFlight; ++u)
+      if (r + u * g.step < rows) {
+        const int64_t i = (r + u * g.step) * c + g.ch0;
+        float h[kVec], y[kVec];
+#pragma unroll
+        for (int j = 0; j < kVec; ++j) {
+          h[j] = __fmul_rn(__fsub_rn(v[u][j], m[j]), s[j]);
+          y[j] = __fadd_rn(__fmul_rn(ga[j], h[j]), be[j]);
+        }
+        if (xhat) store_vec(xhat + i, h);
+        out.store8(i, y);
+      }
+  }
+}
 // The BN output's gradient dy: as stored, or recomputed from φ's gradient and x̂ (the fused backward)
+// In the vector path, group(ch0).load8 loads the stored floats (dy, or φ's gradient dq) and
+// group(ch0).dy8 turns them into dy with x̂ of the same elements from the caller (read once for dy
+// and dx): separate, so that all of a thread's loads are issued before φ′'s branches.
 struct DyStored {
   const float* p;
   __device__ __forceinline__ float operator()(int64_t i, int) const { return p[i]; }
+  using Raw = float;  // raw and value as the x̂ readers', value given x̂
+  __device__ __forceinline__ Raw raw(int64_t i) const { return p[i]; }
+  __device__ __forceinline__ float value(Raw v, float, int) const { return v; }
+  struct Group {
+    const float* p;
+    __device__ __forceinline__ void load8(int64_t i, float (&dy)[kVec]) const { load_vec(p + i, dy); }
+    __device__ __forceinline__ void dy8(const float (&)[kVec], float (&)[kVec]) const {}
+  };
+  __device__ __forceinline__ Group group(int) const { return {p}; }
+  bool aligned() const { return aligned16(p); }
 };
 template <class H>
 struct DyFromPhi {
@@ -533,6 +736,26 @@ struct DyFromPhi {
   H xhat;
   ActGrad ag;
   __device__ __forceinline__ float operator()(int64_t i, int ch) const { return ag(dq[i], xhat(i, ch), ch); }
+  using Raw = float;
+  __device__ __forceinline__ Raw raw(int64_t i) const { return dq[i]; }
+  __device__ __forceinline__ float value(Raw d, float xh, int ch) const { return ag(d, xh, ch); }
+  struct Group {
+    const float* dq;
+    float gamma[kVec], beta[kVec];
+    ActSpec act;
+    __device__ __forceinline__ void load8(int64_t i, float (&d)[kVec]) const { load_vec(dq + i, d); }
+    __device__ __forceinline__ void dy8(const float (&h)[kVec], float (&d)[kVec]) const {
+#pragma unroll
+      for (int j = 0; j < kVec; ++j) d[j] = act_grad(d[j], h[j], gamma[j], beta[j], act);
+    }
+  };
+  __device__ __forceinline__ Group group(int ch0) const {
+    Group g{dq, {}, {}, ag.act};
+    load_params(ag.gamma, ch0, g.gamma);
+    load_params(ag.beta, ch0, g.beta);
+    return g;
+  }
+  bool aligned() const { return aligned16(dq) && xhat.aligned(); }
 };
 // evaluation: the running statistics
 template <class X, class Out>
@@ -542,6 +765,33 @@ __global__ void k_bn_infer(int64_t n, int c, X x, const float* gamma, const floa
     const float sc = gamma[ch] / sqrtf(__fadd_rn(rv[ch], eps));
     const float sh = __fsub_rn(beta[ch], __fmul_rn(rm[ch], sc));
     out(i, __fadd_rn(__fmul_rn(x(i), sc), sh));
+  }
+}
+template <class X, class Out>
+__global__ void k_bn_infer8(int64_t rows, int c, X x, const float* gamma, const float* beta, const float* rm,
+                            const float* rv, float eps, Out out) {
+  GroupRows g;
+  if (!group_rows(c, &g)) return;
+  float sc[kVec], sh[kVec];
+#pragma unroll
+  for (int j = 0; j < kVec; ++j) {
+    const int ch = g.ch0 + j;
+    sc[j] = gamma[ch] / sqrtf(__fadd_rn(rv[ch], eps));
+    sh[j] = __fsub_rn(beta[ch], __fmul_rn(rm[ch], sc[j]));
+  }
+  for (int64_t r = g.first; r < rows; r += kRowsInFlight * g.step) {
+    float v[kRowsInFlight][kVec];
+#pragma unroll
+    for (int u = 0; u < kRowsInFlight; ++u)
+      if (r + u * g.step < rows) x.load8((r + u * g.step) * c + g.ch0, v[u]);
+#pragma unroll
+    for (int u = 0; u < kRowsInFlight; ++u)
+      if (r + u * g.step < rows) {
+        float y[kVec];
+#pragma unroll
+        for (int j = 0; j < kVec; ++j) y[j] = __fadd_rn(__fmul_rn(v[u][j], sc[j]), sh[j]);
+        out.store8((r + u * g.step) * c + g.ch0, y);
+      }
   }
 }
 __global__ void k_bn_backward_coeffs(int64_t rows, int c, const double* db, const double* dg, const float* gamma,
@@ -559,6 +809,38 @@ __global__ void k_bn_backward_apply(int64_t n, int c, D dy, H xhat, const float*
   CHANNEL_STRIDE(i, n, ch, c) {
     const int h = static_cast<int>(ch);
     dx[i] = __fmul_rn(k[ch], __fsub_rn(__fsub_rn(dy(i, h), k[c + ch]), __fmul_rn(xhat(i, h), k[2 * c + ch])));
+  }
+}
+// k_bn_backward_apply in the vector path: x̂ read (or recomputed) once for dy and dx. dx may be dq's
+// buffer: a thread reads its 8 elements before it writes them.
+template <class D, class H>
+__global__ void k_bn_backward_apply8(int64_t rows, int c, D dy, H xhat, const float* k, float* dx) {
+  GroupRows g;
+  if (!group_rows(c, &g)) return;
+  float k0[kVec], k1[kVec], k2[kVec];
+  load_params(k, g.ch0, k0);
+  load_params(k + c, g.ch0, k1);
+  load_params(k + 2 * c, g.ch0, k2);
+  const auto hg = xhat.group(g.ch0);
+  const auto dg = dy.group(g.ch0);
+  for (int64_t r = g.first; r < rows; r += kRowsInFlight * g.step) {
+    float h[kRowsInFlight][kVec], d[kRowsInFlight][kVec];
+#pragma unroll
+    for (int u = 0; u < kRowsInFlight; ++u)
+      if (r + u * g.step < rows) {
+        const int64_t i = (r + u * g.step) * c + g.ch0;
+        hg.load8(i, h[u]);
+        dg.load8(i, d[u]);
+      }
+#pragma unroll
+    for (int u = 0; u < kRowsInFlight; ++u)
+      if (r + u * g.step < rows) {
+        dg.dy8(h[u], d[u]);
+        float o[kVec];
+#pragma unroll
+        for (int j = 0; j < kVec; ++j) o[j] = __fmul_rn(k0[j], __fsub_rn(__fsub_rn(d[u][j], k1[j]), __fmul_rn(h[u][j], k2[j])));
+        store_vec(dx + (r + u * g.step) * c + g.ch0, o);
+      }
   }
 }
 
@@ -1428,7 +1710,11 @@ class CudaBackend final : public Backend {
                   float* run_mean, float* run_var, float* xhat, float* mean, float* invstd, Out out) {
     TL_TRY(bn_statistics(rows, c, x, eps, momentum, run_mean, run_var, mean, invstd));
     with_input(x, [&](auto xv) {
-      k_bn_apply<<<grid_for(rows * c), kThreads, 0, stream_>>>(rows * c, c, xv, mean, invstd, gamma, beta, xhat, out);
+      const int grid = vec_grid(rows, c);
+      if (grid && xv.aligned() && aligned16(xhat) && out.aligned())
+        k_bn_apply8<<<grid, kThreads, 0, stream_>>>(rows, c, xv, mean, invstd, gamma, beta, xhat, out);
+      else
+        k_bn_apply<<<grid_for(rows * c), kThreads, 0, stream_>>>(rows * c, c, xv, mean, invstd, gamma, beta, xhat, out);
     });
     LAUNCHED("bn_forward_train");
     return Status::ok();
@@ -1437,7 +1723,11 @@ class CudaBackend final : public Backend {
   Status bn_infer(int64_t rows, int c, Operand x, const float* gamma, const float* beta, const float* run_mean,
                   const float* run_var, float eps, Out out) {
     with_input(x, [&](auto xv) {
-      k_bn_infer<<<grid_for(rows * c), kThreads, 0, stream_>>>(rows * c, c, xv, gamma, beta, run_mean, run_var, eps, out);
+      const int grid = vec_grid(rows, c);
+      if (grid && xv.aligned() && out.aligned())
+        k_bn_infer8<<<grid, kThreads, 0, stream_>>>(rows, c, xv, gamma, beta, run_mean, run_var, eps, out);
+      else
+        k_bn_infer<<<grid_for(rows * c), kThreads, 0, stream_>>>(rows * c, c, xv, gamma, beta, run_mean, run_var, eps, out);
     });
     LAUNCHED("bn_forward_infer");
     return Status::ok();
@@ -1495,11 +1785,16 @@ class CudaBackend final : public Backend {
       TL_TRY(scratch(&part_, sizeof(ull) * 2 * c, "batch-norm moments"));
       ull* sums = static_cast<ull*>(part_.p);
       CU(cudaMemsetAsync(sums, 0, sizeof(ull) * 2 * c, stream_));
-      const unsigned tiles = static_cast<unsigned>(cdiv(c, 32));
-      // enough blocks to fill the GPU (16 per SM of 132), each at least 64 rows per warp
-      const int64_t blocks = std::max<int64_t>(1, std::min<int64_t>(cdiv(rows, kTreeWarps * 64), 132 * 16 / tiles));
-      k_int_moments<<<dim3(static_cast<unsigned>(blocks), tiles), kTreeWarps * 32, 0, stream_>>>(
-          rows, c, static_cast<const int16_t*>(x.ptr), sums);
+      const int grid = vec_grid(rows, c, kMomentBlocks);
+      if (grid && aligned16(x.ptr)) {
+        k_int_moments8<<<grid, kThreads, 0, stream_>>>(rows, c, static_cast<const int16_t*>(x.ptr), sums);
+      } else {
+        const unsigned tiles = static_cast<unsigned>(cdiv(c, 32));
+        // enough blocks to fill the GPU (16 per SM of 132), each at least 64 rows per warp
+        const int64_t blocks = std::max<int64_t>(1, std::min<int64_t>(cdiv(rows, kTreeWarps * 64), 132 * 16 / tiles));
+        k_int_moments<<<dim3(static_cast<unsigned>(blocks), tiles), kTreeWarps * 32, 0, stream_>>>(
+            rows, c, static_cast<const int16_t*>(x.ptr), sums);
+      }
       k_bn_stats_exact<<<grid_for(c), kThreads, 0, stream_>>>(rows, c, sums, x.scale, eps, momentum, run_mean, run_var, mf, invstd);
       LAUNCHED("bn statistics (exact)");
       return Status::ok();
@@ -1543,7 +1838,11 @@ class CudaBackend final : public Backend {
     float* k = reinterpret_cast<float*>(dg + c);
     column_sums<2>(rows, c, TermDy<D, H>{dy, xh, c}, 0, db);
     k_bn_backward_coeffs<<<grid_for(c), kThreads, 0, stream_>>>(rows, c, db, dg, gamma, invstd, dgamma, dbeta, k);
-    k_bn_backward_apply<<<grid_for(rows * c), kThreads, 0, stream_>>>(rows * c, c, dy, xh, k, dx);
+    const int grid = vec_grid(rows, c);
+    if (grid && dy.aligned() && xh.aligned() && aligned16(dx))
+      k_bn_backward_apply8<<<grid, kThreads, 0, stream_>>>(rows, c, dy, xh, k, dx);
+    else
+      k_bn_backward_apply<<<grid_for(rows * c), kThreads, 0, stream_>>>(rows * c, c, dy, xh, k, dx);
   }
 
   // ---- activation, elementwise

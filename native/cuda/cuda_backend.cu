@@ -256,6 +256,19 @@ __global__ void k_maxpool_backward(PoolGeom g, const float* dy, const int32_t* a
 __global__ void k_maxpool_scatter(int64_t outs, const float* dy, const int32_t* argmax, float* dx) {
   GRID_STRIDE(o, outs) dx[argmax[o]] = __fadd_rn(0.0f, dy[o]);
 }
+// f(ky, kx, iy, ix) for the taps of output (oy, ox) inside the input, ky then kx ascending (the
+// CPU's order); G is a PoolGeom or a ConvGeom.
+template <class G, class F>
+__device__ __forceinline__ void for_taps_inside(const G& g, int oy, int ox, F f) {
+  for (int ky = 0; ky < g.kh; ++ky) {
+    const int iy = oy * g.sh - g.ph + ky;
+    if (iy < 0 || iy >= g.h) continue;
+    for (int kx = 0; kx < g.kw; ++kx) {
+      const int ix = ox * g.sw - g.pw + kx;
+      if (ix >= 0 && ix < g.w) f(ky, kx, iy, ix);
+    }
+  }
+}
 __device__ __forceinline__ int window_count(const PoolGeom& g, int oy, int ox) {
   int cy = 0, cx = 0;
   for (int ky = 0; ky < g.kh; ++ky) { const int iy = oy * g.sh - g.ph + ky; cy += iy >= 0 && iy < g.h; }
@@ -270,16 +283,10 @@ __global__ void k_avgpool(PoolGeom g, const float* x, float* y) {
     const int oy = p.y, ox = p.x, c = p.c;
     double s = 0;
     int cnt = 0;
-    for (int ky = 0; ky < g.kh; ++ky) {
-      const int iy = oy * g.sh - g.ph + ky;
-      if (iy < 0 || iy >= g.h) continue;
-      for (int kx = 0; kx < g.kw; ++kx) {
-        const int ix = ox * g.sw - g.pw + kx;
-        if (ix < 0 || ix >= g.w) continue;
-        s += x[((n * g.h + iy) * g.w + ix) * g.c + c];
-        ++cnt;
-      }
-    }
+    for_taps_inside(g, oy, ox, [&](int, int, int iy, int ix) {
+      s += x[((n * g.h + iy) * g.w + ix) * g.c + c];
+      ++cnt;
+    });
     y[o] = cnt ? static_cast<float>(s / cnt) : 0.0f;
   }
 }
@@ -448,10 +455,11 @@ template <int kTerms>
 struct Terms {
   double v[kTerms];
 };
-// The pairwise tree over leaf[t][0..n) per lane, in place: leaf[t][0] ends up with the sum.
+// The pairwise tree over leaf[t][0..n) per lane, in place, then the block's sums (leaf[t][0]) to
+// out[(t·gridDim.x + block)·c + ch], divided by `divide_by` where it is not 0 (the last level of a mean).
 template <int kTerms>
-__device__ void block_pairwise(double (*leaf)[kTreeLeaves][32], int n) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+__device__ void block_pairwise_store(double (*leaf)[kTreeLeaves][32], int n, int c, int64_t divide_by, double* out) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, ch = blockIdx.y * 32 + lane;
   for (int s = 1; s < n; s <<= 1) {
     __syncthreads();
     for (int i = warp * 2 * s; i + s < n; i += kTreeWarps * 2 * s)
@@ -459,10 +467,15 @@ __device__ void block_pairwise(double (*leaf)[kTreeLeaves][32], int n) {
       for (int t = 0; t < kTerms; ++t) leaf[t][i][lane] = __dadd_rn(leaf[t][i][lane], leaf[t][i + s][lane]);
   }
   __syncthreads();
+  if (warp == 0 && ch < c)
+    for (int t = 0; t < kTerms; ++t) {
+      const double v = leaf[t][0][lane];
+      out[(t * static_cast<int64_t>(gridDim.x) + blockIdx.x) * c + ch] = divide_by ? v / static_cast<double>(divide_by) : v;
+    }
 }
-// A block's sum of its kTreeLeaves leaves of term(r, ch), to out[(t·gridDim.x + block)·c + ch],
-// divided by `divide_by` where it is not 0 (the last level of a mean). Three blocks per SM: the
-// register cap (80) keeps a run's loads in flight without spilling, and 24 warps per SM hide latency.
+// A block's sum of its kTreeLeaves leaves of term(r, ch), stored by block_pairwise_store. Three
+// blocks per SM: the register cap (80) keeps a run's loads in flight without spilling, and 24 warps
+// per SM hide latency.
 template <int kTerms, class Term>
 __global__ void __launch_bounds__(kTreeWarps * 32, 3) k_column_runs(int64_t rows, int c, Term term, int64_t divide_by, double* out) {
   __shared__ double leaf[kTerms][kTreeLeaves][32];
@@ -489,12 +502,7 @@ __global__ void __launch_bounds__(kTreeWarps * 32, 3) k_column_runs(int64_t rows
 #pragma unroll
     for (int t = 0; t < kTerms; ++t) leaf[t][j][lane] = sum[t];
   }
-  block_pairwise<kTerms>(leaf, n);
-  if (warp == 0 && ch < c)
-    for (int t = 0; t < kTerms; ++t) {
-      const double s = leaf[t][0][lane];
-      out[(t * static_cast<int64_t>(gridDim.x) + blockIdx.x) * c + ch] = divide_by ? s / static_cast<double>(divide_by) : s;
-    }
+  block_pairwise_store<kTerms>(leaf, n, c, divide_by, out);
 }
 // The next level of the tree: a block adds kTreeLeaves of the n sums in[(t·n + k)·c + ch].
 template <int kTerms>
@@ -506,12 +514,7 @@ __global__ void __launch_bounds__(kTreeWarps * 32) k_column_tree(int64_t n, int 
   for (int j = warp; j < m; j += kTreeWarps)
 #pragma unroll
     for (int t = 0; t < kTerms; ++t) leaf[t][j][lane] = ch < c ? in[(t * n + first + j) * c + ch] : 0.0;
-  block_pairwise<kTerms>(leaf, m);
-  if (warp == 0 && ch < c)
-    for (int t = 0; t < kTerms; ++t) {
-      const double s = leaf[t][0][lane];
-      out[(t * static_cast<int64_t>(gridDim.x) + blockIdx.x) * c + ch] = divide_by ? s / static_cast<double>(divide_by) : s;
-    }
+  block_pairwise_store<kTerms>(leaf, m, c, divide_by, out);
 }
 // The terms of row r, channel ch (element r·c + ch): load gives the floats (all of a run's loads are
 // issued before its adds, in few registers), terms their double terms, the CPU's expressions.
@@ -681,6 +684,20 @@ __global__ void k_bn_apply(int64_t n, int c, X x, const float* mf, const float* 
     out(i, __fadd_rn(__fmul_rn(gamma[ch], h), beta[ch]));
   }
 }
+// The vector path's walk over a thread's rows: kRowsInFlight rows at a time, every load issued
+// before the work on them; f(i, v) gets the index of the row's first channel and its kVec values.
+template <class X, class F>
+__device__ __forceinline__ void walk_rows8(const GroupRows& g, int64_t rows, int c, const X& x, F f) {
+  for (int64_t r = g.first; r < rows; r += kRowsInFlight * g.step) {
+    float v[kRowsInFlight][kVec];
+#pragma unroll
+    for (int u = 0; u < kRowsInFlight; ++u)
+      if (r + u * g.step < rows) x.load8((r + u * g.step) * c + g.ch0, v[u]);
+#pragma unroll
+    for (int u = 0; u < kRowsInFlight; ++u)
+      if (r + u * g.step < rows) f((r + u * g.step) * c + g.ch0, v[u]);
+  }
+}
 // k_bn_apply in the vector path (group_rows), the same expressions
 template <class X, class Out>
 __global__ void k_bn_apply8(int64_t rows, int c, X x, const float* mf, const float* is, const float* gamma,
@@ -692,25 +709,16 @@ __global__ void k_bn_apply8(int64_t rows, int c, X x, const float* mf, const flo
   load_params(is, g.ch0, s);
   load_params(gamma, g.ch0, ga);
   load_params(beta, g.ch0, be);
-  for (int64_t r = g.first; r < rows; r += kRowsInFlight * g.step) {
-    float v[kRowsInFlight][kVec];
+  walk_rows8(g, rows, c, x, [&](int64_t i, const float (&v)[kVec]) {
+    float h[kVec], y[kVec];
 #pragma unroll
-    for (int u = 0; u < kRowsInFlight; ++u)
-      if (r + u * g.step < rows) x.load8((r + u * g.step) * c + g.ch0, v[u]);
-#pragma unroll
-    for (int u = 0; u < kRowsInFlight; ++u)
-      if (r + u * g.step < rows) {
-        const int64_t i = (r + u * g.step) * c + g.ch0;
-        float h[kVec], y[kVec];
-#pragma unroll
-        for (int j = 0; j < kVec; ++j) {
-          h[j] = __fmul_rn(__fsub_rn(v[u][j], m[j]), s[j]);
-          y[j] = __fadd_rn(__fmul_rn(ga[j], h[j]), be[j]);
-        }
-        if (xhat) store_vec(xhat + i, h);
-        out.store8(i, y);
-      }
-  }
+    for (int j = 0; j < kVec; ++j) {
+      h[j] = __fmul_rn(__fsub_rn(v[j], m[j]), s[j]);
+      y[j] = __fadd_rn(__fmul_rn(ga[j], h[j]), be[j]);
+    }
+    if (xhat) store_vec(xhat + i, h);
+    out.store8(i, y);
+  });
 }
 // The BN output's gradient dy: as stored, or recomputed from φ's gradient and x̂ (the fused backward)
 // In the vector path, group(ch0).load8 loads the stored floats (dy, or φ's gradient dq) and
@@ -779,20 +787,12 @@ __global__ void k_bn_infer8(int64_t rows, int c, X x, const float* gamma, const 
     sc[j] = gamma[ch] / sqrtf(__fadd_rn(rv[ch], eps));
     sh[j] = __fsub_rn(beta[ch], __fmul_rn(rm[ch], sc[j]));
   }
-  for (int64_t r = g.first; r < rows; r += kRowsInFlight * g.step) {
-    float v[kRowsInFlight][kVec];
+  walk_rows8(g, rows, c, x, [&](int64_t i, const float (&v)[kVec]) {
+    float y[kVec];
 #pragma unroll
-    for (int u = 0; u < kRowsInFlight; ++u)
-      if (r + u * g.step < rows) x.load8((r + u * g.step) * c + g.ch0, v[u]);
-#pragma unroll
-    for (int u = 0; u < kRowsInFlight; ++u)
-      if (r + u * g.step < rows) {
-        float y[kVec];
-#pragma unroll
-        for (int j = 0; j < kVec; ++j) y[j] = __fadd_rn(__fmul_rn(v[u][j], sc[j]), sh[j]);
-        out.store8((r + u * g.step) * c + g.ch0, y);
-      }
-  }
+    for (int j = 0; j < kVec; ++j) y[j] = __fadd_rn(__fmul_rn(v[j], sc[j]), sh[j]);
+    out.store8(i, y);
+  });
 }
 __global__ void k_bn_backward_coeffs(int64_t rows, int c, const double* db, const double* dg, const float* gamma,
                                      const float* invstd, float* dgamma, float* dbeta, float* k) {
@@ -983,16 +983,10 @@ __global__ void k_border_sums(ConvGeom g, const int8_t* w, int32_t* border) {
   GRID_STRIDE(i, total) {
     const int o = static_cast<int>(i % g.oc), p = static_cast<int>(i / g.oc), oy = p / g.ow, ox = p % g.ow;
     int32_t s = 0;
-    for (int ky = 0; ky < g.kh; ++ky) {
-      const int iy = oy * g.sh - g.ph + ky;
-      if (iy < 0 || iy >= g.h) continue;
-      for (int kx = 0; kx < g.kw; ++kx) {
-        const int ix = ox * g.sw - g.pw + kx;
-        if (ix < 0 || ix >= g.w) continue;
-        const int8_t* wt = w + ((static_cast<int64_t>(o) * g.kh + ky) * g.kw + kx) * g.c;
-        for (int c = 0; c < g.c; ++c) s += wt[c];
-      }
-    }
+    for_taps_inside(g, oy, ox, [&](int ky, int kx, int, int) {
+      const int8_t* wt = w + ((static_cast<int64_t>(o) * g.kh + ky) * g.kw + kx) * g.c;
+      for (int c = 0; c < g.c; ++c) s += wt[c];
+    });
     border[i] = s;
   }
 }

@@ -54,13 +54,17 @@ TL_HD float i16_value(int16_t q, float scale) { return mul_rn(static_cast<float>
 
 // x̂ of a batch norm in the backward pass: stored by the forward, or recomputed from its exact
 // int16 input as (q·scale − μ)·σ⁻¹, the forward's float expression, so the same bits.
+// x̂ = (q·scale − μ)·σ⁻¹ of an int16 sum q: the BN forward's float expression, recomputed in its backward
+TL_HD float xhat_of(int16_t q, float scale, float mean, float invstd) {
+  return mul_rn(i16_value(q, scale) - mean, invstd);
+}
 struct XhatSource {
   const float* stored = nullptr;
   const int16_t* q = nullptr;
   float scale = 1.0f;
   const float* mean = nullptr;
   const float* invstd = nullptr;
-  TL_HD float recompute(int64_t i, int ch) const { return mul_rn(i16_value(q[i], scale) - mean[ch], invstd[ch]); }
+  TL_HD float recompute(int64_t i, int ch) const { return xhat_of(q[i], scale, mean[ch], invstd[ch]); }
 };
 
 struct ConvGeom {

@@ -74,8 +74,8 @@ class Model {
   const UpdateConfig& update_config() const { return update_; }
 
   // Forward of n samples already on the device (normalised float input). train: batch statistics.
-  // px, when given, holds the same samples as uint8 pixels (x = px·scale + offset): the first
-  // layers' products may use them (Backend::conv_forward_pixels).
+  // px, when given, holds the same samples as uint8 pixels (x = px·scale + offset): a layer reading
+  // the input may use them (Backend::conv_forward_pixels).
   Status forward(const float* x, int n, bool train, const Backend::Pixels* px = nullptr);
   // Loss and its gradient at the output; row losses and true-class ranks to host arrays.
   Status loss(const int32_t* labels_dev, int n, LossKind kind, float* row_loss_host, int32_t* rank_host);

@@ -411,9 +411,7 @@ struct XhatRecomputed {
   __device__ __forceinline__ float operator()(int64_t i, int ch) const { return s.recompute(i, ch); }
   using Raw = int16_t;
   __device__ __forceinline__ Raw raw(int64_t i) const { return s.q[i]; }
-  __device__ __forceinline__ float value(Raw q, int ch) const {
-    return mul_rn(i16_value(q, s.scale) - s.mean[ch], s.invstd[ch]);  // XhatSource::recompute
-  }
+  __device__ __forceinline__ float value(Raw q, int ch) const { return xhat_of(q, s.scale, s.mean[ch], s.invstd[ch]); }
   struct Group {
     const int16_t* q;
     float scale;
@@ -422,7 +420,7 @@ struct XhatRecomputed {
       int16_t v[kVec];
       load_vec(q + i, v);
 #pragma unroll
-      for (int j = 0; j < kVec; ++j) h[j] = mul_rn(i16_value(v[j], scale) - mean[j], invstd[j]);  // XhatSource::recompute
+      for (int j = 0; j < kVec; ++j) h[j] = xhat_of(v[j], scale, mean[j], invstd[j]);
     }
   };
   __device__ __forceinline__ Group group(int ch0) const {

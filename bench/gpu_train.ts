@@ -3,7 +3,8 @@
 //   node dist/bench/gpu_train.js cifar --data DIR_WITH_train.tar.gz_AND_test.tar.gz --minutes 7 [--batch 256] [--crop 4] [--out FILE.json]
 //   node dist/bench/gpu_train.js mnist --data DIR_WITH_IDX(.gz) --minutes 2 [--batch 100] [--out FILE.json]
 // The DST update: --proposal adam|sgd, --m (τ's steepness), --temperature, --tau tanh|linear|logistic
-// (defaults: the released code's adam, 3, 1, tanh); --width scales the CIFAR net's channels.
+// --beta1/--beta2 Adam's decays (the proposal's and BN's);
+// (defaults: the released code's adam, 3, 1, tanh, 0.9, 0.999); --width scales the CIFAR net's channels.
 // 10 % of the training set (stratified, seed 1) is held out for validation: the figure reported is the
 // test accuracy of the epoch with the best validation accuracy; the best test accuracy over all
 // epochs (what the released GXNOR code reports, selecting on the test set) is printed beside it, labelled.
@@ -61,9 +62,12 @@ async function main(): Promise<void> {
     return table[v];
   };
   const update = { ...updateConfig(), proposal: choice("proposal", proposals, "adam"), tau: choice("tau", taus, "tanh"),
-    m: Number(opt("m", "3")), temperature: Number(opt("temperature", "1")) };
+    m: Number(opt("m", "3")), temperature: Number(opt("temperature", "1")),
+    beta1: Number(opt("beta1", "0.9")), beta2: Number(opt("beta2", "0.999")) };
   for (const k of ["m", "temperature"] as const)
     if (!(update[k] > 0)) throw new Error(`--${k} ${opt(k, "")}: expected a positive number`);
+  for (const k of ["beta1", "beta2"] as const)
+    if (!(update[k] >= 0 && update[k] < 1)) throw new Error(`--${k} ${opt(k, "")}: expected a number in [0, 1)`);
   const model = new addon.NativeModel(spec, update, { kind: opt("backend", "cuda"), threads: 0 });
   const spe = Math.floor(train.count / batch);
   const augment = { augmentFlip: which === "cifar" && !flag("no-flip"), augmentPad: Number(opt("crop", "0")) };

@@ -18,6 +18,11 @@ function num(name: string, min = -Infinity) {
     return x;
   };
 }
+const frac = (name: string) => (v: string) => {
+  const x = num(name, 0)(v);
+  if (!(x < 1)) throw new InvalidArgumentError(`${name} must be in [0, 1), got "${v}".`);
+  return x;
+};
 const int = (name: string, min = 0) => (v: string) => {
   const x = num(name, min)(v);
   if (!Number.isInteger(x)) throw new InvalidArgumentError(`${name} must be an integer, got "${v}".`);
@@ -36,6 +41,8 @@ export interface TrainCommandOptions {
   tau: "tanh" | "linear" | "logistic";
   m: number;
   temperature: number;
+  beta1: number;
+  beta2: number;
   weightLevels: number;
   window: "rectangular" | "triangular" | "gaussian" | "logistic";
   r: number;
@@ -70,6 +77,8 @@ export function register(program: Command): void {
     .addOption(new Option("--tau <kind>", "DST transition probability").choices(["tanh", "linear", "logistic"]).default("tanh"))
     .option("--m <m>", "steepness m of τ = tanh(m·|ν|/Δ)", num("--m", 0), 3)
     .option("--temperature <T>", "temperature of the logistic τ", num("--temperature", 0), 1)
+    .option("--beta1 <b>", "Adam's β1 (the proposal's and BN's): the gradient average's decay; higher averages over more steps", frac("--beta1"), 0.9)
+    .option("--beta2 <b>", "Adam's β2: the squared gradient average's decay", frac("--beta2"), 0.999)
     .option("--weight-levels <N>", "weights in Z_N: 0 binary, 1 ternary, 2 five levels, …", int("--weight-levels", 0), 1)
     .addOption(new Option("--window <shape>", "derivative window of the activation").choices(["rectangular", "triangular", "gaussian", "logistic"]).default("rectangular"))
     .option("--r <r>", "activation threshold r", num("--r", 0), 1)
@@ -101,6 +110,7 @@ export async function trainCommand(o: TrainCommandOptions): Promise<void> {
     seed: o.seed, backend: o.backend, threads: o.threads, weightLevels: o.weightLevels,
     activation: { r: o.r, a: o.a, window: o.window },
     sampler: { rule: "dst", proposal: o.proposal, tau: o.tau, m: o.m, temperature: o.temperature },
+    adam: { beta1: o.beta1, beta2: o.beta2, eps: 1e-8 },
   };
   if (o.width !== undefined) modelArgs.width = o.width;
   if (o.hidden !== undefined) {

@@ -264,6 +264,18 @@ export function opsTests(backend: string): void {
       });
     });
 
+    it("max-pool of int16 sums (the model's path after a ternary product): the float pool's values and argmax", () => {
+      POOL_CASES.forEach((g, ci) => {
+        const rng = new R.Rng(775 + ci);
+        const q = Int16Array.from({ length: g.n * g.h * g.w * g.c }, () => rng.int(-4608, 4608));
+        const got = ops.pool(backend, g, q, true);
+        const ref = R.maxPool(g, Float32Array.from(q));
+        assert.ok(got.y instanceof Int16Array, "int16 in, int16 out");
+        R.assertExact(`${poolName(g)} y`, Float32Array.from(got.y), ref.y);
+        R.assertExact(`${poolName(g)} argmax`, got.argmax, ref.argmax);
+      });
+    });
+
     it("max-pool backward: each output's gradient to its argmax (exact without overlap, else γ_{k}·Σ|dy|)", () => {
       POOL_CASES.forEach((g, ci) => {
         const rng = new R.Rng(800 + ci);

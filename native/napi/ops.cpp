@@ -124,13 +124,27 @@ Napi::Value Pool(const Napi::CallbackInfo& info) {
   const bool is_max = info[3].As<Napi::Boolean>().Value();
   Dev x = to_dev(env, b, info[2]);
   const size_t out = static_cast<size_t>(g.n) * g.oh * g.ow * g.c;
-  Dev y = dev_zeros(env, b, sizeof(float) * out), am = dev_zeros(env, b, sizeof(int32_t) * out);
-  if (is_max) check(env, b.maxpool_forward(g, x.buf.as<float>(), y.buf.as<float>(), am.buf.as<int32_t>()));
+  // an Int16Array input: the max pool of exact int16 sums (the model's path for ternary products)
+  const bool i16 = x.dtype == DType::I16;
+  if (i16 && !is_max) throw Napi::TypeError::New(env, "pool: int16 input is for the max pool only");
+  Dev y = dev_zeros(env, b, (i16 ? sizeof(int16_t) : sizeof(float)) * out), am = dev_zeros(env, b, sizeof(int32_t) * out);
+  if (i16) check(env, b.maxpool_forward_i16(g, x.buf.as<int16_t>(), y.buf.as<int16_t>(), am.buf.as<int32_t>()));
+  else if (is_max) check(env, b.maxpool_forward(g, x.buf.as<float>(), y.buf.as<float>(), am.buf.as<int32_t>()));
   else check(env, b.avgpool_forward(g, x.buf.as<float>(), y.buf.as<float>()));
   Napi::Object o = Napi::Object::New(env);
-  o.Set("y", f32(env, b, y, out));
+  if (i16) o.Set("y", from_dev<Napi::Int16Array, int16_t>(env, b, y, out));
+  else o.Set("y", f32(env, b, y, out));
   o.Set("argmax", from_dev<Napi::Int32Array, int32_t>(env, b, am, out));
   return o;
+}
+Napi::Value NormalizeU8(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Backend& b = backend_for(env, info[0]);
+  Dev px = to_dev(env, b, info[1]);  // Uint8Array
+  const size_t n = px.buf.bytes();
+  Dev y = dev_zeros(env, b, sizeof(float) * n);
+  check(env, b.normalize_u8(static_cast<int64_t>(n), px.buf.as<uint8_t>(), fnum(info[2], 1), fnum(info[3], 0), y.buf.as<float>()));
+  return f32(env, b, y, n);
 }
 Napi::Value PoolBackward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -412,6 +426,7 @@ void register_ops(Napi::Env env, Napi::Object exports) {
   ops.Set("convBackwardFilter", Napi::Function::New(env, ConvBackwardFilter));
   ops.Set("convCounters", Napi::Function::New(env, ConvCounters));
   ops.Set("pool", Napi::Function::New(env, Pool));
+  ops.Set("normalizeU8", Napi::Function::New(env, NormalizeU8));
   ops.Set("poolBackward", Napi::Function::New(env, PoolBackward));
   ops.Set("batchNorm", Napi::Function::New(env, BatchNorm));
   ops.Set("batchNormBackward", Napi::Function::New(env, BatchNormBackward));

@@ -212,15 +212,32 @@ describe("CUDA backend agrees with the CPU backend", function () {
 
   describe("elementwise, pooling, batch norm, loss", () => {
     it("pooling (max with argmax, average; overlapping windows) is bit-identical", () => {
-      for (const p of [{ n: 3, h: 9, w: 8, c: 5, kh: 2, kw: 2, sh: 2, sw: 2 }, { n: 2, h: 9, w: 9, c: 4, kh: 3, kw: 3, sh: 2, sw: 2, ph: 1, pw: 1 }]) {
+      // c % 4 == 0 takes the CUDA kernels that do four channels a thread (c 4, 8, 64), the rest the
+      // scalar ones; the last is ResNet's stem pool (3×3, stride 2, pad 1) on a small batch
+      const cases = [{ n: 3, h: 9, w: 8, c: 5, kh: 2, kw: 2, sh: 2, sw: 2 }, { n: 2, h: 9, w: 9, c: 4, kh: 3, kw: 3, sh: 2, sw: 2, ph: 1, pw: 1 },
+        { n: 3, h: 10, w: 7, c: 8, kh: 2, kw: 2, sh: 2, sw: 2 }, { n: 2, h: 11, w: 13, c: 6, kh: 3, kw: 3, sh: 2, sw: 2, ph: 1, pw: 1 },
+        { n: 4, h: 28, w: 28, c: 64, kh: 3, kw: 3, sh: 2, sw: 2, ph: 1, pw: 1 }];
+      for (const p of cases) {
         const x = normal(p.n * p.h * p.w * p.c, 9);
         for (const max of [true, false]) {
           const a = ops.pool("cpu", p, x, max), b = ops.pool("cuda", p, x, max);
-          same(a.y, b.y, `pool y (max ${max})`);
-          if (max) same(a.argmax, b.argmax, "argmax");
+          same(a.y, b.y, `pool y (max ${max}, c ${p.c})`);
+          if (max) same(a.argmax, b.argmax, `argmax (c ${p.c})`);
           const dy = normal(a.y.length, 10);
-          same(ops.poolBackward("cpu", p, dy, max ? a.argmax : null), ops.poolBackward("cuda", p, dy, max ? b.argmax : null), `pool dx (max ${max})`);
+          same(ops.poolBackward("cpu", p, dy, max ? a.argmax : null), ops.poolBackward("cuda", p, dy, max ? b.argmax : null), `pool dx (max ${max}, c ${p.c})`);
         }
+        // int16 sums with ties (the max pool after a ternary product)
+        const q = Int16Array.from(x, (v) => Math.round(v * 3));
+        const a = ops.pool("cpu", p, q, true), b = ops.pool("cuda", p, q, true);
+        same(a.y, b.y, `int16 pool y (c ${p.c})`);
+        same(a.argmax, b.argmax, `int16 argmax (c ${p.c})`);
+      }
+    });
+    it("pixels to floats (normalize_u8) are bit-identical, a length that is not a multiple of 4 included", () => {
+      for (const n of [1, 7, 4 * 1000 + 3, 3 * 224 * 224 * 2]) {
+        const px = Uint8Array.from({ length: n }, (_, i) => (i * 37 + (i >> 5)) & 255);
+        for (const [scale, offset] of [[2 / 255, -1], [1 / 58.4, -2.1]])
+          same(ops.normalizeU8("cpu", px, scale, offset), ops.normalizeU8("cuda", px, scale, offset), `normalize n ${n}`);
       }
     });
     // core/reduce.h's order on both: row counts that are not multiples of a run (16 rows) or of a

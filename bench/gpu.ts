@@ -8,6 +8,7 @@ import * as fs from "fs";
 import * as path from "path";
 import { gxnorCifar, loadAddon, resnet18, updateConfig, ModelSpec } from "./gpu_models";
 import { args, flag, opt } from "./args";
+import { floorReport } from "./work";
 
 const root = path.resolve(__dirname, "../..");
 const batch = Number(opt("batch", "256"));
@@ -154,7 +155,7 @@ async function main(): Promise<void> {
   }
   const prods = results.filter((r) => r.kind === "product");
   if (prods.length) {
-    console.log(`\nproducts (int8 peak by torch._int_mm 8192^3: ${fmt(ceil?.int8_TOPS)} TOPS)`);
+    console.log(`\nproducts (int8 peak by torch._int_mm 8192^3: ${fmt(ceil?.int8_TOPS)} TOPS; bf16 by an 8192^3 matmul: ${fmt(ceil?.bf16_TFLOPS)} TFLOP/s)`);
     for (const p of prods)
       console.log(`  ${p.op.padEnd(22)} ${p.shape.padEnd(28)} ${fmt(p.ms, 3).padStart(8)} ms ${fmt(p.TOPS).padStart(5)} T(FL)OPS` +
         (p.op === "forward int8" && ceil ? `  ${((100 * p.TOPS) / ceil.int8_TOPS).toFixed(0)}% of peak` : ""));
@@ -164,6 +165,8 @@ async function main(): Promise<void> {
     for (const e of results.filter((r) => r.kind === "elementwise"))
       console.log(`  bn fwd ${fmt(e.bn_forward_ms, 3)} ms, bn bwd ${fmt(e.bn_backward_ms, 3)} ms (int16 input: ${fmt(e.bn_forward_i16_ms, 3)} / ${fmt(e.bn_backward_i16_ms, 3)} ms; fused with φ: ${fmt(e.bn_act_forward_i16_ms, 3)} / ${fmt(e.act_bn_backward_i16_ms, 3)} ms), act ${fmt(e.act_forward_ms, 3)} ms on ${e.shape} (${fmt(e.tensor_MB)} MB)`);
   }
+  console.log("\nthe floor of a training step (bench/work.ts: the work over the card's ceilings)");
+  for (const l of floorReport(results)) console.log("  " + l);
   const dst = results.find((r) => r.kind === "dst"), copy = results.find((r) => r.kind === "copy");
   if (dst) console.log(`\nDST update (fused Adam + Philox + flip count), ${dst.weights} weights: ${fmt(dst.ms, 3)} ms, ${fmt(dst.GBps)} GB/s; ` +
     `device-to-device copy ${fmt(copy?.GBps)} GB/s (torch: ${fmt(ceil?.copy_GBps)} GB/s) -> ${copy ? ((100 * dst.GBps) / copy.GBps).toFixed(0) : "n/a"}%`);

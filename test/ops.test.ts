@@ -264,6 +264,13 @@ export function opsTests(backend: string): void {
       });
     });
 
+    it("pixels to floats: u8·scale + offset, each rounded once (no fused multiply-add)", () => {
+      const px = Uint8Array.from({ length: 1027 }, (_, i) => (i * 37) & 255);
+      const got: Float32Array = ops.normalizeU8(backend, px, 2 / 255, -1);
+      const f = Math.fround, s = f(2 / 255);
+      px.forEach((v, i) => assert.equal(got[i], f(f(v * s) + -1), `pixel ${i} (${v})`));
+    });
+
     it("max-pool of int16 sums (the model's path after a ternary product): the float pool's values and argmax", () => {
       POOL_CASES.forEach((g, ci) => {
         const rng = new R.Rng(775 + ci);

@@ -141,7 +141,7 @@ Napi::Value NormalizeU8(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Backend& b = backend_for(env, info[0]);
   Dev px = to_dev(env, b, info[1]);  // Uint8Array
-  const size_t n = px.buf.bytes();
+  const size_t n = info[1].As<Napi::TypedArray>().ElementLength();  // the buffer may be rounded up
   Dev y = dev_zeros(env, b, sizeof(float) * n);
   check(env, b.normalize_u8(static_cast<int64_t>(n), px.buf.as<uint8_t>(), fnum(info[2], 1), fnum(info[3], 0), y.buf.as<float>()));
   return f32(env, b, y, n);

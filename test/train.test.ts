@@ -288,5 +288,22 @@ describe("ternlab CLI", function () {
     const r = spawnSync(process.execPath, [CLI, "train", "--epochs", "zero"], { encoding: "utf8" });
     assert.notEqual(r.status, 0);
     assert.match(r.stderr, /--epochs must be a number/);
+    const b = spawnSync(process.execPath, [CLI, "train", "--beta1", "1"], { encoding: "utf8" });
+    assert.notEqual(b.status, 0);
+    assert.match(b.stderr, /--beta1 must be in \[0, 1\), got "1"/);
+  });
+  it("--beta1 reaches the DST proposal: the same run with another β1 ends with other weights", () => {
+    const weights = (extra: string[]) => {
+      const out = tmp("beta1");
+      const r = spawnSync(process.execPath, [CLI, "train", "--model", "mlp", "--hidden", "32", "--limit", "300", "--test-limit", "100", "--epochs", "1",
+        "--batch-size", "50", "--out", out, "--backend", "cpu", "--no-progress", ...extra], { encoding: "utf8" });
+      assert.equal(r.status, 0, r.stderr);
+      const file = path.join(out, "checkpoint.safetensors");
+      // the tensors only (the metadata holds the wall time and date)
+      return Buffer.concat(decodeCheckpoint(fs.readFileSync(file), file).tensors.map((t) => Buffer.from(t.data)));
+    };
+    const a = weights([]), again = weights(["--beta1", "0.9"]), b = weights(["--beta1", "0.5"]);
+    assert.ok(a.equals(again), "the default is β1 = 0.9");
+    assert.ok(!a.equals(b), "β1 = 0.5 gives other weights");
   });
 });

@@ -13,7 +13,7 @@
 // from each of those fractions of the planned epochs on (the released code's ×0.1 at epochs 1000 and
 // 1600 of 2000). CIFAR-10 images are flipped horizontally at random (the released code computes but
 // never applies augmentation: --no-flip runs without, as it does); --crop P adds random crops of
-// the image zero-padded by P pixels. Both by the native loader (Philox per step and sample); the runs
+// the image zero-padded by P pixels; --cutout S a square of side S set to mid-grey (after flip and crop). All by the native loader (Philox per step and sample); the runs
 // recorded in docs/results.md up to session 2 drew their flips on the host, per epoch, from an LCG.
 import * as fs from "fs";
 import * as path from "path";
@@ -70,7 +70,7 @@ async function main(): Promise<void> {
     if (!(update[k] >= 0 && update[k] < 1)) throw new Error(`--${k} ${opt(k, "")}: expected a number in [0, 1)`);
   const model = new addon.NativeModel(spec, update, { kind: opt("backend", "cuda"), threads: 0 });
   const spe = Math.floor(train.count / batch);
-  const augment = { augmentFlip: which === "cifar" && !flag("no-flip"), augmentPad: Number(opt("crop", "0")) };
+  const augment = { augmentFlip: which === "cifar" && !flag("no-flip"), augmentPad: Number(opt("crop", "0")), augmentCutout: Number(opt("cutout", "0")) };
   const drops = opt("drops", "").split(",").filter((d) => d !== "").map(Number);
   for (const d of drops)
     if (!(d > 0 && d < 1)) throw new Error(`--drops ${opt("drops", "")}: expected fractions of the run in (0, 1), comma-separated`);
@@ -108,7 +108,7 @@ async function main(): Promise<void> {
   const summary = {
     model: which, backend: JSON.parse(model.summary()).backend, date: new Date().toISOString(), batch, lr0, lr1, epochs: planned,
     update, width: Number(opt("width", "1")),
-    flip: augment.augmentFlip, crop: augment.augmentPad, drops,
+    flip: augment.augmentFlip, crop: augment.augmentPad, cutout: augment.augmentCutout, drops,
     steps: step, train_wall_s: total, load_s: loadS, final_test: rows[rows.length - 1].test_acc,
     test_at_best_val: best.test, best_val_epoch: best.epoch, best_test_over_epochs: bestTest,
     command: `node dist/bench/gpu_train.js ${args.join(" ")}`,

@@ -224,6 +224,19 @@ def augment(x, gen, flip, pad, fill):
     return x[b, rows[:, :, None], cols[:, None, :]]
 
 
+def cutout(x, gen, size, fill):
+    """A size × size square set to `fill` (ternlab: pixel 128, input 2·128/255 − 1), centred on a
+    pixel drawn uniformly over the image and clipped at its edges: ternlab's augment_sample."""
+    B, H, W, _ = x.shape
+    dev = x.device
+    cy = torch.randint(0, H, (B, 1, 1), generator=gen, device=dev) - size // 2
+    cx = torch.randint(0, W, (B, 1, 1), generator=gen, device=dev) - size // 2
+    ys = torch.arange(H, device=dev)[None, :, None]
+    xs = torch.arange(W, device=dev)[None, None, :]
+    inside = (ys >= cy) & (ys < cy + size) & (xs >= cx) & (xs < cx + size)
+    return torch.where(inside[..., None], torch.full_like(x, fill), x)
+
+
 def nchw(x):
     # an NHWC-contiguous tensor permuted to NCHW is exactly channels_last: no copy
     return x.permute(0, 3, 1, 2)
@@ -295,6 +308,7 @@ def main():
     ap.add_argument("--crop-fill", choices=["pixel0", "zero"], default="pixel0",
                     help="pixel0: pad pixels with 0 (input −1), as ternlab; zero: pad the scaled input with 0")
     ap.add_argument("--no-flip", action="store_true")
+    ap.add_argument("--cutout", type=int, default=0, help="a square of this side set to mid-grey after flip and crop")
     ap.add_argument("--weights", choices=["dst", "float"], default="dst")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -375,6 +389,8 @@ def main():
         xb = to_input(Xtr[idx])
         if flip or a.crop > 0:
             xb = augment(xb, gen, flip, a.crop, fill)
+        if a.cutout > 0:
+            xb = cutout(xb, gen, a.cutout, 128 * SCALE - 1.0)
         xb, yb = nchw(xb), Ytr[idx]
         if a.weights == "dst":
             ws = [q.float().requires_grad_() for q in qs]  # the step's transient float views
@@ -473,7 +489,7 @@ def main():
         "final_test": rows[-1]["test_acc"], "test_at_best_val": best["test"], "best_val_epoch": best["epoch"],
         "best_test_over_epochs": best_test,
         "command": "python3 " + " ".join(shlex.quote(s) for s in sys.argv),
-        "beta1": a.beta1, "beta2": a.beta2, "m": a.m, "crop": a.crop, "crop_fill": a.crop_fill, "flip": flip,
+        "beta1": a.beta1, "beta2": a.beta2, "m": a.m, "crop": a.crop, "crop_fill": a.crop_fill, "flip": flip, "cutout": a.cutout,
         "drops": drops, "weights": a.weights, "seed": a.seed, "amp": "bf16" if amp else "off", "compile": a.compile,
         "train_count": ntr, "val_count": len(Yva), "test_count": len(Yte),
     }

@@ -85,7 +85,7 @@ export interface NativeModel {
   summary(): string;
   train(
     data: NativeData,
-    plan: { epoch: number; batch: number; firstStep: number; begin: number; end: number; loss: number; shuffle: boolean; lr: Float32Array; augmentFlip?: boolean; augmentPad?: number },
+    plan: { epoch: number; batch: number; firstStep: number; begin: number; end: number; loss: number; shuffle: boolean; lr: Float32Array; augmentFlip?: boolean; augmentPad?: number; augmentCutout?: number },
     onSteps: (rows: NativeStepReport[]) => void,
   ): Promise<{ steps: number; cancelled: boolean }>;
   evaluate(data: NativeData, batch: number, loss: number): Promise<{ loss: number; count: number; top1: number; top5: number }>;

@@ -90,9 +90,11 @@ export const trainOptionsSchema = z
         flip: z.boolean().default(false),
         /** random crop of the image zero-padded by this many pixels (a shift in [−crop, crop]² each way) */
         crop: z.number().int().min(0).max(64).default(0),
+        /** cutout: a square of this side set to mid-grey (pixel 128), centred uniformly over the image, after flip and crop */
+        cutout: z.number().int().min(0).max(256).default(0),
       })
       .strict()
-      .default({ flip: false, crop: 0 }),
+      .default({ flip: false, crop: 0, cutout: 0 }),
     inputScale: z.number().finite().default(2 / 255),
     inputOffset: z.number().finite().default(-1),
     evalBatchSize: z.number().int().min(1).default(1000),

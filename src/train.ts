@@ -239,7 +239,7 @@ async function runTraining(run: Run, sets: TrainData): Promise<Run> {
       const res = await model.native.train(
         dataOf(sets.train),
         { epoch, batch, firstStep: epoch * spe, begin: 0, end: spe, loss: LOSSES[opts.loss], shuffle: opts.shuffle, lr,
-          augmentFlip: opts.augment.flip, augmentPad: opts.augment.crop },
+          augmentFlip: opts.augment.flip, augmentPad: opts.augment.crop, augmentCutout: opts.augment.cutout },
         onSteps,
       );
       if (res.cancelled || cancelled) throw cancelError(run);

@@ -13,7 +13,7 @@ import { Dataset } from "../src/datasets";
 const a = addon() as any;
 const STREAM_AUGMENT = 6;
 
-function reference(img: Uint8Array, h: number, w: number, c: number, seed: number, step: number, i: number, flip: boolean, pad: number): Uint8Array {
+function reference(img: Uint8Array, h: number, w: number, c: number, seed: number, step: number, i: number, flip: boolean, pad: number, cutout = 0): Uint8Array {
   const r = a.philox(i, step, 0, STREAM_AUGMENT, seed >>> 0, Math.floor(seed / 2 ** 32)) as Uint32Array;
   const f = flip && (r[0] & 1) === 1;
   const dy = pad > 0 ? (r[1] % (2 * pad + 1)) - pad : 0, dx = pad > 0 ? (r[2] % (2 * pad + 1)) - pad : 0;
@@ -25,6 +25,14 @@ function reference(img: Uint8Array, h: number, w: number, c: number, seed: numbe
       const fx = f ? w - 1 - sx : sx;
       for (let k = 0; k < c; ++k) out[(y * w + x) * c + k] = img[(sy * w + fx) * c + k];
     }
+  if (cutout > 0) {
+    // centre: the fourth word's low 16 bits mod h, high 16 bits mod w; the square clipped to the image
+    const cy = (r[3] & 0xffff) % h, cx = (r[3] >>> 16) % w;
+    const y0 = cy - Math.floor(cutout / 2), x0 = cx - Math.floor(cutout / 2);
+    for (let y = Math.max(0, y0); y < Math.min(h, y0 + cutout); ++y)
+      for (let x = Math.max(0, x0); x < Math.min(w, x0 + cutout); ++x)
+        for (let k = 0; k < c; ++k) out[(y * w + x) * c + k] = 128;
+  }
   return out;
 }
 
@@ -43,6 +51,32 @@ describe("augmentation", () => {
             assert.deepEqual(got, reference(im, h, w, ch, 12345, step, i, flip, pad), `c ${ch} flip ${flip} pad ${pad} step ${step} position ${i}`);
           }
     assert.deepEqual(a.augmentSample(img, h, w, c, 1, 3, 0, false, 0), img, "no augmentation is the identity");
+  });
+
+  it("cutout: a mid-grey square after flip and crop, clipped at the edges; flips and crops drawn as without it", () => {
+    for (const [flip, pad, cutout] of [[false, 0, 3], [true, 2, 4], [false, 1, 1], [true, 0, 9], [false, 3, 20]] as Array<[boolean, number, number]>)
+      for (let step = 0; step < 60; step += 5)
+        for (let i = 0; i < 4; ++i) {
+          const got = a.augmentSample(img, h, w, c, 99, step, i, flip, pad, cutout) as Uint8Array;
+          const want = reference(img, h, w, c, 99, step, i, flip, pad, cutout);
+          assert.deepEqual(got, want, `flip ${flip} pad ${pad} cutout ${cutout} step ${step} position ${i}`);
+          // outside the square, the image is the one without cutout
+          const plain = a.augmentSample(img, h, w, c, 99, step, i, flip, pad) as Uint8Array;
+          let grey = 0;
+          for (let j = 0; j < got.length; ++j) if (got[j] !== plain[j]) { assert.equal(got[j], 128); grey++; }
+          assert.ok(grey <= cutout * cutout * c, `${grey} changed bytes for a ${cutout}² square`);
+        }
+    // a square that fits (5 ≤ 7 and 9) covers 5·5 pixels exactly where its centre is at least 2 from every edge
+    let inside = 0;
+    for (let step = 0; step < 200; ++step) {
+      const got = a.augmentSample(img, h, w, c, 5, step, 0, false, 0, 5) as Uint8Array;
+      let n = 0;
+      for (let j = 0; j < got.length; j += c) n += got[j] === 128 && got[j + 1] === 128 && got[j + 2] === 128 ? 1 : 0;
+      if (n === 25) inside++;
+      else assert.ok(n < 25 && n >= 9, `a clipped 5² square leaves ${n} pixels`);
+    }
+    // centres uniform over 7 × 9: (3·5)/(7·9) of them keep the whole square
+    assert.ok(Math.abs(inside / 200 - 15 / 63) < 0.1, `${inside} of 200 squares inside`);
   });
 
   it("flips half the time and shifts uniformly over [−pad, pad]² (read back from the images)", () => {
@@ -86,7 +120,7 @@ describe("augmentation", () => {
 
     it("is repeatable, changes the run, and rejects a bad option naming it", async () => {
       const set = { train: data(300, 1), test: data(60, 2) };
-      const run = async (augment?: { flip?: boolean; crop?: number }) => {
+      const run = async (augment?: { flip?: boolean; crop?: number; cutout?: number }) => {
         const m = mk();
         await train(m, set, { epochs: 2, batchSize: 50, report: false, ...(augment ? { augment } : {}) });
         return weights(m);
@@ -94,7 +128,11 @@ describe("augmentation", () => {
       const a1 = await run({ flip: true, crop: 2 }), a2 = await run({ flip: true, crop: 2 }), plain = await run();
       assert.equal(a1, a2, "same seed and augmentation: the same weights");
       assert.notEqual(a1, plain, "augmentation changes what the net sees");
+      const c1 = await run({ flip: true, crop: 2, cutout: 4 });
+      assert.equal(c1, await run({ flip: true, crop: 2, cutout: 4 }), "cutout is repeatable");
+      assert.notEqual(c1, a1, "cutout changes what the net sees");
       await assert.rejects(async () => { await train(mk(), set, { epochs: 1, augment: { crop: -1 } }); }, /augment\.crop/);
+      await assert.rejects(async () => { await train(mk(), set, { epochs: 1, augment: { cutout: -3 } }); }, /augment\.cutout/);
     });
   });
 });

@@ -67,6 +67,16 @@ void augment_sample(const Augment& a, uint64_t seed, int64_t step, int i, int h,
       for (int x = x0; x < x1; ++x) std::memcpy(row + static_cast<int64_t>(x) * c, srow + static_cast<int64_t>(w - 1 - (x + dx)) * c, cs);
     }
   }
+  if (a.cutout > 0) {
+    // the centre from the draw's fourth word (unused by flip and crop, so their draws are unchanged):
+    // its low and high 16 bits, modulo the height and width
+    const int cy = static_cast<int>((r.v[3] & 0xffffu) % static_cast<uint32_t>(h));
+    const int cx = static_cast<int>((r.v[3] >> 16) % static_cast<uint32_t>(w));
+    const int ya = std::max(0, cy - a.cutout / 2), yb = std::min(h, cy - a.cutout / 2 + a.cutout);
+    const int xa = std::max(0, cx - a.cutout / 2), xb = std::min(w, cx - a.cutout / 2 + a.cutout);
+    for (int y = ya; y < yb; ++y)
+      if (xa < xb) std::memset(dst + (static_cast<int64_t>(y) * w + xa) * c, kCutoutFill, static_cast<size_t>(xb - xa) * cs);
+  }
 }
 
 namespace {

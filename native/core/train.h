@@ -18,11 +18,18 @@ struct DataView {
 
 // Training-time augmentation of image batches, drawn from Philox (seed, step, position in the
 // batch, stream augment): a function of the step, so identical on every backend and across resume.
+// Cutout's fill: the pixel value nearest the middle of the range, whose input 2·128/255 − 1 ≈ 0 is
+// what the convolutions' zero padding and a normalised image's mean look like (as in the Cutout paper,
+// which zeroes the normalised input).
+constexpr uint8_t kCutoutFill = 128;
 struct Augment {
   bool flip = false;  // horizontal flip with probability ½
   int pad = 0;        // shift by (dy, dx) uniform in [−pad, pad]², pixels from outside are 0: a random
                       // crop of the image zero-padded by `pad`
-  bool any() const { return flip || pad > 0; }
+  int cutout = 0;     // after flip and crop, a cutout × cutout square set to kCutoutFill, centred on a
+                      // pixel drawn uniformly over the image and clipped at its edges (DeVries &
+                      // Taylor 2017: the regulariser that helped CIFAR nets generalise)
+  bool any() const { return flip || pad > 0 || cutout > 0; }
 };
 // Writes sample `src` (h × w × c bytes) to dst as transformed for position i of the batch at `step`.
 void augment_sample(const Augment& a, uint64_t seed, int64_t step, int i, int h, int w, int c, const uint8_t* src, uint8_t* dst);

@@ -333,6 +333,8 @@ Napi::Value ModelWrap::Train(const Napi::CallbackInfo& info) {
   plan.augment.flip = p.Get("augmentFlip").IsBoolean() && p.Get("augmentFlip").As<Napi::Boolean>().Value();
   plan.augment.pad = inum(p, "augmentPad", 0);
   if (plan.augment.pad < 0) check(env, Status(Code::Option, "augmentPad must be ≥ 0, got " + std::to_string(plan.augment.pad)));
+  plan.augment.cutout = inum(p, "augmentCutout", 0);
+  if (plan.augment.cutout < 0) check(env, Status(Code::Option, "augmentCutout must be ≥ 0, got " + std::to_string(plan.augment.cutout)));
   Napi::Float32Array lr = p.Get("lr").As<Napi::Float32Array>();
   plan.lr.assign(lr.Data(), lr.Data() + lr.ElementLength());
   busy_ = true;

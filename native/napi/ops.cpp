@@ -331,7 +331,7 @@ Napi::Value Philox(const Napi::CallbackInfo& info) {
   for (int i = 0; i < 4; ++i) out[i] = r.v[i];
   return out;
 }
-// augmentSample(image: Uint8Array (h·w·c), h, w, c, seed, step, position, flip, pad) → the
+// augmentSample(image: Uint8Array (h·w·c), h, w, c, seed, step, position, flip, pad[, cutout]) → the
 // transformed image, exactly as the training loop stages it.
 Napi::Value AugmentSample(const Napi::CallbackInfo& info) {
   Napi::Uint8Array img = info[0].As<Napi::Uint8Array>();
@@ -342,6 +342,7 @@ Napi::Value AugmentSample(const Napi::CallbackInfo& info) {
   Augment a;
   a.flip = info[7].As<Napi::Boolean>().Value();
   a.pad = info[8].As<Napi::Number>().Int32Value();
+  a.cutout = info[9].IsNumber() ? info[9].As<Napi::Number>().Int32Value() : 0;
   Napi::Uint8Array out = Napi::Uint8Array::New(info.Env(), img.ElementLength());
   augment_sample(a, static_cast<uint64_t>(info[4].As<Napi::Number>().DoubleValue()), info[5].As<Napi::Number>().Int64Value(),
                  info[6].As<Napi::Number>().Int32Value(), h, w, c, img.Data(), out.Data());

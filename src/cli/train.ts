@@ -52,6 +52,7 @@ export interface TrainCommandOptions {
   seed: number;
   flip?: boolean;
   crop: number;
+  cutout: number;
   backend: "cpu" | "cuda" | "auto";
   threads: number;
   limit?: number;
@@ -88,6 +89,7 @@ export function register(program: Command): void {
     .option("--seed <n>", "seed of everything random (weights, data order, DST draws)", int("--seed", 0), 1)
     .option("--flip", "augment: random horizontal flips of the training images")
     .option("--crop <pixels>", "augment: random crops of the training images zero-padded by this many pixels", int("--crop", 0), 0)
+    .option("--cutout <pixels>", "augment: a square of this side set to mid-grey at a random place in each training image", int("--cutout", 0), 0)
     .addOption(new Option("--backend <name>", "compute backend").choices(["cpu", "cuda", "auto"]).default("auto"))
     .option("--threads <n>", "CPU threads (0: all cores)", int("--threads", 0), 0)
     .option("--limit <n>", "use only the first n training images", int("--limit", 1))
@@ -154,7 +156,7 @@ export async function trainCommand(o: TrainCommandOptions): Promise<void> {
   let started = false;
   const job = train(model, { train: trainSet, test: testSet }, {
     epochs: o.epochs, batchSize: o.batchSize, loss: o.loss, outDir: out, resumeFrom: o.resume, validationFraction: o.validation,
-    augment: { flip: Boolean(o.flip), crop: o.crop },
+    augment: { flip: Boolean(o.flip), crop: o.crop, cutout: o.cutout },
     learningRate: { kind: "geometric", start: o.lr, end: lrEnd, per: "epoch" },
     onProgress: (p) => {
       const payload = {

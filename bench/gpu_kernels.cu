@@ -265,8 +265,23 @@ int main(int argc, char** argv) {
     const double ms_f = time_ms(b, 10, [&] { return stem(yf.as<float>()); });
     unsetenv("TERNLAB_STEM");
     const double ms_i = time_ms(b, 10, [&] { return stem(y.as<float>()); });
+    setenv("TERNLAB_STEM", "grouped", 1);
+    const double ms_g = time_ms(b, 10, [&] { return stem(yf.as<float>()); });
+    unsetenv("TERNLAB_STEM");
+    // the grouped product's output (yf) against the three products' (y), bit for bit
+    std::vector<float> a(g.rows() * g.oc), f(a.size());
+    die(stem(y.as<float>()));
+    die(b.download(a.data(), y.data(), 4 * a.size()));
+    die(b.download(f.data(), yf.data(), 4 * f.size()));
+    die(b.synchronize());
+    const bool grouped_same = std::memcmp(a.data(), f.data(), 4 * a.size()) == 0;
+    if (!grouped_same) std::fprintf(stderr, "MISMATCH: the grouped stem product differs from the three products\n");
+    setenv("TERNLAB_STEM", "fp32", 1);
+    die(stem(yf.as<float>()));  // the fp32 output again, for the difference below
+    unsetenv("TERNLAB_STEM");
     std::printf("{\"kind\":\"product\",\"op\":\"stem fp32 (cuDNN)\",\"shape\":\"resnet stem 3->64 224x224 7x7/2\",\"ms\":%.4f,\"TOPS\":%.1f}\n", ms_f, flop / ms_f / 1e9);
     std::printf("{\"kind\":\"product\",\"op\":\"stem int8 x3 digits\",\"shape\":\"resnet stem 3->64 224x224 7x7/2\",\"ms\":%.4f,\"TOPS\":%.1f}\n", ms_i, flop / ms_i / 1e9);
+    std::printf("{\"kind\":\"product\",\"op\":\"stem int8 grouped\",\"shape\":\"resnet stem 3->64 224x224 7x7/2\",\"ms\":%.4f,\"TOPS\":%.1f}\n", ms_g, flop / ms_g / 1e9);
     std::string sweep;
     for (int chunk : {1, 2, 4, 5, 8, 10, 16, 32, batch}) {
       setenv("TERNLAB_STEM_CHUNK", std::to_string(chunk).c_str(), 1);
@@ -275,14 +290,14 @@ int main(int argc, char** argv) {
     }
     unsetenv("TERNLAB_STEM_CHUNK");
     die(stem(y.as<float>()));
-    std::vector<float> a(g.rows() * g.oc), f(a.size());
     die(b.download(a.data(), y.data(), 4 * a.size()));
     die(b.download(f.data(), yf.data(), 4 * f.size()));
     die(b.synchronize());
     double num = 0, den = 0;
     for (size_t i = 0; i < a.size(); ++i) { num += (double(a[i]) - f[i]) * (double(a[i]) - f[i]); den += double(f[i]) * f[i]; }
-    std::printf("{\"kind\":\"stem\",\"ms_fp32\":%.4f,\"ms_int8\":%.4f,\"rel_diff\":%.3e,\"ms_by_chunk\":{%s}}\n", ms_f, ms_i,
-                std::sqrt(num / std::max(den, 1e-30)), sweep.c_str());
+    std::printf("{\"kind\":\"stem\",\"ms_fp32\":%.4f,\"ms_int8\":%.4f,\"ms_grouped\":%.4f,\"grouped_identical\":%s,\"rel_diff\":%.3e,"
+                "\"ms_by_chunk\":{%s}}\n", ms_f, ms_i, ms_g, grouped_same ? "true" : "false", std::sqrt(num / std::max(den, 1e-30)), sweep.c_str());
+    identical = grouped_same && identical;
   }
 
   // fused DST update (Adam proposal, Philox draw, flip count): bytes = q r/w + g + m r/w + v r/w

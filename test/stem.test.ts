@@ -4,7 +4,7 @@
  * CUDA backend's kernels run: test/native/stem_emulation.cpp compiled with the host's C++ compiler and
  * run on several geometries against a float64 convolution, within the stated error bound. Each
  * deliberate bug the program can plant (a wrong packing index, a shifted column, a dropped digit, a
- * wrong border sum, a wrong middle combine) must make it fail. The kernel itself is checked by the
+ * wrong border sum, a wrong middle combine, the grouped product's digits swapped) must make it fail. The kernel itself is checked by the
  * GPU suite (test/gpu/agreement.test.ts, "first layer on pixels").
  */
 import { strict as assert } from "assert";
@@ -31,7 +31,7 @@ describe("float stem on int8 parts (stem.h, emulated on the CPU)", function () {
     assert.equal(r.status, 0, r.stdout + r.stderr);
     assert.match(r.stdout, /^ok$/m);
   });
-  for (const bug of ["pack", "shift", "digit", "border", "low"])
+  for (const bug of ["pack", "shift", "digit", "border", "low", "grouped"])
     it(`fails with a planted bug: ${bug}`, () => {
       const r = spawnSync(exe, [`break=${bug}`], { encoding: "utf8" });
       assert.equal(r.status, 1, `break=${bug} passed:\n${r.stdout}`);

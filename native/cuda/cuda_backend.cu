@@ -1154,6 +1154,48 @@ struct StoreStemTop {
     *p = stem::combine(static_cast<int32_t>(v), low, border[(m % per) * ld + n], s, o2, ex[n]);
   }
 };
+// TERNLAB_STEM=grouped: one product over interleaved digit rows (stem::grouped_row), the three sums
+// of each output combined in the thread that holds them (s8_conv_pipelined's whole-tile epilogue)
+__global__ void k_stem_grouped_digits(ConvGeom g, int cp, const float* w, const int* ex, int8_t* rows) {
+  const int64_t kp = static_cast<int64_t>(g.kh) * cp;
+  GRID_STRIDE(i, stem::grouped_columns(g.oc) * kp) {
+    const int row = static_cast<int>(i / kp), k = static_cast<int>(i % kp);
+    int o, d;
+    stem::grouped_source(row, &o, &d);
+    const int ky = k / cp, j = k % cp;
+    int8_t v = 0;
+    if (d < 3 && o < g.oc && j < g.kw * g.c) {
+      int8_t dg[3];
+      stem::split(stem::fixed(w[(static_cast<int64_t>(o) * g.kh + ky) * g.kw * g.c + j], ex[o]), dg);
+      v = dg[d];
+    }
+    rows[i] = v;
+  }
+}
+struct StoreStemGrouped {
+  static constexpr bool kWholeTile = true;
+  float* y;
+  int oc, per;
+  const int64_t* border;
+  const int* ex;
+  float s, o2;
+  // acc[mt][nt][c]: row m0 + 16·mt + g (+8 for c ≥ 2), column n0 + 8·nt + 2t + (c & 1): n8 tile nt
+  // is digit nt of channel stem::grouped_channel(n0, t, c & 1) (tile 3 unused)
+  template <class Acc>
+  __device__ void tile(const Acc (&acc)[4][4][4], int m0, int n0, int g, int t, int M, int, int) const {
+#pragma unroll
+    for (int mt = 0; mt < 4; ++mt)
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        const int m = m0 + mt * 16 + g + (c >= 2 ? 8 : 0);
+        const int o = stem::grouped_channel(n0, t, c & 1);
+        if (m >= M || o >= oc) continue;
+        const int32_t low = stem::combine_low(static_cast<int32_t>(acc[mt][1][c]), static_cast<int32_t>(acc[mt][2][c]));
+        y[static_cast<int64_t>(m) * oc + o] =
+            stem::combine(static_cast<int32_t>(acc[mt][0][c]), low, border[static_cast<int64_t>(m % per) * oc + o], s, o2, ex[o]);
+      }
+  }
+};
 struct StoreI16 {  // exact integer sums (the caller guarantees they fit)
   int16_t* y;
   int ld;
@@ -1650,21 +1692,22 @@ class CudaBackend final : public Backend {
   // images are 588 tiles of 128 × 64 on 132·4 slots, 56 % of two waves; 5 are 490, 93 % of one).
   // TERNLAB_STEM_CHUNK=images overrides. Any chunking gives the same bits: each output is made of
   // the same exact integer sums wherever the chunk boundaries fall.
-  int stem_chunk(const ConvGeom& g) const {
+  int stem_chunk(const ConvGeom& g, bool grouped) const {
     const char* e = std::getenv("TERNLAB_STEM_CHUNK");
     if (e && std::atoi(e) > 0) return std::min(std::atoi(e), g.n);
     const int64_t per = static_cast<int64_t>(g.oh) * g.ow;
     const int64_t per_image = per * g.oc * 4 + static_cast<int64_t>(g.h) * g.ow * stem::packed_width(g);
     const int64_t budget = std::max<int64_t>(prop_.l2CacheSize / 2, 1);
     const int most = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(g.n, budget / std::max<int64_t>(per_image, 1))));
-    const bool narrow = g.oc <= 64;  // int8_product's choice of tile
+    const int cols = grouped ? stem::grouped_columns(g.oc) : g.oc;
+    const bool narrow = !grouped && g.oc <= 64;  // int8_product's choice of tile (the grouped product: 128 × 128)
     const int bm = narrow ? S8Tile128x64::kBM : S8Tile128x128::kBM, bn = narrow ? S8Tile128x64::kBN : S8Tile128x128::kBN;
     const int min_blocks = narrow ? S8Tile128x64::kMinBlocks : S8Tile128x128::kMinBlocks;
     const int smem = narrow ? S8Tile128x64::kSmemBytes : S8Tile128x128::kSmemBytes;
     const int64_t per_sm = std::max<int64_t>(1, std::min<int64_t>(min_blocks, static_cast<int64_t>(prop_.sharedMemPerMultiprocessor) / (smem + 1024)));
     const int64_t slots = per_sm * prop_.multiProcessorCount;
     auto fill = [&](int nb) {
-      const int64_t tiles = cdiv(nb * per, bm) * cdiv(g.oc, bn);
+      const int64_t tiles = cdiv(nb * per, bm) * cdiv(cols, bn);
       return static_cast<double>(tiles) / static_cast<double>(cdiv(tiles, slots) * slots);
     };
     int best = most;
@@ -1673,15 +1716,20 @@ class CudaBackend final : public Backend {
     return best;
   }
   Status stem_forward(const ConvGeom& g, const Pixels& px, const float* w, float* y) {
-    Prof prof_scope(&prof_, stream_, "conv_forward (pixels, float stem on int8 tensor cores)");
+    const char* mode = std::getenv("TERNLAB_STEM");
+    const bool grouped = mode && !std::strcmp(mode, "grouped");
+    Prof prof_scope(&prof_, stream_, grouped ? "conv_forward (pixels, float stem on int8 tensor cores, grouped)"
+                                             : "conv_forward (pixels, float stem on int8 tensor cores)");
     if (g.rows() == 0 || g.oc == 0) return Status::ok();
     const ConvGeom gp = stem::packed_geom(g);
     const int cp = gp.c;
     const int64_t per = static_cast<int64_t>(g.oh) * g.ow;
     const int64_t plane = static_cast<int64_t>(g.oc) * g.kh * cp;  // = oc·K' bytes
-    const int nb = stem_chunk(g);
-    // scratch, each part 16-byte aligned: three digit planes, e[oc], border sums, packed pixels of nb images
-    const int64_t ex_at = cdiv(3 * plane, 16) * 16, border_at = ex_at + cdiv(sizeof(int) * g.oc, 16) * 16;
+    const int64_t grouped_bytes = stem::grouped_columns(g.oc) * gp.k();
+    const int nb = stem_chunk(g, grouped);
+    // scratch, each part 16-byte aligned: three digit planes (or the grouped rows), e[oc], border
+    // sums, packed pixels of nb images
+    const int64_t ex_at = cdiv(grouped ? grouped_bytes : 3 * plane, 16) * 16, border_at = ex_at + cdiv(sizeof(int) * g.oc, 16) * 16;
     const int64_t packed_at = border_at + cdiv(sizeof(int64_t) * per * g.oc, 16) * 16;
     const int64_t packed_bytes = static_cast<int64_t>(nb) * g.h * g.ow * cp;
     TL_TRY(scratch(&pixels_, packed_at + packed_bytes, "conv_forward (float stem: digit planes, border sums, packed pixels)"));
@@ -1691,7 +1739,8 @@ class CudaBackend final : public Backend {
     auto* border = reinterpret_cast<int64_t*>(base + border_at);
     int8_t* packed = base + packed_at;
     k_stem_exponents<<<grid_for(g.oc), kThreads, 0, stream_>>>(g, w, ex);
-    k_stem_digits<<<grid_for(plane), kThreads, 0, stream_>>>(g, cp, w, ex, planes);
+    if (grouped) k_stem_grouped_digits<<<grid_for(grouped_bytes), kThreads, 0, stream_>>>(g, cp, w, ex, planes);
+    else k_stem_digits<<<grid_for(plane), kThreads, 0, stream_>>>(g, cp, w, ex, planes);
     k_stem_border<<<grid_for(per * g.oc), kThreads, 0, stream_>>>(g, w, ex, border);
     LAUNCHED("conv_forward (float stem: digits and border sums)");
     const float o2 = std::fma(128.0f, px.scale, px.offset);  // o + 128·s, one rounding
@@ -1702,12 +1751,29 @@ class CudaBackend final : public Backend {
       LAUNCHED("conv_forward (float stem: packing)");
       float* yc = y + static_cast<int64_t>(n0) * per * g.oc;
       auto* yi = reinterpret_cast<int32_t*>(yc);
+      if (grouped) {
+        TL_TRY(stem_grouped_product(gc, packed, planes, StoreStemGrouped{yc, g.oc, static_cast<int>(per), border, ex, px.scale, o2}));
+        continue;
+      }
       const Operand xo{DType::I8, packed, 1.0f};
       TL_TRY(int8_product(gc, xo, Operand{DType::I8, planes + 2 * plane, 1.0f}, StoreStemLow{yi, g.oc}, "conv_forward (float stem, digit 2)"));
       TL_TRY(int8_product(gc, xo, Operand{DType::I8, planes + plane, 1.0f}, StoreStemMid{yi, g.oc}, "conv_forward (float stem, digit 1)"));
       TL_TRY(int8_product(gc, xo, Operand{DType::I8, planes, 1.0f},
                           StoreStemTop{yc, g.oc, static_cast<int>(per), border, ex, px.scale, o2}, "conv_forward (float stem, digit 0)"));
     }
+    return Status::ok();
+  }
+
+  // The grouped single product: s8_conv_pipelined with 128 × 128 tiles over grouped_columns(oc)
+  // weight rows, one k range (the whole-tile epilogue needs complete sums: no split-K)
+  Status stem_grouped_product(const ConvGeom& gc, const int8_t* packed, const int8_t* rows, StoreStemGrouped store) {
+    using Tile = S8Tile128x128;
+    const int M = static_cast<int>(gc.rows()), N = stem::grouped_columns(gc.oc), K = static_cast<int>(gc.k());
+    const int ktiles = static_cast<int>(cdiv(K, kS8BK));
+    dim3 grid(static_cast<unsigned>(cdiv(M, Tile::kBM)), static_cast<unsigned>(cdiv(N, Tile::kBN)), 1);
+    CU(cudaFuncSetAttribute(s8_conv_pipelined<Tile, StoreStemGrouped>, cudaFuncAttributeMaxDynamicSharedMemorySize, Tile::kSmemBytes));
+    s8_conv_pipelined<Tile><<<grid, Tile::kThreads, Tile::kSmemBytes, stream_>>>(gc, packed, rows, M, N, K, ktiles, store);
+    LAUNCHED("conv_forward (float stem, grouped digits)");
     return Status::ok();
   }
 

@@ -124,5 +124,20 @@ TL_HD float combine(int32_t v0, int32_t low, int64_t border, float s, float o2, 
   return ldexpf(mul_rn(s, t) + mul_rn(o2, b), e - 16);
 }
 
+// The single-product variant (TERNLAB_STEM=grouped): the three digit planes as interleaved weight
+// rows, so that one thread of s8_conv_pipelined holds all three sums of its outputs. A warp's 32
+// columns are four n8 tiles; a thread holds columns 2t, 2t + 1 of each (the m16n8 fragment). Columns
+// [32·q, 32·q + 32) carry channels 8q .. 8q + 7: n8 tile d = digit d of those 8 channels (d = 0, 1, 2),
+// tile 3 zero (a quarter of the MACs unused). Rows: grouped_columns(oc) = 32·ceil(oc / 8).
+TL_HD int grouped_columns(int oc) { return (oc + 7) / 8 * 32; }
+TL_HD int grouped_row(int o, int digit) { return (o / 8) * 32 + digit * 8 + o % 8; }
+// the inverse of grouped_row: the channel and digit of weight row `row` (digit 3: a zero row)
+TL_HD void grouped_source(int row, int* o, int* digit) {
+  *digit = (row % 32) / 8;
+  *o = (row / 32) * 8 + row % 8;
+}
+// the channel of fragment column 2t + b in every n8 tile of the warp whose first column is n_warp (a multiple of 32)
+TL_HD int grouped_channel(int n_warp, int t, int b) { return n_warp / 4 + 2 * t + b; }
+
 }  // namespace stem
 }  // namespace tl

@@ -217,8 +217,8 @@ describe("CUDA backend agrees with the CPU backend", function () {
   // fp32 product; against a float64 reference every output within the derived bound
   // 2^(e−17)·Σ|x| + roundings (e: the channel's exponent, max|w|·2^−e in (63.5, 127]), and, for
   // He-like weights, normwise at most twice the CPU's error; the same bits in every chunking of the
-  // batch and from the mma_nt kernel (TERNLAB_INT8_FORWARD=v1); the fallbacks (TERNLAB_STEM=fp32,
-  // the exact maths) still the float product.
+  // batch and from the mma_nt kernel (TERNLAB_INT8_FORWARD=v1), and from the grouped single product
+  // (TERNLAB_STEM=grouped); the fallbacks (TERNLAB_STEM=fp32, the exact maths) still the float product.
   describe("first layer on pixels, float weights (the stem on int8 tensor cores)", () => {
     const stems: Array<[string, Geom]> = [
       ["ResNet stem: 224x224x3, 7x7 stride 2 pad 3", { n: 2, h: 224, w: 224, c: 3, oc: 64, kh: 7, kw: 7, sh: 2, sw: 2, ph: 3, pw: 3 }],
@@ -324,6 +324,24 @@ describe("CUDA backend agrees with the CPU backend", function () {
         }
         close(cpu, withMath("exact", () => ops.convForwardPixels("cuda", g, px, scale, offset, w, 1)), 1e-5, `${name}: exact maths`);
       });
+    // TERNLAB_STEM=grouped: one product over interleaved digit rows, combined in s8_conv_pipelined's
+    // whole-tile epilogue (not the default until this passes and bench:gpu shows it faster)
+    it("the grouped single product (TERNLAB_STEM=grouped) gives the three products' bits, in any chunking", () => {
+      for (const [name, g] of stems) {
+        const px = pixels(g, 56), w = normal(g.oc * K(g), 57, Math.sqrt(2 / K(g)));
+        const three = withMath("fast", () => ops.convForwardPixels("cuda", g, px, scale, offset, w, 1));
+        for (const chunk of [undefined, "1"]) {
+          process.env.TERNLAB_STEM = "grouped";
+          if (chunk) process.env.TERNLAB_STEM_CHUNK = chunk;
+          try {
+            same(three, withMath("fast", () => ops.convForwardPixels("cuda", g, px, scale, offset, w, 1)), `${name}: grouped, chunk ${chunk ?? "default"}`);
+          } finally {
+            delete process.env.TERNLAB_STEM;
+            delete process.env.TERNLAB_STEM_CHUNK;
+          }
+        }
+      }
+    });
     it("awkward channels within the bound: all zero, one large weight among tiny ones, ties of the rounding, 1e-30, powers of two; a NaN weight gives its channel NaN", () => {
       const g = stems[1][1], k = K(g), r = rng(53);
       const px = pixels(g, 54), w = normal(g.oc * k, 55, 0.05);

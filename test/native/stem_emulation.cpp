@@ -5,9 +5,12 @@
 // vertical zero padding as the kernel's zero-fill), so this checks everything of the stem but the
 // kernel itself (which the GPU suite checks, test/gpu/agreement.test.ts "first layer on pixels").
 // Compared with a float64 convolution of x = px·s + o and with an fp32 one (the CPU's kind of sum).
+// The grouped single product (TERNLAB_STEM=grouped: interleaved digit rows, the three sums combined
+// in the thread that holds them) is emulated too, through the same column maps, and must give the
+// same bits as the three products.
 //
 //   c++ -std=c++17 -O2 test/native/stem_emulation.cpp -o /tmp/stem_emulation && /tmp/stem_emulation
-//   /tmp/stem_emulation break=pack|shift|digit|border|low   (a deliberate bug: must fail)
+//   /tmp/stem_emulation break=pack|shift|digit|border|low|grouped   (a deliberate bug: must fail)
 //   /tmp/stem_emulation weights=normal   (every channel normal, as He's initialisation: the error report)
 //   /tmp/stem_emulation io=DIR           (given pixels and weights: see io_mode)
 // Run by test/stem.test.ts. Exit status 0 and "ok" on the last line when every check passes.
@@ -184,7 +187,33 @@ static void run(const Case& cs, uint64_t seed, const std::vector<uint8_t>* px_in
       }
     return s;
   };
+  // the grouped variant's weight rows (TERNLAB_STEM=grouped), through stem::grouped_source as the kernel
+  const int ncols = stem::grouped_columns(g.oc);
+  std::vector<int8_t> grouped(static_cast<size_t>(ncols) * g.kh * cp, 0);
+  for (int row = 0; row < ncols; ++row) {
+    int o, d;
+    stem::grouped_source(row, &o, &d);
+    if (d < 3 && o < g.oc) CHECK(stem::grouped_row(o, d) == row, "%s: grouped_row(%d, %d) != %d", cs.name, o, d, row);
+    if (d >= 3 || o >= g.oc) continue;
+    for (int64_t k = 0; k < static_cast<int64_t>(g.kh) * cp; ++k) grouped[row * g.kh * cp + k] = planes[d * plane + o * g.kh * cp + k];
+  }
   const float o2 = std::fma(128.0f, cs.s, cs.o);
+  // the grouped epilogue's view: warp slab q, fragment columns 2t + b, three n8 tiles of digits
+  std::vector<float> y_grouped(static_cast<size_t>(g.rows() * g.oc), NAN);
+  for (int64_t m = 0; m < g.rows(); ++m) {
+    const int p = static_cast<int>(m % (static_cast<int64_t>(g.oh) * g.ow));
+    for (int q = 0; q < ncols / 32; ++q)
+      for (int t = 0; t < 4; ++t)
+        for (int b = 0; b < 2; ++b) {
+          const int o = stem::grouped_channel(32 * q, t, b);
+          if (o >= g.oc) continue;
+          int32_t v[3];
+          for (int d = 0; d < 3; ++d) v[d] = product(grouped.data(), m, 32 * q + 8 * d + 2 * t + b);
+          if (g_break == "grouped") std::swap(v[1], v[2]);
+          y_grouped[m * g.oc + o] = stem::combine(v[0], stem::combine_low(v[1], v[2]),
+                                                  stem::border_sum(g, w.data(), ex[o], o, p / g.ow, p % g.ow), cs.s, o2, ex[o]);
+        }
+  }
   double num_ours = 0, num_cpu = 0, den = 0, num_vs_cpu = 0, worst_ratio = 0;
   for (int64_t m = 0; m < g.rows(); ++m) {
     const int p = static_cast<int>(m % (static_cast<int64_t>(g.oh) * g.ow)), oy = p / g.ow, ox = p % g.ow;
@@ -197,6 +226,9 @@ static void run(const Case& cs, uint64_t seed, const std::vector<uint8_t>* px_in
       if (g_break == "border") B = stem::border_sum(g, w.data(), ex[o], o, oy, ox == 0 ? 1 : ox);
       const float y = stem::combine(product(planes.data(), m, o), slot, B, cs.s, o2, ex[o]);
       if (y_out) (*y_out)[m * g.oc + o] = y;
+      const float yg = y_grouped[m * g.oc + o];
+      CHECK(std::memcmp(&y, &yg, sizeof y) == 0, "%s: the grouped product's y[%lld][%d] = %.9g, the three products' %.9g", cs.name,
+            static_cast<long long>(m), o, yg, y);
       // float64 reference of x = px·s + o (s, o the floats), fp32 sums of the rounded input (the CPU's
       // kind), and the bound: 2^(e−17)·Σ|x| (the weights' rounding) + the combine's roundings
       double ref = 0, absx = 0, T = 0, Bd = 0;

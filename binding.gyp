@@ -30,7 +30,7 @@
           "rules": [{
             "rule_name": "nvcc",
             "extension": "cu",
-            "inputs": ["native/core/discrete.h", "native/core/philox.h", "native/core/backend.h", "native/core/loss.h", "native/core/reduce.h", "<!@(ls -1 native/cuda/*.cuh 2>/dev/null || true)"],
+            "inputs": ["native/core/discrete.h", "native/core/philox.h", "native/core/backend.h", "native/core/loss.h", "native/core/reduce.h", "native/cuda/stem.h", "<!@(ls -1 native/cuda/*.cuh 2>/dev/null || true)"],
             "outputs": ["<(INTERMEDIATE_DIR)/<(RULE_INPUT_ROOT).o"],
             "action": ["<(cuda_home)/bin/nvcc", "-std=c++17", "-O3", "-Xcompiler", "-fPIC",
                        "-gencode", "arch=compute_80,code=sm_80", "-gencode", "arch=compute_90,code=sm_90",

@@ -162,6 +162,10 @@ async function main(): Promise<void> {
     for (const c of results.filter((r) => r.kind === "int8 forward v1 vs v2"))
       console.log(`  int8 forward v1 -> v2  ${c.shape.padEnd(28)} ${fmt(c.ms_v1, 3).padStart(8)} -> ${fmt(c.ms_v2, 3)} ms ` +
         `${fmt(c.TOPS_v1)} -> ${fmt(c.TOPS_v2)} TOPS  ${c.speedup.toFixed(2)}x${c.identical ? "" : "  MISMATCH: outputs differ"}`);
+    for (const st of results.filter((r) => r.kind === "stem"))
+      console.log(`  stem: fp32 ${fmt(st.ms_fp32, 3)} ms -> int8 x3 ${fmt(st.ms_int8, 3)} ms, grouped ${fmt(st.ms_grouped, 3)} ms` +
+        `${st.grouped_identical === false ? " (MISMATCH: grouped differs)" : ""}; outputs differ by ${Number(st.rel_diff).toExponential(2)} normwise; ` +
+        `ms by images per pass: ${Object.entries(st.ms_by_chunk ?? {}).map(([k, v]) => `${k}: ${Number(v).toFixed(3)}`).join(", ")}`);
     for (const e of results.filter((r) => r.kind === "elementwise"))
       console.log(`  bn fwd ${fmt(e.bn_forward_ms, 3)} ms, bn bwd ${fmt(e.bn_backward_ms, 3)} ms (int16 input: ${fmt(e.bn_forward_i16_ms, 3)} / ${fmt(e.bn_backward_i16_ms, 3)} ms; fused with φ: ${fmt(e.bn_act_forward_i16_ms, 3)} / ${fmt(e.act_bn_backward_i16_ms, 3)} ms), act ${fmt(e.act_forward_ms, 3)} ms on ${e.shape} (${fmt(e.tensor_MB)} MB)`);
   }

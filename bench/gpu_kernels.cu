@@ -7,10 +7,12 @@
 // forward runs twice per shape, the pipelined kernel against the previous one (bit for bit, and
 // timed side by side); a difference is printed as MISMATCH on stderr and the exit status is 2.
 #include <algorithm>
+#include <cmath>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <functional>
+#include <string>
 #include <vector>
 
 #include "../native/cuda/cuda_backend.cu"
@@ -236,6 +238,66 @@ int main(int argc, char** argv) {
     std::printf("{\"kind\":\"elementwise\",\"shape\":\"%s\",\"bn_forward_ms\":%.4f,\"bn_backward_ms\":%.4f,\"bn_forward_i16_ms\":%.4f,"
                 "\"bn_backward_i16_ms\":%.4f,\"bn_act_forward_i16_ms\":%.4f,\"act_bn_backward_i16_ms\":%.4f,\"act_forward_ms\":%.4f,\"tensor_MB\":%.1f}\n",
                 s.name, bnf, bnb, bnf16, bnb16, bnaf16, abnb16, act, 4.0 * rows * c / 1e6);
+  }
+
+  // ResNet's float stem (7×7 stride 2 pad 3, 3 → 64, 224² pixels) on the pixels: three int8 products
+  // over space-to-depth packed pixels (native/cuda/stem.h) against the float product of the
+  // normalised input (cuDNN fp32, TERNLAB_STEM=fp32); the chunking of the batch swept (images per
+  // pass, TERNLAB_STEM_CHUNK); the two outputs' normwise difference. TOPS counts the layer's MACs.
+  {
+    ConvGeom g;
+    g.n = batch; g.h = 224; g.w = 224; g.c = 3; g.oc = 64; g.kh = 7; g.kw = 7; g.sh = 2; g.sw = 2; g.ph = 3; g.pw = 3;
+    g.oh = 112; g.ow = 112;
+    Buffer px, x, w, y, yf;
+    die(b.alloc(g.in_elems(), "stem pixels", &px));
+    die(b.alloc(4 * g.in_elems(), "stem x", &x));
+    die(b.alloc(4 * g.oc * g.k(), "stem w", &w));
+    die(b.alloc(4 * g.rows() * g.oc, "stem y", &y));
+    die(b.alloc(4 * g.rows() * g.oc, "stem y fp32", &yf));
+    fill_ternary(b, reinterpret_cast<int8_t*>(px.data()), g.in_elems(), 6);  // bytes 0, 1, 255: fine as pixels
+    fill_float(b, w.as<float>(), g.oc * g.k(), 7);
+    const Backend::Pixels pix{px.as<uint8_t>(), 1.0f / (255 * 0.226f), -0.449f / 0.226f};
+    die(b.normalize_u8(g.in_elems(), pix.px, pix.scale, pix.offset, x.as<float>()));
+    const Operand wo{DType::F32, w.data(), 1.0f};
+    const double flop = 2.0 * g.macs();
+    auto stem = [&](float* out) { return b.conv_forward_pixels(g, f32_operand(x.as<float>()), pix, wo, out); };
+    setenv("TERNLAB_STEM", "fp32", 1);
+    const double ms_f = time_ms(b, 10, [&] { return stem(yf.as<float>()); });
+    unsetenv("TERNLAB_STEM");
+    const double ms_i = time_ms(b, 10, [&] { return stem(y.as<float>()); });
+    setenv("TERNLAB_STEM", "grouped", 1);
+    const double ms_g = time_ms(b, 10, [&] { return stem(yf.as<float>()); });
+    unsetenv("TERNLAB_STEM");
+    // the grouped product's output (yf) against the three products' (y), bit for bit
+    std::vector<float> a(g.rows() * g.oc), f(a.size());
+    die(stem(y.as<float>()));
+    die(b.download(a.data(), y.data(), 4 * a.size()));
+    die(b.download(f.data(), yf.data(), 4 * f.size()));
+    die(b.synchronize());
+    const bool grouped_same = std::memcmp(a.data(), f.data(), 4 * a.size()) == 0;
+    if (!grouped_same) std::fprintf(stderr, "MISMATCH: the grouped stem product differs from the three products\n");
+    setenv("TERNLAB_STEM", "fp32", 1);
+    die(stem(yf.as<float>()));  // the fp32 output again, for the difference below
+    unsetenv("TERNLAB_STEM");
+    std::printf("{\"kind\":\"product\",\"op\":\"stem fp32 (cuDNN)\",\"shape\":\"resnet stem 3->64 224x224 7x7/2\",\"ms\":%.4f,\"TOPS\":%.1f}\n", ms_f, flop / ms_f / 1e9);
+    std::printf("{\"kind\":\"product\",\"op\":\"stem int8 x3 digits\",\"shape\":\"resnet stem 3->64 224x224 7x7/2\",\"ms\":%.4f,\"TOPS\":%.1f}\n", ms_i, flop / ms_i / 1e9);
+    std::printf("{\"kind\":\"product\",\"op\":\"stem int8 grouped\",\"shape\":\"resnet stem 3->64 224x224 7x7/2\",\"ms\":%.4f,\"TOPS\":%.1f}\n", ms_g, flop / ms_g / 1e9);
+    std::string sweep;
+    for (int chunk : {1, 2, 4, 5, 8, 10, 16, 32, batch}) {
+      setenv("TERNLAB_STEM_CHUNK", std::to_string(chunk).c_str(), 1);
+      const double ms = time_ms(b, 5, [&] { return stem(y.as<float>()); });
+      sweep += (sweep.empty() ? "" : ",") + std::string("\"") + std::to_string(chunk) + "\":" + std::to_string(ms);
+    }
+    unsetenv("TERNLAB_STEM_CHUNK");
+    die(stem(y.as<float>()));
+    die(b.download(a.data(), y.data(), 4 * a.size()));
+    die(b.download(f.data(), yf.data(), 4 * f.size()));
+    die(b.synchronize());
+    double num = 0, den = 0;
+    for (size_t i = 0; i < a.size(); ++i) { num += (double(a[i]) - f[i]) * (double(a[i]) - f[i]); den += double(f[i]) * f[i]; }
+    std::printf("{\"kind\":\"stem\",\"ms_fp32\":%.4f,\"ms_int8\":%.4f,\"ms_grouped\":%.4f,\"grouped_identical\":%s,\"rel_diff\":%.3e,"
+                "\"ms_by_chunk\":{%s}}\n", ms_f, ms_i, ms_g, grouped_same ? "true" : "false", std::sqrt(num / std::max(den, 1e-30)), sweep.c_str());
+    identical = grouped_same && identical;
   }
 
   // fused DST update (Adam proposal, Philox draw, flip count): bytes = q r/w + g + m r/w + v r/w

@@ -26,6 +26,7 @@
 #include "../core/reduce.h"
 #include "cudnn_conv.cuh"
 #include "gemm.cuh"
+#include "stem.h"
 
 namespace tl {
 namespace cuda {
@@ -1069,6 +1070,132 @@ __global__ void k_border_sums(ConvGeom g, const int8_t* w, int32_t* border) {
     border[i] = s;
   }
 }
+// ---- the float stem on int8 tensor cores (stem.h; conv_forward_pixels with float weights)
+// Per output channel o: the exponent e[o] of its largest |w|, and the three digit planes of the
+// fixed-point weights in the packed layout W_i[o][ky][j] (j = kx·c + ch, zero for j ≥ kw·c), each
+// plane oc·kh·cp bytes. One thread per (o, ky, j) after one thread per o found e[o].
+__global__ void k_stem_exponents(ConvGeom g, const float* w, int* ex) {
+  GRID_STRIDE(o, static_cast<int64_t>(g.oc)) {
+    const int64_t K = static_cast<int64_t>(g.kh) * g.kw * g.c;  // ConvGeom::k() is host-only
+    const float* wo = w + o * K;
+    float m = 0.0f;
+    bool finite = true;
+    for (int64_t k = 0; k < K; ++k) {
+      const float a = fabsf(wo[k]);
+      finite = finite && a <= 3.40282347e38f;  // NaN fails the comparison too
+      m = fmaxf(m, a);
+    }
+    ex[o] = finite ? stem::exponent(m) : stem::kNonFinite;
+  }
+}
+__global__ void k_stem_digits(ConvGeom g, int cp, const float* w, const int* ex, int8_t* planes) {
+  const int64_t per_plane = static_cast<int64_t>(g.oc) * g.kh * cp;
+  GRID_STRIDE(i, per_plane) {
+    const int j = static_cast<int>(i % cp);
+    const int64_t oky = i / cp;  // o·kh + ky
+    const int o = static_cast<int>(oky / g.kh);
+    int8_t d[3] = {0, 0, 0};
+    if (j < g.kw * g.c) stem::split(stem::fixed(w[oky * g.kw * g.c + j], ex[o]), d);  // [o][ky][kx][ch] = [o][ky][j]
+    planes[i] = d[0];
+    planes[per_plane + i] = d[1];
+    planes[2 * per_plane + i] = d[2];
+  }
+}
+// border[(oy·ow + ox)·oc + o] = Σ N over output (oy, ox)'s taps inside the image (exact, int64)
+__global__ void k_stem_border(ConvGeom g, const float* w, const int* ex, int64_t* border) {
+  GRID_STRIDE(i, static_cast<int64_t>(g.oh) * g.ow * g.oc) {
+    const int o = static_cast<int>(i % g.oc), p = static_cast<int>(i / g.oc);
+    border[i] = stem::border_sum(g, w, ex[o], o, p / g.ow, p % g.ow);
+  }
+}
+// P for images [n0, n0 + nb): one thread per 16-byte chunk of a packed row (cp % 16 == 0), written
+// as one uint4; the reads are gathered bytes (each pixel feeds ≈ kw/sw packed rows, from L1/L2)
+__global__ void k_stem_pack(ConvGeom g, int cp, const uint8_t* px, int n0, int nb, int8_t* out) {
+  const int chunks = cp / 16;
+  GRID_STRIDE(i, static_cast<int64_t>(nb) * g.h * g.ow * chunks) {
+    const int q = static_cast<int>(i % chunks);
+    const int64_t r = i / chunks;  // (n − n0)·h·ow + iy·ow + ox
+    const int ox = static_cast<int>(r % g.ow), iy = static_cast<int>((r / g.ow) % g.h);
+    const int64_t n = n0 + r / (static_cast<int64_t>(g.ow) * g.h);
+    alignas(16) int8_t v[16];
+#pragma unroll
+    for (int b = 0; b < 16; ++b) v[b] = stem::pack_value(px, g, n, iy, ox, 16 * q + b);
+    reinterpret_cast<uint4*>(out)[i] = *reinterpret_cast<const uint4*>(v);
+  }
+}
+// The three products write into y in turn (same stream, so in order), its 4-byte slots holding
+// int32 until the last: digit 2's sums v2, then low = v1·256 + v2 (exact, stem::combine_low), then
+// the float y from v0, low and the border sum (stem::combine). No scratch of the output's size.
+struct StoreStemLow {
+  int32_t* y;
+  int ld;
+  template <class Acc>
+  __device__ void operator()(int, int m, int n, Acc v) const { y[static_cast<int64_t>(m) * ld + n] = static_cast<int32_t>(v); }
+};
+struct StoreStemMid {
+  int32_t* y;
+  int ld;
+  template <class Acc>
+  __device__ void operator()(int, int m, int n, Acc v) const {
+    int32_t* p = y + static_cast<int64_t>(m) * ld + n;
+    *p = stem::combine_low(static_cast<int32_t>(v), *p);
+  }
+};
+struct StoreStemTop {
+  float* y;
+  int ld, per;  // per: output positions per image (a chunk starts at an image)
+  const int64_t* border;
+  const int* ex;
+  float s, o2;
+  template <class Acc>
+  __device__ void operator()(int, int m, int n, Acc v) const {
+    float* p = y + static_cast<int64_t>(m) * ld + n;
+    const int32_t low = *reinterpret_cast<const int32_t*>(p);
+    *p = stem::combine(static_cast<int32_t>(v), low, border[(m % per) * ld + n], s, o2, ex[n]);
+  }
+};
+// TERNLAB_STEM=grouped: one product over interleaved digit rows (stem::grouped_row), the three sums
+// of each output combined in the thread that holds them (s8_conv_pipelined's whole-tile epilogue)
+__global__ void k_stem_grouped_digits(ConvGeom g, int cp, const float* w, const int* ex, int8_t* rows) {
+  const int64_t kp = static_cast<int64_t>(g.kh) * cp;
+  GRID_STRIDE(i, stem::grouped_columns(g.oc) * kp) {
+    const int row = static_cast<int>(i / kp), k = static_cast<int>(i % kp);
+    int o, d;
+    stem::grouped_source(row, &o, &d);
+    const int ky = k / cp, j = k % cp;
+    int8_t v = 0;
+    if (d < 3 && o < g.oc && j < g.kw * g.c) {
+      int8_t dg[3];
+      stem::split(stem::fixed(w[(static_cast<int64_t>(o) * g.kh + ky) * g.kw * g.c + j], ex[o]), dg);
+      v = dg[d];
+    }
+    rows[i] = v;
+  }
+}
+struct StoreStemGrouped {
+  static constexpr bool kWholeTile = true;
+  float* y;
+  int oc, per;
+  const int64_t* border;
+  const int* ex;
+  float s, o2;
+  // acc[mt][nt][c]: row m0 + 16·mt + g (+8 for c ≥ 2), column n0 + 8·nt + 2t + (c & 1): n8 tile nt
+  // is digit nt of channel stem::grouped_channel(n0, t, c & 1) (tile 3 unused)
+  template <class Acc>
+  __device__ void tile(const Acc (&acc)[4][4][4], int m0, int n0, int g, int t, int M, int, int) const {
+#pragma unroll
+    for (int mt = 0; mt < 4; ++mt)
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        const int m = m0 + mt * 16 + g + (c >= 2 ? 8 : 0);
+        const int o = stem::grouped_channel(n0, t, c & 1);
+        if (m >= M || o >= oc) continue;
+        const int32_t low = stem::combine_low(static_cast<int32_t>(acc[mt][1][c]), static_cast<int32_t>(acc[mt][2][c]));
+        y[static_cast<int64_t>(m) * oc + o] =
+            stem::combine(static_cast<int32_t>(acc[mt][0][c]), low, border[static_cast<int64_t>(m % per) * oc + o], s, o2, ex[o]);
+      }
+  }
+};
 struct StoreI16 {  // exact integer sums (the caller guarantees they fit)
   int16_t* y;
   int ld;
@@ -1526,6 +1653,7 @@ class CudaBackend final : public Backend {
   // int8 weights: the exact int8 product on the pixels (StorePixels); it replaces an fp32 product
   // of K = kh·kw·c (27 on CIFAR) with one on the int8 tensor cores
   Status conv_forward_pixels(const ConvGeom& g, Operand x, const Pixels& px, Operand w, float* y) override {
+    if (w.dtype == DType::F32 && stem_applies(g)) return stem_forward(g, px, static_cast<const float*>(w.ptr), y);
     if (w.dtype != DType::I8 || math_mode() != Math::Fast || g.k() > (int64_t(1) << 16)) return conv_forward(g, x, w, y);
     Prof prof_scope(&prof_, stream_, "conv_forward (pixels, int8 tensor cores)");
     if (g.rows() == 0 || g.oc == 0) return Status::ok();
@@ -1547,6 +1675,106 @@ class CudaBackend final : public Backend {
     return int8_product(gp, Operand{DType::I8, q, 1.0f}, Operand{DType::I8, wp, w.scale},
                         StorePixels{y, g.oc, static_cast<int>(per), border, px.scale, px.offset, w.scale},
                         "conv_forward (pixels, int8 tensor cores)");
+  }
+
+  // Float weights on the pixels (ResNet's and AlexNet's stems): three exact int8 products over the
+  // space-to-depth packed pixels, one per digit plane of the fixed-point weights (stem.h, NOTES.md
+  // "Session 5: the float stem"). Replaces cuDNN's fp32 product, slow with 3 input channels.
+  // Off (the float product of x, as before) in the exact and simple maths, and with TERNLAB_STEM=fp32.
+  bool stem_applies(const ConvGeom& g) const {
+    const char* e = std::getenv("TERNLAB_STEM");
+    if (e && !std::strcmp(e, "fp32")) return false;
+    return math_mode() == Math::Fast && stem::applies(g) && g.rows() <= INT32_MAX;
+  }
+  // Images per pass: the packed pixels and the output of one pass should stay in L2 between the
+  // three products (the middle and last stores read what the one before wrote): at most half of L2.
+  // Below that, the count whose product fills the card's block slots best (ResNet on an H200: 6
+  // images are 588 tiles of 128 × 64 on 132·4 slots, 56 % of two waves; 5 are 490, 93 % of one).
+  // TERNLAB_STEM_CHUNK=images overrides. Any chunking gives the same bits: each output is made of
+  // the same exact integer sums wherever the chunk boundaries fall.
+  int stem_chunk(const ConvGeom& g, bool grouped) const {
+    const char* e = std::getenv("TERNLAB_STEM_CHUNK");
+    if (e && std::atoi(e) > 0) return std::min(std::atoi(e), g.n);
+    const int64_t per = static_cast<int64_t>(g.oh) * g.ow;
+    const int64_t per_image = per * g.oc * 4 + static_cast<int64_t>(g.h) * g.ow * stem::packed_width(g);
+    const int64_t budget = std::max<int64_t>(prop_.l2CacheSize / 2, 1);
+    const int most = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(g.n, budget / std::max<int64_t>(per_image, 1))));
+    const int cols = grouped ? stem::grouped_columns(g.oc) : g.oc;
+    const bool narrow = !grouped && g.oc <= 64;  // int8_product's choice of tile (the grouped product: 128 × 128)
+    const int bm = narrow ? S8Tile128x64::kBM : S8Tile128x128::kBM, bn = narrow ? S8Tile128x64::kBN : S8Tile128x128::kBN;
+    const int min_blocks = narrow ? S8Tile128x64::kMinBlocks : S8Tile128x128::kMinBlocks;
+    const int smem = narrow ? S8Tile128x64::kSmemBytes : S8Tile128x128::kSmemBytes;
+    const int64_t per_sm = std::max<int64_t>(1, std::min<int64_t>(min_blocks, static_cast<int64_t>(prop_.sharedMemPerMultiprocessor) / (smem + 1024)));
+    const int64_t slots = per_sm * prop_.multiProcessorCount;
+    auto fill = [&](int nb) {
+      const int64_t tiles = cdiv(nb * per, bm) * cdiv(cols, bn);
+      return static_cast<double>(tiles) / static_cast<double>(cdiv(tiles, slots) * slots);
+    };
+    int best = most;
+    for (int nb = most - 1; nb >= 1; --nb)
+      if (fill(nb) > fill(best) + 0.03) best = nb;  // a smaller chunk only for a clearly better fill
+    return best;
+  }
+  Status stem_forward(const ConvGeom& g, const Pixels& px, const float* w, float* y) {
+    const char* mode = std::getenv("TERNLAB_STEM");
+    const bool grouped = mode && !std::strcmp(mode, "grouped");
+    Prof prof_scope(&prof_, stream_, grouped ? "conv_forward (pixels, float stem on int8 tensor cores, grouped)"
+                                             : "conv_forward (pixels, float stem on int8 tensor cores)");
+    if (g.rows() == 0 || g.oc == 0) return Status::ok();
+    const ConvGeom gp = stem::packed_geom(g);
+    const int cp = gp.c;
+    const int64_t per = static_cast<int64_t>(g.oh) * g.ow;
+    const int64_t plane = static_cast<int64_t>(g.oc) * g.kh * cp;  // = oc·K' bytes
+    const int64_t grouped_bytes = stem::grouped_columns(g.oc) * gp.k();
+    const int nb = stem_chunk(g, grouped);
+    // scratch, each part 16-byte aligned: three digit planes (or the grouped rows), e[oc], border
+    // sums, packed pixels of nb images
+    const int64_t ex_at = cdiv(grouped ? grouped_bytes : 3 * plane, 16) * 16, border_at = ex_at + cdiv(sizeof(int) * g.oc, 16) * 16;
+    const int64_t packed_at = border_at + cdiv(sizeof(int64_t) * per * g.oc, 16) * 16;
+    const int64_t packed_bytes = static_cast<int64_t>(nb) * g.h * g.ow * cp;
+    TL_TRY(scratch(&pixels_, packed_at + packed_bytes, "conv_forward (float stem: digit planes, border sums, packed pixels)"));
+    auto* base = static_cast<int8_t*>(pixels_.p);
+    int8_t* planes = base;
+    int* ex = reinterpret_cast<int*>(base + ex_at);
+    auto* border = reinterpret_cast<int64_t*>(base + border_at);
+    int8_t* packed = base + packed_at;
+    k_stem_exponents<<<grid_for(g.oc), kThreads, 0, stream_>>>(g, w, ex);
+    if (grouped) k_stem_grouped_digits<<<grid_for(grouped_bytes), kThreads, 0, stream_>>>(g, cp, w, ex, planes);
+    else k_stem_digits<<<grid_for(plane), kThreads, 0, stream_>>>(g, cp, w, ex, planes);
+    k_stem_border<<<grid_for(per * g.oc), kThreads, 0, stream_>>>(g, w, ex, border);
+    LAUNCHED("conv_forward (float stem: digits and border sums)");
+    const float o2 = std::fma(128.0f, px.scale, px.offset);  // o + 128·s, one rounding
+    for (int n0 = 0; n0 < g.n; n0 += nb) {
+      ConvGeom gc = gp;
+      gc.n = std::min(nb, g.n - n0);
+      k_stem_pack<<<grid_for(static_cast<int64_t>(gc.n) * g.h * g.ow * (cp / 16)), kThreads, 0, stream_>>>(g, cp, px.px, n0, gc.n, packed);
+      LAUNCHED("conv_forward (float stem: packing)");
+      float* yc = y + static_cast<int64_t>(n0) * per * g.oc;
+      auto* yi = reinterpret_cast<int32_t*>(yc);
+      if (grouped) {
+        TL_TRY(stem_grouped_product(gc, packed, planes, StoreStemGrouped{yc, g.oc, static_cast<int>(per), border, ex, px.scale, o2}));
+        continue;
+      }
+      const Operand xo{DType::I8, packed, 1.0f};
+      TL_TRY(int8_product(gc, xo, Operand{DType::I8, planes + 2 * plane, 1.0f}, StoreStemLow{yi, g.oc}, "conv_forward (float stem, digit 2)"));
+      TL_TRY(int8_product(gc, xo, Operand{DType::I8, planes + plane, 1.0f}, StoreStemMid{yi, g.oc}, "conv_forward (float stem, digit 1)"));
+      TL_TRY(int8_product(gc, xo, Operand{DType::I8, planes, 1.0f},
+                          StoreStemTop{yc, g.oc, static_cast<int>(per), border, ex, px.scale, o2}, "conv_forward (float stem, digit 0)"));
+    }
+    return Status::ok();
+  }
+
+  // The grouped single product: s8_conv_pipelined with 128 × 128 tiles over grouped_columns(oc)
+  // weight rows, one k range (the whole-tile epilogue needs complete sums: no split-K)
+  Status stem_grouped_product(const ConvGeom& gc, const int8_t* packed, const int8_t* rows, StoreStemGrouped store) {
+    using Tile = S8Tile128x128;
+    const int M = static_cast<int>(gc.rows()), N = stem::grouped_columns(gc.oc), K = static_cast<int>(gc.k());
+    const int ktiles = static_cast<int>(cdiv(K, kS8BK));
+    dim3 grid(static_cast<unsigned>(cdiv(M, Tile::kBM)), static_cast<unsigned>(cdiv(N, Tile::kBN)), 1);
+    CU(cudaFuncSetAttribute(s8_conv_pipelined<Tile, StoreStemGrouped>, cudaFuncAttributeMaxDynamicSharedMemorySize, Tile::kSmemBytes));
+    s8_conv_pipelined<Tile><<<grid, Tile::kThreads, Tile::kSmemBytes, stream_>>>(gc, packed, rows, M, N, K, ktiles, store);
+    LAUNCHED("conv_forward (float stem, grouped digits)");
+    return Status::ok();
   }
 
   Status conv_forward_i16(const ConvGeom& g, Operand x, Operand w, int16_t* y) override {

@@ -15,6 +15,7 @@
 #pragma once
 #include <cuda_bf16.h>
 #include <cstdint>
+#include <type_traits>
 
 #include "../core/backend.h"
 
@@ -218,6 +219,15 @@ __global__ void __launch_bounds__(256) mma_nt(int M, int N, int64_t K, LA la, LB
 constexpr int kS8BK = 64;
 constexpr int kS8Stages = 4;
 
+// An epilogue may take a warp's whole 64 × 32 accumulator tile at once instead of value by value:
+// it declares kWholeTile = true and tile(acc, m0, n0, g, t, M, N, z) (arguments as store_tile's).
+// The float stem's single product does (StoreStemGrouped: the three digit sums of an output lie in
+// one thread's n8 tiles 0–2). No split-K for such an epilogue: its caller launches one k range.
+template <class E, class = void>
+struct whole_tile_epi : std::false_type {};
+template <class E>
+struct whole_tile_epi<E, std::void_t<decltype(E::kWholeTile)>> : std::bool_constant<E::kWholeTile> {};
+
 template <int WarpsM, int WarpsN>
 struct S8Tile {
   static constexpr int kWarpsM = WarpsM, kWarpsN = WarpsN;
@@ -365,7 +375,10 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocks)
     write_stage = write_stage + 1 == kS8Stages ? 0 : write_stage + 1;
   }
   cp_async_wait<0>();  // no copy outlives the block (only empty groups can be pending here)
-  store_tile(acc, m0 + wm * 64, n0 + wn * 32, lane >> 2, lane & 3, M, N, blockIdx.z, epi);
+  if constexpr (whole_tile_epi<Epi>::value)
+    epi.tile(acc, m0 + wm * 64, n0 + wn * 32, lane >> 2, lane & 3, M, N, blockIdx.z);
+  else
+    store_tile(acc, m0 + wm * 64, n0 + wn * 32, lane >> 2, lane & 3, M, N, blockIdx.z, epi);
 }
 
 // bf16, both operands reduction-major: C[m][n] = Σ_r A[r][m]·B[r][n] over r in this block's chunk.

@@ -60,12 +60,15 @@ async function ternlab(name: string, spec: ModelSpec, variant = "default"): Prom
     process.env.TERNLAB_CUDNN_INT8 = "1";
     process.env.TERNLAB_EXACT_SUMS = "0";
   }
+  // the float stem on int8 tensor cores (opt-in until it has run on a GPU: NOTES.md, session 5)
+  if (variant === "stem-int8") process.env.TERNLAB_STEM = "int8";
   try {
     await ternlabRun(name, spec, variant, addon);
   } finally {
     delete process.env.TERNLAB_CUDNN;
     delete process.env.TERNLAB_CUDNN_INT8;
     delete process.env.TERNLAB_EXACT_SUMS;
+    delete process.env.TERNLAB_STEM;
   }
 }
 
@@ -117,7 +120,9 @@ async function main(): Promise<void> {
   if (!flag("no-kernels")) kernels();
   for (const name of models) {
     const spec = name === "cifar" ? gxnorCifar(1) : resnet18(1, 224, 1000);
-    for (const variant of flag("no-own") ? ["default"] : ["default", "own", "cudnn-int8"]) {
+    // the stem variant where the model has a float stem (ResNet-18), even with --no-own
+    const variants = [...(flag("no-own") ? ["default"] : ["default", "own", "cudnn-int8"]), ...(name === "resnet" ? ["stem-int8"] : [])];
+    for (const variant of variants) {
       try {
         await ternlab(name, spec, variant);
       } catch (e) {
@@ -151,6 +156,9 @@ async function main(): Promise<void> {
     const i8 = results.find((r) => r.source === "ternlab" && r.model === name && r.variant === "cudnn-int8");
     if (i8) console.log(`          ternlab, int8 forward through cuDNN too (TERNLAB_CUDNN_INT8=1 TERNLAB_EXACT_SUMS=0) ${i8.error ? "error: " + i8.error : `${fmt(i8.images_per_s)} img/s ${fmt(i8.ms_per_step, 2)} ms` +
       (t?.images_per_s && i8.images_per_s ? `  -> vs default ${(i8.images_per_s / t.images_per_s).toFixed(2)}x` : "")}`);
+    const st = results.find((r) => r.source === "ternlab" && r.model === name && r.variant === "stem-int8");
+    if (st) console.log(`          ternlab, float stem on int8 tensor cores (TERNLAB_STEM=int8) ${st.error ? "error: " + st.error : `${fmt(st.images_per_s)} img/s ${fmt(st.ms_per_step, 2)} ms ${fmt(st.device_MiB)} MiB` +
+      (t?.images_per_s && st.images_per_s ? `  -> vs default ${(st.images_per_s / t.images_per_s).toFixed(2)}x` : "")}`);
     if (t?.backend) console.log(`          backend: ${t.backend}`);
   }
   const prods = results.filter((r) => r.kind === "product");

@@ -178,7 +178,7 @@ async function main(): Promise<void> {
       console.log(`  bn fwd ${fmt(e.bn_forward_ms, 3)} ms, bn bwd ${fmt(e.bn_backward_ms, 3)} ms (int16 input: ${fmt(e.bn_forward_i16_ms, 3)} / ${fmt(e.bn_backward_i16_ms, 3)} ms; fused with φ: ${fmt(e.bn_act_forward_i16_ms, 3)} / ${fmt(e.act_bn_backward_i16_ms, 3)} ms), act ${fmt(e.act_forward_ms, 3)} ms on ${e.shape} (${fmt(e.tensor_MB)} MB)`);
   }
   console.log("\nthe floor of a training step (bench/work.ts: the work over the card's ceilings)");
-  for (const l of floorReport(results)) console.log("  " + l);
+  for (const l of floorReport(results, { batch })) console.log("  " + l);
   const dst = results.find((r) => r.kind === "dst"), copy = results.find((r) => r.kind === "copy");
   if (dst) console.log(`\nDST update (fused Adam + Philox + flip count), ${dst.weights} weights: ${fmt(dst.ms, 3)} ms, ${fmt(dst.GBps)} GB/s; ` +
     `device-to-device copy ${fmt(copy?.GBps)} GB/s (torch: ${fmt(ceil?.copy_GBps)} GB/s) -> ${copy ? ((100 * dst.GBps) / copy.GBps).toFixed(0) : "n/a"}%`);

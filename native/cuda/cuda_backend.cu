@@ -1653,7 +1653,8 @@ class CudaBackend final : public Backend {
   // int8 weights: the exact int8 product on the pixels (StorePixels); it replaces an fp32 product
   // of K = kh·kw·c (27 on CIFAR) with one on the int8 tensor cores
   Status conv_forward_pixels(const ConvGeom& g, Operand x, const Pixels& px, Operand w, float* y) override {
-    if (w.dtype == DType::F32 && stem_applies(g)) return stem_forward(g, px, static_cast<const float*>(w.ptr), y);
+    // (float weights carry no scale; one that did would take the float product)
+    if (w.dtype == DType::F32 && w.scale == 1.0f && stem_applies(g)) return stem_forward(g, px, static_cast<const float*>(w.ptr), y);
     if (w.dtype != DType::I8 || math_mode() != Math::Fast || g.k() > (int64_t(1) << 16)) return conv_forward(g, x, w, y);
     Prof prof_scope(&prof_, stream_, "conv_forward (pixels, int8 tensor cores)");
     if (g.rows() == 0 || g.oc == 0) return Status::ok();

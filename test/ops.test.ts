@@ -505,6 +505,17 @@ export function opsTests(backend: string): void {
       }
     });
 
+    it("the accumulating backward is the given gradient plus the backward, rounded once more (bit for bit)", () => {
+      const rng = new R.Rng(1002);
+      const x = rng.floats(3000, -3, 3), dq = rng.normals(3000), given = rng.normals(3000);
+      for (const spec of SPECS) {
+        const dx: Float32Array = ops.activationBackward(backend, x, dq, spec);
+        const acc: Float32Array = ops.activationBackward(backend, x, dq, spec, given);
+        R.assertExact(specName(spec), acc, Array.from(given, (g, i) => Math.fround(g + dx[i])));
+      }
+      assert.throws(() => ops.activationBackward(backend, x, dq, SPECS[0], new Float32Array(5)), /5 elements, not 3000/);
+    });
+
     it("exact edge values: x = 0, ±t, ±(t ± a) and their float32 neighbours", () => {
       for (const spec of SPECS) {
         if (spec.r === 0.6) continue; // the edges must be float32-exact: r and a dyadic

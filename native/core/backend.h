@@ -203,6 +203,10 @@ class Backend {
   // activation φ_r (float → int8 states) and its windowed straight-through derivative
   virtual Status act_forward(int64_t n, const float* x, const ActSpec& s, int8_t* q) = 0;
   virtual Status act_backward(int64_t n, const float* x, const float* dq, const ActSpec& s, float* dx) = 0;
+  // dx += φ′(x)·dq: the gradient of an activation whose input has one already (ResNet's residual
+  // stream, read by φ and by the next add), in one pass instead of act_backward into scratch and
+  // accumulate; the same roundings (the product, then the sum), so the same bits.
+  virtual Status act_backward_accumulate(int64_t n, const float* x, const float* dq, const ActSpec& s, float* dx) = 0;
 
   // elementwise
   virtual Status add(int64_t n, const float* a, const float* b, float* y) = 0;

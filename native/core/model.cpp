@@ -682,6 +682,12 @@ Status Model::backward_node(int i, int n) {
         if (bin_grad) TL_TRY(finish_grad(i, bin, in_elems, bacc));
         return Status::ok();  // the BN node's gradient is never marked written, so its backward is skipped
       }
+      if (in_grad && acc) {
+        // the input's gradient exists already (a residual stream that an add reads too): add this
+        // one to it in one pass (the same bits as into scratch, then accumulate)
+        TL_TRY(backend_->act_backward_accumulate(in_elems, static_cast<const float*>(operand_of(in).ptr), dy, s.act, storage(in).grad));
+        return finish_grad(i, in, in_elems, false);
+      }
       if (in_grad)
         TL_TRY(backend_->act_backward(in_elems, static_cast<const float*>(operand_of(in).ptr), dy, s.act, dx));
       break;

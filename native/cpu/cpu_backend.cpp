@@ -570,6 +570,15 @@ class CpuBackend final : public Backend {
     return Status::ok();
   }
 
+  Status act_backward_accumulate(int64_t n, const float* x, const float* dq, const ActSpec& s, float* dx) override {
+    with_phi_grad(s, [&](auto dphi) {
+      pool_.parallel_for(n, 1 << 14, [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) dx[i] += dphi(x[i], dq[i]);
+      });
+    });
+    return Status::ok();
+  }
+
   Status add(int64_t n, const float* a, const float* b, float* y) override {
     pool_.parallel_for(n, 1 << 14, [&](int64_t s, int64_t e) {
       for (int64_t i = s; i < e; ++i) y[i] = a[i] + b[i];

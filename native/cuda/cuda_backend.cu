@@ -94,6 +94,9 @@ __global__ void k_act_forward(int64_t n, const float* x, ActSpec s, int8_t* q) {
 __global__ void k_act_backward(int64_t n, const float* x, const float* dq, ActSpec s, float* dx) {
   GRID_STRIDE(i, n) dx[i] = __fmul_rn(dq[i], act_derivative(x[i], s));
 }
+__global__ void k_act_backward_accumulate(int64_t n, const float* x, const float* dq, ActSpec s, float* dx) {
+  GRID_STRIDE(i, n) dx[i] = __fadd_rn(dx[i], __fmul_rn(dq[i], act_derivative(x[i], s)));
+}
 // operand conversions for the cuDNN products (ternary/multi-level states are exact in bf16)
 __global__ void k_f32_to_bf16(int64_t n, const float* x, __nv_bfloat16* y) { GRID_STRIDE(i, n) y[i] = __float2bfloat16_rn(x[i]); }
 __global__ void k_i8_to_bf16(int64_t n, const int8_t* q, __nv_bfloat16* y) { GRID_STRIDE(i, n) y[i] = __int2bfloat16_rn(q[i]); }
@@ -2176,6 +2179,12 @@ class CudaBackend final : public Backend {
     Prof prof_scope(&prof_, stream_, "act_backward");
     k_act_backward<<<grid_for(n), kThreads, 0, stream_>>>(n, x, dq, s, dx);
     LAUNCHED("act_backward");
+    return Status::ok();
+  }
+  Status act_backward_accumulate(int64_t n, const float* x, const float* dq, const ActSpec& s, float* dx) override {
+    Prof prof_scope(&prof_, stream_, "act_backward (accumulating)");
+    k_act_backward_accumulate<<<grid_for(n), kThreads, 0, stream_>>>(n, x, dq, s, dx);
+    LAUNCHED("act_backward (accumulating)");
     return Status::ok();
   }
   Status add(int64_t n, const float* a, const float* b, float* y) override {

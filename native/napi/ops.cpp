@@ -257,6 +257,13 @@ Napi::Value ActivationBackward(const Napi::CallbackInfo& info) {
   Dev x = to_dev(env, b, info[1]), dq = to_dev(env, b, info[2]);
   const size_t n = len(info[1]);
   ActSpec s = act_spec(info[3].As<Napi::Object>());
+  // with a fifth argument (a Float32Array of n), the accumulating form: that array + φ′(x)·dq
+  if (info[4].IsTypedArray()) {
+    if (len(info[4]) != n) throw Napi::RangeError::New(env, "activationBackward: the gradient to add to has " + std::to_string(len(info[4])) + " elements, not " + std::to_string(n));
+    Dev acc = to_dev(env, b, info[4]);
+    check(env, b.act_backward_accumulate(n, x.buf.as<float>(), dq.buf.as<float>(), s, acc.buf.as<float>()));
+    return f32(env, b, acc, n);
+  }
   Dev dx = dev_zeros(env, b, sizeof(float) * n);
   check(env, b.act_backward(n, x.buf.as<float>(), dq.buf.as<float>(), s, dx.buf.as<float>()));
   return f32(env, b, dx, n);

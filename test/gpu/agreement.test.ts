@@ -487,6 +487,11 @@ describe("CUDA backend agrees with the CPU backend", function () {
           const a = ops.activationBackward("cpu", x, dq, s), b = ops.activationBackward("cuda", x, dq, s);
           if (window <= 1) same(a, b, `act backward levels ${levels} window ${window}`);
           else close(a, b, 1e-6, `act backward levels ${levels} window ${window}`);
+          // the accumulating form (a residual stream's gradient): given + φ′(x)·dq
+          const given = normal(x.length, 19);
+          const ac = ops.activationBackward("cpu", x, dq, s, given), bc = ops.activationBackward("cuda", x, dq, s, given);
+          if (window <= 1) same(ac, bc, `act backward accumulating, levels ${levels} window ${window}`);
+          else close(ac, bc, 1e-6, `act backward accumulating, levels ${levels} window ${window}`);
         }
     });
     it("loss: squared hinge bit-identical, cross-entropy within 1e-6, ranks identical", () => {

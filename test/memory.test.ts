@@ -213,7 +213,16 @@ describe("memory plan", () => {
     // from the add is accumulated through the scratch at φ's step, one step long
     const s = find(r, "s1b1.act2", "scratch");
     assert.equal(s.from, s.to);
-    assert.equal(s.bytes, find(r, "s1b1.add", "gradient").bytes);
+    // the add's gradient is its first input's (the block's last BN, which only the add reads): one
+    // buffer, live from the add's gradient's first write to the BN's backward
+    assert.ok(!r.buffers.some((p) => p.layer === "s1b1.add" && p.use === "gradient"), "s1b1.add keeps a gradient buffer of its own");
+    const g = find(r, "s1b1.bn2", "gradient");
+    assert.equal(s.bytes, g.bytes);
+    assert.ok(g.from < s.from && g.to > s.to, `the shared buffer (steps ${g.from}–${g.to}) spans the add's backward and φ's (${s.from})`);
+    // an add of one tensor to itself keeps its own gradient (its input gets dy twice)
+    const ev: Report = JSON.parse((() => { const m = model(everyCase()); m.ensureCapacity(8); return m.memoryReport(); })());
+    assert.ok(ev.buffers.some((p) => p.layer === "twice" && p.use === "gradient"));
+    assert.ok(!ev.buffers.some((p) => p.layer === "add" && p.use === "gradient"));
   });
 
   it("ensureCapacity allocates what an evaluation pass and a training step use", async () => {
@@ -259,7 +268,8 @@ describe("memory plan", () => {
   });
 
   it("training with shared buffers gives the bits of training without sharing", async () => {
-    for (const [name, spec, batch] of [["every case", everyCase(), 16], ["tiny", tinyNet(), 16], ["cifar", gxnorCifar(2, 0.125), 8]] as const) {
+    for (const [name, spec, batch] of [["every case", everyCase(), 16], ["tiny", tinyNet(), 16], ["cifar", gxnorCifar(2, 0.125), 8],
+      ["resnet18-32", resnet18(4, 32, 10), 4]] as const) {
       const shared = model(spec), unshared = model(spec, true);
       const a = await train(shared, spec, batch, 3), b = await train(unshared, spec, batch, 3);
       assert.deepEqual(a, b, `${name}: losses differ`);

@@ -334,10 +334,30 @@ void Model::plan_memory() {
     grad_elsewhere[k] = grad_elsewhere[in] = true;
     grad_to[k + 1] = bwd(in);
   }
+  // An add hands its gradient unchanged to each input. Where the first input has no other reader
+  // (ResNet: the block's last BN), that input's gradient is the add's own buffer: one buffer, live
+  // from the add's gradient's first write to the input's backward, and one copy of dy fewer per add
+  // and step. The input's single reader writes it fresh (the add's backward sees dx == dy). Off
+  // without sharing, so the tests compare the two.
+  std::vector<int> grad_from(count, -1);
+  for (int k = 1; k < count; ++k) {
+    Node& add = nodes_[k];
+    add.grad_to_first_input = false;
+    if (!share_ || add.spec.kind != OpKind::Add || add.alias >= 0 || last[k] < 0 || grad_elsewhere[k]) continue;
+    const int in = add.spec.inputs[0];
+    if (in <= 0 || in == add.spec.inputs[1] || st_of(in) != in || !nodes_[in].requires_grad || nodes_[in].consumers != 1 ||
+        grad_elsewhere[in])
+      continue;
+    add.grad_to_first_input = true;
+    grad_elsewhere[k] = true;
+    grad_from[in] = bwd(last[k]);
+  }
   for (int j = 1; j < count; ++j) {
     const Node& nd = nodes_[j];
-    if (nd.alias < 0 && (nd.requires_grad || j == out_node) && last[j] >= 0 && !grad_elsewhere[j])
-      plan(j, Use::Gradient, per_sample(nd) * sizeof(float), bwd(last[j]), std::max(bwd(j), grad_to[j]));
+    if (nd.alias < 0 && (nd.requires_grad || j == out_node) && last[j] >= 0 && !grad_elsewhere[j]) {
+      const int from = grad_from[j] >= 0 ? std::min(grad_from[j], bwd(last[j])) : bwd(last[j]);
+      plan(j, Use::Gradient, per_sample(nd) * sizeof(float), from, std::max(bwd(j), grad_to[j]));
+    }
   }
   // scratch: floats per sample each backward step needs
   std::vector<int64_t> scratch(count + 1, 0);
@@ -452,6 +472,7 @@ Status Model::ensure_capacity(int n) {
     if (nd.spec.kind == OpKind::BatchNorm)
       nd.xhat = nd.xhat_in_place ? storage(nd.spec.inputs[0]).out.as<float>() : nd.xhat_owned.as<float>();
     if (nd.grad_in_place) nd.grad = nodes_[nd.spec.inputs[0]].grad = nodes_[i + 1].grad;  // see plan_memory
+    if (nd.grad_to_first_input) nd.grad = nodes_[nd.spec.inputs[0]].grad;  // see plan_memory
   }
   TL_TRY(backend_->alloc(sizeof(float) * n, "per-sample loss", &row_loss_));
   TL_TRY(backend_->alloc(sizeof(int32_t) * n, "per-sample rank", &rank_));
@@ -692,7 +713,8 @@ Status Model::backward_node(int i, int n) {
         TL_TRY(backend_->act_backward(in_elems, static_cast<const float*>(operand_of(in).ptr), dy, s.act, dx));
       break;
     case OpKind::Add: {
-      if (in_grad) TL_TRY(backend_->copy(dx, dy, sizeof(float) * in_elems));
+      // dx is dy itself where the plan gave the first input the add's gradient buffer
+      if (in_grad && dx != dy) TL_TRY(backend_->copy(dx, dy, sizeof(float) * in_elems));
       if (in_grad) TL_TRY(finish_grad(i, in, in_elems, acc));
       const int in1 = s.inputs[1];
       if (in1 > 0 && nodes_[in1].requires_grad) {

@@ -137,6 +137,9 @@ class Model {
     bool fused_act = false;
     // fused BN whose input's gradient, its own and its φ's share one buffer (plan_memory)
     bool grad_in_place = false;
+    // add whose gradient is its first input's too (plan_memory): its backward copies dy to the
+    // second input only
+    bool grad_to_first_input = false;
   };
   int64_t per_sample(const Node& n) const { return static_cast<int64_t>(n.h) * n.w * n.c; }
   Node& storage(int i) { return nodes_[nodes_[i].alias >= 0 ? nodes_[i].alias : i]; }

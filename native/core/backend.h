@@ -52,12 +52,12 @@ inline Operand f32_operand(const float* p) { return Operand{DType::F32, p, 1.0f}
 // The value of element i of an F32 or I16 operand, the expression the product's store uses.
 TL_HD float i16_value(int16_t q, float scale) { return mul_rn(static_cast<float>(q), scale); }
 
-// x̂ of a batch norm in the backward pass: stored by the forward, or recomputed from its exact
-// int16 input as (q·scale − μ)·σ⁻¹, the forward's float expression, so the same bits.
 // x̂ = (q·scale − μ)·σ⁻¹ of an int16 sum q: the BN forward's float expression, recomputed in its backward
 TL_HD float xhat_of(int16_t q, float scale, float mean, float invstd) {
   return mul_rn(i16_value(q, scale) - mean, invstd);
 }
+// x̂ of a batch norm in the backward pass: stored by the forward, or recomputed from its exact
+// int16 input as (q·scale − μ)·σ⁻¹, the forward's float expression, so the same bits.
 struct XhatSource {
   const float* stored = nullptr;
   const int16_t* q = nullptr;
@@ -80,6 +80,19 @@ struct ConvGeom {
 struct PoolGeom {
   int n = 0, h = 0, w = 0, c = 0, kh = 2, kw = 2, sh = 2, sw = 2, ph = 0, pw = 0, oh = 0, ow = 0;
 };
+// f(ky, kx, iy, ix) for the taps of output (oy, ox) that lie inside the input, ky then kx ascending
+// (the CPU's order); G is a PoolGeom or a ConvGeom. Host and device (the CUDA kernels, stem.h).
+template <class G, class F>
+TL_HD void for_taps_inside(const G& g, int oy, int ox, F f) {
+  for (int ky = 0; ky < g.kh; ++ky) {
+    const int iy = oy * g.sh - g.ph + ky;
+    if (iy < 0 || iy >= g.h) continue;
+    for (int kx = 0; kx < g.kw; ++kx) {
+      const int ix = ox * g.sw - g.pw + kx;
+      if (ix >= 0 && ix < g.w) f(ky, kx, iy, ix);
+    }
+  }
+}
 
 enum class LossKind : int32_t { SquaredHinge = 0, CrossEntropy = 1 };
 

@@ -229,17 +229,11 @@ __global__ void k_maxpool(PoolGeom g, const T* x, T* y, int32_t* argmax, T empty
     const int oy = p.y, ox = p.x, c = p.c;
     T best = empty;
     int32_t bi = -1;
-    for (int ky = 0; ky < g.kh; ++ky) {
-      const int iy = oy * g.sh - g.ph + ky;
-      if (iy < 0 || iy >= g.h) continue;
-      for (int kx = 0; kx < g.kw; ++kx) {
-        const int ix = ox * g.sw - g.pw + kx;
-        if (ix < 0 || ix >= g.w) continue;
-        const uint32_t idx = ((n * g.h + iy) * g.w + ix) * g.c + c;
-        const T v = x[idx];
-        if (bi < 0 || v > best) { best = v; bi = static_cast<int32_t>(idx); }
-      }
-    }
+    for_taps_inside(g, oy, ox, [&](int, int, int iy, int ix) {
+      const uint32_t idx = ((n * g.h + iy) * g.w + ix) * g.c + c;
+      const T v = x[idx];
+      if (bi < 0 || v > best) { best = v; bi = static_cast<int32_t>(idx); }
+    });
     y[o] = best;
     argmax[o] = bi;
   }
@@ -267,20 +261,14 @@ __global__ void k_maxpool4(PoolGeom g, const T* x, T* y, int32_t* argmax, T empt
     const uint32_t n = p.n;
     T best[4] = {empty, empty, empty, empty};
     int32_t bi[4] = {-1, -1, -1, -1};
-    for (int ky = 0; ky < g.kh; ++ky) {
-      const int iy = p.y * g.sh - g.ph + ky;
-      if (iy < 0 || iy >= g.h) continue;
-      for (int kx = 0; kx < g.kw; ++kx) {
-        const int ix = p.x * g.sw - g.pw + kx;
-        if (ix < 0 || ix >= g.w) continue;
-        const uint32_t idx = ((n * g.h + iy) * g.w + ix) * g.c + 4 * p.c;
-        const V v = *reinterpret_cast<const V*>(x + idx);
-        const T vs[4] = {v.x, v.y, v.z, v.w};
+    for_taps_inside(g, p.y, p.x, [&](int, int, int iy, int ix) {
+      const uint32_t idx = ((n * g.h + iy) * g.w + ix) * g.c + 4 * p.c;
+      const V v = *reinterpret_cast<const V*>(x + idx);
+      const T vs[4] = {v.x, v.y, v.z, v.w};
 #pragma unroll
-        for (int j = 0; j < 4; ++j)
-          if (bi[j] < 0 || vs[j] > best[j]) { best[j] = vs[j]; bi[j] = static_cast<int32_t>(idx) + j; }
-      }
-    }
+      for (int j = 0; j < 4; ++j)
+        if (bi[j] < 0 || vs[j] > best[j]) { best[j] = vs[j]; bi[j] = static_cast<int32_t>(idx) + j; }
+    });
     *reinterpret_cast<V*>(y + 4 * o4) = Vec4<T>::make(best);
     *reinterpret_cast<int4*>(argmax + 4 * o4) = make_int4(bi[0], bi[1], bi[2], bi[3]);
   }
@@ -340,19 +328,6 @@ __global__ void k_maxpool_backward4(PoolGeom g, const float* dy, const int32_t* 
 }
 __global__ void k_maxpool_scatter(int64_t outs, const float* dy, const int32_t* argmax, float* dx) {
   GRID_STRIDE(o, outs) dx[argmax[o]] = __fadd_rn(0.0f, dy[o]);
-}
-// f(ky, kx, iy, ix) for the taps of output (oy, ox) inside the input, ky then kx ascending (the
-// CPU's order); G is a PoolGeom or a ConvGeom.
-template <class G, class F>
-__device__ __forceinline__ void for_taps_inside(const G& g, int oy, int ox, F f) {
-  for (int ky = 0; ky < g.kh; ++ky) {
-    const int iy = oy * g.sh - g.ph + ky;
-    if (iy < 0 || iy >= g.h) continue;
-    for (int kx = 0; kx < g.kw; ++kx) {
-      const int ix = ox * g.sw - g.pw + kx;
-      if (ix >= 0 && ix < g.w) f(ky, kx, iy, ix);
-    }
-  }
 }
 __device__ __forceinline__ int window_count(const PoolGeom& g, int oy, int ox) {
   int cy = 0, cx = 0;

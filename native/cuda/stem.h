@@ -94,16 +94,10 @@ TL_HD void split(int32_t N, int8_t* d) {
 // The border sum of output (oy, ox), channel o: Σ N over the taps inside the image (int64: ≤ K·127·2^16).
 TL_HD int64_t border_sum(const ConvGeom& g, const float* w, int e, int o, int oy, int ox) {
   int64_t s = 0;
-  for (int ky = 0; ky < g.kh; ++ky) {
-    const int iy = oy * g.sh - g.ph + ky;
-    if (iy < 0 || iy >= g.h) continue;
-    for (int kx = 0; kx < g.kw; ++kx) {
-      const int ix = ox * g.sw - g.pw + kx;
-      if (ix < 0 || ix >= g.w) continue;
-      const float* wt = w + ((static_cast<int64_t>(o) * g.kh + ky) * g.kw + kx) * g.c;
-      for (int c = 0; c < g.c; ++c) s += fixed(wt[c], e);
-    }
-  }
+  for_taps_inside(g, oy, ox, [&](int ky, int kx, int, int) {
+    const float* wt = w + ((static_cast<int64_t>(o) * g.kh + ky) * g.kw + kx) * g.c;
+    for (int c = 0; c < g.c; ++c) s += fixed(wt[c], e);
+  });
   return s;
 }
 // The three products' sums v_i = Σ (px − 128)·d_i, combined: the middle one as int32 (low = v1·256

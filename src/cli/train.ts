@@ -112,7 +112,7 @@ export async function trainCommand(o: TrainCommandOptions): Promise<void> {
     seed: o.seed, backend: o.backend, threads: o.threads, weightLevels: o.weightLevels,
     activation: { r: o.r, a: o.a, window: o.window },
     sampler: { rule: "dst", proposal: o.proposal, tau: o.tau, m: o.m, temperature: o.temperature },
-    adam: { beta1: o.beta1, beta2: o.beta2, eps: 1e-8 },
+    adam: { beta1: o.beta1, beta2: o.beta2 },
   };
   if (o.width !== undefined) modelArgs.width = o.width;
   if (o.hidden !== undefined) {

@@ -655,20 +655,15 @@ class CpuBackend final : public Backend {
     return g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.ph == 0 && g.pw == 0;
   }
 
-  // The in-image positions of output pixel (oy, ox)'s window, for pooling and convolution
-  // geometries alike; f takes (iy, ix) or (iy, ix, ky, kx).
+  // The in-image positions of output pixel (oy, ox)'s window (core/backend.h's for_taps_inside, the
+  // CUDA kernels' walk), for pooling and convolution geometries alike; f takes (iy, ix) or
+  // (iy, ix, ky, kx), as 64-bit positions for the callers' index arithmetic.
   template <class G, class F>
   static void for_window(const G& g, int64_t oy, int64_t ox, F f) {
-    for (int ky = 0; ky < g.kh; ++ky) {
-      const int64_t iy = oy * g.sh - g.ph + ky;
-      if (iy < 0 || iy >= g.h) continue;
-      for (int kx = 0; kx < g.kw; ++kx) {
-        const int64_t ix = ox * g.sw - g.pw + kx;
-        if (ix < 0 || ix >= g.w) continue;
-        if constexpr (std::is_invocable_v<F, int64_t, int64_t>) f(iy, ix);
-        else f(iy, ix, ky, kx);
-      }
-    }
+    for_taps_inside(g, static_cast<int>(oy), static_cast<int>(ox), [&](int ky, int kx, int iy, int ix) {
+      if constexpr (std::is_invocable_v<F, int64_t, int64_t>) f(int64_t{iy}, int64_t{ix});
+      else f(int64_t{iy}, int64_t{ix}, ky, kx);
+    });
   }
 
 

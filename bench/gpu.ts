@@ -2,7 +2,10 @@
 // training images/s, ms/step and device memory for the paper's CIFAR-10 net (batch 256, 32×32) and
 // ResNet-18 (batch 256, 224×224); kernel figures (int8 TOPS of the forward products against
 // torch._int_mm's measured peak, the fused DST update's GB/s against a device-to-device copy).
-//   node dist/bench/gpu.js [--models cifar,resnet] [--batch 256] [--steps 20] [--no-torch] [--no-kernels] [--out FILE.json]
+//   node dist/bench/gpu.js [--models cifar,resnet] [--batch 256] [--steps 20] [--no-torch] [--no-kernels] [--no-own]
+//                          [--variants "NAME:VAR=V,VAR=V;NAME2:…"] [--profile] [--out FILE.json]
+// --variants adds training runs of the same build with backend switches set (e.g. a fixed cuDNN
+// algorithm: "data1:TERNLAB_CUDNN_ALGO_DATA=1"), each printed against the default of the same run.
 import { spawnSync } from "child_process";
 import * as fs from "fs";
 import * as path from "path";
@@ -14,6 +17,16 @@ const root = path.resolve(__dirname, "../..");
 const batch = Number(opt("batch", "256"));
 const steps = Number(opt("steps", "20"));
 const models = opt("models", "cifar,resnet").split(",");
+// name → environment, from --variants (parsed once: a malformed entry stops the run before any work)
+const envVariants = new Map<string, Record<string, string>>(opt("variants", "").split(";").filter((v) => v.trim()).map((v) => {
+  const [name, vars] = v.split(":");
+  if (!name || !vars) throw new Error(`--variants: "${v}" is not NAME:VAR=V,VAR=V`);
+  return [name.trim(), Object.fromEntries(vars.split(",").map((kv) => {
+    const [k, val] = kv.split("=");
+    if (!k || val === undefined) throw new Error(`--variants: "${kv}" in "${v}" is not VAR=V`);
+    return [k.trim(), val.trim()];
+  }))];
+}));
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type Row = Record<string, any>;
@@ -62,9 +75,12 @@ async function ternlab(name: string, spec: ModelSpec, variant = "default"): Prom
   }
   // the float stem on int8 tensor cores (opt-in until it has run on a GPU: NOTES.md, session 5)
   if (variant === "stem-int8") process.env.TERNLAB_STEM = "int8";
+  const extra = envVariants.get(variant) ?? {};
+  Object.assign(process.env, extra);
   try {
     await ternlabRun(name, spec, variant, addon);
   } finally {
+    for (const k of Object.keys(extra)) delete process.env[k];
     delete process.env.TERNLAB_CUDNN;
     delete process.env.TERNLAB_CUDNN_INT8;
     delete process.env.TERNLAB_EXACT_SUMS;
@@ -121,7 +137,8 @@ async function main(): Promise<void> {
   for (const name of models) {
     const spec = name === "cifar" ? gxnorCifar(1) : resnet18(1, 224, 1000);
     // the stem variant where the model has a float stem (ResNet-18), even with --no-own
-    const variants = [...(flag("no-own") ? ["default"] : ["default", "own", "cudnn-int8"]), ...(name === "resnet" ? ["stem-int8"] : [])];
+    const variants = [...(flag("no-own") ? ["default"] : ["default", "own", "cudnn-int8"]), ...(name === "resnet" ? ["stem-int8"] : []),
+      ...envVariants.keys()];
     for (const variant of variants) {
       try {
         await ternlab(name, spec, variant);
@@ -159,6 +176,12 @@ async function main(): Promise<void> {
     const st = results.find((r) => r.source === "ternlab" && r.model === name && r.variant === "stem-int8");
     if (st) console.log(`          ternlab, float stem on int8 tensor cores (TERNLAB_STEM=int8) ${st.error ? "error: " + st.error : `${fmt(st.images_per_s)} img/s ${fmt(st.ms_per_step, 2)} ms ${fmt(st.device_MiB)} MiB` +
       (t?.images_per_s && st.images_per_s ? `  -> vs default ${(st.images_per_s / t.images_per_s).toFixed(2)}x` : "")}`);
+    for (const [v, env] of envVariants) {
+      const r = results.find((x) => x.source === "ternlab" && x.model === name && x.variant === v);
+      if (r) console.log(`          ternlab, ${v} (${Object.entries(env).map(([k, x]) => `${k}=${x}`).join(" ")}) ${r.error ? "error: " + r.error :
+        `${fmt(r.images_per_s)} img/s ${fmt(r.ms_per_step, 2)} ms ${fmt(r.device_MiB)} MiB` +
+        (t?.images_per_s && r.images_per_s ? `  -> vs default ${(r.images_per_s / t.images_per_s).toFixed(2)}x` : "")}`);
+    }
     if (t?.backend) console.log(`          backend: ${t.backend}`);
   }
   const prods = results.filter((r) => r.kind === "product");
@@ -174,6 +197,14 @@ async function main(): Promise<void> {
       console.log(`  stem: fp32 ${fmt(st.ms_fp32, 3)} ms -> int8 x3 ${fmt(st.ms_int8, 3)} ms, grouped ${fmt(st.ms_grouped, 3)} ms` +
         `${st.grouped_identical === false ? " (MISMATCH: grouped differs)" : ""}; outputs differ by ${Number(st.rel_diff).toExponential(2)} normwise; ` +
         `ms by images per pass: ${Object.entries(st.ms_by_chunk ?? {}).map(([k, v]) => `${k}: ${Number(v).toFixed(3)}`).join(", ")}`);
+    for (const c of results.filter((r) => r.kind === "cudnn survey")) {
+      // eslint-disable-next-line @typescript-eslint/no-explicit-any
+      const algos = (c.algos ?? []) as Array<any>;
+      const chosen = algos.find((a) => a.algo === c.chosen);
+      const det = algos.filter((a) => a.deterministic).sort((a, b) => a.ms - b.ms)[0];
+      console.log(`  cuDNN ${c.op.padEnd(16)} ${c.shape.padEnd(28)} chosen ${c.chosen} ${fmt(chosen?.ms, 3)} ms; fastest deterministic ` +
+        `${det ? `${det.algo} ${fmt(det.ms, 3)} ms` : "none"}; all: ${algos.map((a) => `${a.algo}${a.deterministic ? "" : "*"} ${fmt(a.ms, 3)}`).join(", ")} (* nondeterministic)`);
+    }
     for (const e of results.filter((r) => r.kind === "elementwise"))
       console.log(`  bn fwd ${fmt(e.bn_forward_ms, 3)} ms, bn bwd ${fmt(e.bn_backward_ms, 3)} ms (int16 input: ${fmt(e.bn_forward_i16_ms, 3)} / ${fmt(e.bn_backward_i16_ms, 3)} ms; fused with φ: ${fmt(e.bn_act_forward_i16_ms, 3)} / ${fmt(e.act_bn_backward_i16_ms, 3)} ms), act ${fmt(e.act_forward_ms, 3)} ms on ${e.shape} (${fmt(e.tensor_MB)} MB)`);
   }

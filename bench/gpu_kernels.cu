@@ -7,6 +7,7 @@
 // forward runs twice per shape, the pipelined kernel against the previous one (bit for bit, and
 // timed side by side); a difference is printed as MISMATCH on stderr and the exit status is 2.
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <chrono>
 #include <cstdio>
@@ -126,6 +127,50 @@ static bool compare_int8_forward(Backend& b, const char* name, const ConvGeom& g
 static void fill_ternary(Backend& b, int8_t* p, int64_t n, uint32_t layer) { die(b.init_states(n, p, 7, layer, 1.0f, Levels{})); }
 static void fill_float(Backend& b, float* p, int64_t n, uint32_t layer) { die(b.init_uniform(n, p, 7, layer, 1.0f)); }
 
+// Every algorithm cuDNN offers for the two bf16 backward products of one shape, timed by cuDNN's Find
+// on the same operands ternlab passes it (x and w ternary, dy the float gradient, all in bf16), and
+// the one ternlab's rule (heuristic order, first deterministic) picks: is a fixed better rule there?
+static void survey_cudnn(Backend& b, const char* name, const ConvGeom& g, const int8_t* x, const int8_t* w, const float* dy) {
+  static std::unique_ptr<tl::cuda::Cudnn> dnn;
+  static std::atomic<size_t> in_use{0};
+  static cudaStream_t stream = nullptr;
+  if (!dnn) {
+    std::string why;
+    if (cudaStreamCreate(&stream) != cudaSuccess) return;
+    dnn = tl::cuda::Cudnn::open(stream, &in_use, &why);
+    if (!dnn) { std::fprintf(stderr, "cuDNN survey skipped: %s\n", why.c_str()); return; }
+  }
+  Buffer xb, wb, dyb, dxb, dwb;
+  die(b.alloc(2 * g.in_elems(), "survey x", &xb));
+  die(b.alloc(2 * g.oc * g.k(), "survey w", &wb));
+  die(b.alloc(2 * g.rows() * g.oc, "survey dy", &dyb));
+  die(b.alloc(2 * g.in_elems(), "survey dx", &dxb));
+  die(b.alloc(2 * g.oc * g.k(), "survey dw", &dwb));
+  die(b.synchronize());
+  using tl::cuda::grid_for;
+  tl::cuda::k_i8_to_bf16<<<grid_for(g.in_elems()), tl::cuda::kThreads, 0, stream>>>(g.in_elems(), x, xb.as<__nv_bfloat16>());
+  tl::cuda::k_i8_to_bf16<<<grid_for(g.oc * g.k()), tl::cuda::kThreads, 0, stream>>>(g.oc * g.k(), w, wb.as<__nv_bfloat16>());
+  tl::cuda::k_f32_to_bf16<<<grid_for(g.rows() * g.oc), tl::cuda::kThreads, 0, stream>>>(g.rows() * g.oc, dy, dyb.as<__nv_bfloat16>());
+  cudaStreamSynchronize(stream);
+  for (const bool data : {true, false}) {
+    std::vector<tl::cuda::Cudnn::AlgoTiming> rows;
+    int chosen = -1;
+    const Status st = data ? dnn->survey(tl::cuda::ConvProduct::BackwardDataBf16, g, dyb.data(), wb.data(), dxb.data(), &rows, &chosen)
+                           : dnn->survey(tl::cuda::ConvProduct::BackwardFilterBf16, g, xb.data(), dyb.data(), dwb.data(), &rows, &chosen);
+    cudaStreamSynchronize(stream);
+    if (!st.is_ok()) { std::fprintf(stderr, "cuDNN survey of %s failed: %s\n", name, st.formatted().c_str()); continue; }
+    std::string list;
+    for (const auto& r : rows) {
+      char buf[160];
+      std::snprintf(buf, sizeof buf, "%s{\"algo\":%d,\"ms\":%.4f,\"deterministic\":%s,\"workspace_MB\":%.1f,\"math\":%d}", list.empty() ? "" : ",",
+                    r.algo, r.ms, r.deterministic ? "true" : "false", r.workspace / 1e6, r.math);
+      list += buf;
+    }
+    std::printf("{\"kind\":\"cudnn survey\",\"op\":\"%s\",\"shape\":\"%s\",\"chosen\":%d,\"algos\":[%s]}\n",
+                data ? "backward data" : "backward filter", name, chosen, list.c_str());
+  }
+}
+
 int main(int argc, char** argv) {
   std::unique_ptr<Backend> be;
   die(make_cuda_backend(0, &be));
@@ -190,6 +235,7 @@ int main(int argc, char** argv) {
       std::printf("{\"kind\":\"product\",\"op\":\"backward filter %s\",\"shape\":\"%s\",\"ms\":%.4f,\"TOPS\":%.1f}\n", mode, s.name, bf, flop / bf / 1e9);
     }
     unsetenv("TERNLAB_CUDA_MATH");
+    survey_cudnn(b, s.name, g, x.as<int8_t>(), w.as<int8_t>(), y.as<float>());
     // batch norm and activation on this layer's output
     const int64_t rows = g.rows();
     const int c = g.oc;

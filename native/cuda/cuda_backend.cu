@@ -109,6 +109,49 @@ __global__ void k_bf16_to_f32(int64_t n, const __nv_bfloat16* x, float scale, fl
 __global__ void k_bf16_accumulate(int64_t n, const __nv_bfloat16* x, float scale, float* y) {
   GRID_STRIDE(i, n) y[i] = __fadd_rn(y[i], __fmul_rn(__bfloat162float(x[i]), scale));
 }
+// The same four conversions, 8 elements a thread (16-byte float loads and stores), where n is a
+// multiple of 8 and every pointer 16-byte aligned: the backward products convert 15 bytes per
+// activation element of the net, so these passes are memory-bound work of the step.
+__global__ void k_f32_to_bf16_x8(int64_t n8, const float4* x, uint4* y) {
+  GRID_STRIDE(i, n8) {
+    const float4 a = x[2 * i], b = x[2 * i + 1];
+    y[i] = make_uint4(pack_bf16(a.x, a.y), pack_bf16(a.z, a.w), pack_bf16(b.x, b.y), pack_bf16(b.z, b.w));
+  }
+}
+__global__ void k_i8_to_bf16_x8(int64_t n8, const uint2* q, uint4* y) {
+  GRID_STRIDE(i, n8) {
+    const uint2 u = q[i];
+    uint32_t w[4];
+    for (int k = 0; k < 4; ++k) {
+      const uint32_t word = k < 2 ? u.x : u.y, sh = 16 * (k & 1);
+      const int8_t lo = static_cast<int8_t>(word >> sh), hi = static_cast<int8_t>(word >> (sh + 8));
+      __nv_bfloat162 v = __halves2bfloat162(__int2bfloat16_rn(lo), __int2bfloat16_rn(hi));
+      w[k] = *reinterpret_cast<uint32_t*>(&v);
+    }
+    y[i] = make_uint4(w[0], w[1], w[2], w[3]);
+  }
+}
+template <bool kAccumulate>
+__global__ void k_bf16_to_f32_x8(int64_t n8, const uint4* x, float scale, float4* y) {
+  GRID_STRIDE(i, n8) {
+    const uint4 u = x[i];
+    float f[8];
+    const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+    for (int k = 0; k < 4; ++k) {
+      const float2 v = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&w[k]));
+      f[2 * k] = __fmul_rn(v.x, scale);
+      f[2 * k + 1] = __fmul_rn(v.y, scale);
+    }
+    float4 a = make_float4(f[0], f[1], f[2], f[3]), b = make_float4(f[4], f[5], f[6], f[7]);
+    if (kAccumulate) {
+      const float4 p = y[2 * i], q = y[2 * i + 1];
+      a = make_float4(__fadd_rn(p.x, a.x), __fadd_rn(p.y, a.y), __fadd_rn(p.z, a.z), __fadd_rn(p.w, a.w));
+      b = make_float4(__fadd_rn(q.x, b.x), __fadd_rn(q.y, b.y), __fadd_rn(q.z, b.z), __fadd_rn(q.w, b.w));
+    }
+    y[2 * i] = a;
+    y[2 * i + 1] = b;
+  }
+}
 __global__ void k_add(int64_t n, const float* a, const float* b, float* y) { GRID_STRIDE(i, n) y[i] = __fadd_rn(a[i], b[i]); }
 __global__ void k_accumulate(int64_t n, const float* s, float* d) { GRID_STRIDE(i, n) d[i] = __fadd_rn(d[i], s[i]); }
 
@@ -2274,7 +2317,12 @@ class CudaBackend final : public Backend {
   Status to_bf16(Scratch* s, int64_t n, Operand a, const char* what, const __nv_bfloat16** out) {
     TL_TRY(scratch(s, sizeof(__nv_bfloat16) * n, what));
     auto* d = static_cast<__nv_bfloat16*>(s->p);
-    if (a.dtype == DType::I8) k_i8_to_bf16<<<grid_for(n), kThreads, 0, stream_>>>(n, static_cast<const int8_t*>(a.ptr), d);
+    Prof prof_scope(&prof_, stream_, "  (of which conversions to bf16)");
+    const bool x8 = n % 8 == 0 && aligned16(a.ptr) && aligned16(d);
+    if (a.dtype == DType::I8 && x8 && reinterpret_cast<uintptr_t>(a.ptr) % 8 == 0)
+      k_i8_to_bf16_x8<<<grid_for(n / 8), kThreads, 0, stream_>>>(n / 8, static_cast<const uint2*>(a.ptr), reinterpret_cast<uint4*>(d));
+    else if (a.dtype == DType::I8) k_i8_to_bf16<<<grid_for(n), kThreads, 0, stream_>>>(n, static_cast<const int8_t*>(a.ptr), d);
+    else if (x8) k_f32_to_bf16_x8<<<grid_for(n / 8), kThreads, 0, stream_>>>(n / 8, static_cast<const float4*>(a.ptr), reinterpret_cast<uint4*>(d));
     else k_f32_to_bf16<<<grid_for(n), kThreads, 0, stream_>>>(n, static_cast<const float*>(a.ptr), d);
     LAUNCHED(what);
     *out = d;
@@ -2289,8 +2337,14 @@ class CudaBackend final : public Backend {
   }
   // a bf16 product → float, times the states' scale (applied once, at the end, as the CPU)
   Status from_bf16(int64_t n, const void* src, float scale, float* out, const char* what, bool accumulate = false) {
+    Prof prof_scope(&prof_, stream_, "  (of which conversions from bf16)");
     const auto* b = static_cast<const __nv_bfloat16*>(src);
-    if (accumulate) k_bf16_accumulate<<<grid_for(n), kThreads, 0, stream_>>>(n, b, scale, out);
+    const bool x8 = n % 8 == 0 && aligned16(src) && aligned16(out);
+    auto* b8 = static_cast<const uint4*>(src);
+    auto* o8 = reinterpret_cast<float4*>(out);
+    if (x8 && accumulate) k_bf16_to_f32_x8<true><<<grid_for(n / 8), kThreads, 0, stream_>>>(n / 8, b8, scale, o8);
+    else if (x8) k_bf16_to_f32_x8<false><<<grid_for(n / 8), kThreads, 0, stream_>>>(n / 8, b8, scale, o8);
+    else if (accumulate) k_bf16_accumulate<<<grid_for(n), kThreads, 0, stream_>>>(n, b, scale, out);
     else k_bf16_to_f32<<<grid_for(n), kThreads, 0, stream_>>>(n, b, scale, out);
     LAUNCHED(what);
     return Status::ok();
@@ -2302,7 +2356,10 @@ class CudaBackend final : public Backend {
     // fp32 before conv_backward runs the data product, on the same stream, and one buffer of a
     // layer's weights less is held (16 MiB for the CIFAR net's FC1024)
     TL_TRY(scratch(&opw_, sizeof(__nv_bfloat16) * g.oc * g.k(), "conv_backward_filter (bf16 output)"));
-    TL_TRY(dnn_->backward_filter(g, xb, dyb, opw_.p));
+    {
+      Prof prof_scope(&prof_, stream_, "  (of which cuDNN backward filter)");
+      TL_TRY(dnn_->backward_filter(g, xb, dyb, opw_.p));
+    }
     return from_bf16(g.oc * g.k(), opw_.p, x.dtype == DType::I8 ? x.scale : 1.0f, dw, "conv_backward_filter (to fp32)", accumulate);
   }
   Status dnn_backward_data(const ConvGeom& g, const __nv_bfloat16* dyb, Operand w, float* dx) {
@@ -2311,7 +2368,10 @@ class CudaBackend final : public Backend {
     // dx (x's shape) goes where x in bf16 was: conv_backward runs the filter product, which read
     // it, first, and one buffer of that size less is held
     TL_TRY(scratch(&opx_, sizeof(__nv_bfloat16) * g.in_elems(), "conv_backward_data (bf16 output)"));
-    TL_TRY(dnn_->backward_data(g, dyb, wb, opx_.p));
+    {
+      Prof prof_scope(&prof_, stream_, "  (of which cuDNN backward data)");
+      TL_TRY(dnn_->backward_data(g, dyb, wb, opx_.p));
+    }
     return from_bf16(g.in_elems(), opx_.p, w.dtype == DType::I8 ? w.scale : 1.0f, dx, "conv_backward_data (to fp32)");
   }
 

@@ -65,12 +65,18 @@ struct Cudnn::Api {
   int (*GetConvolutionBackwardFilterWorkspaceSize)(H, H x, H dy, H conv, H dw, int algo, size_t*);
   int (*ConvolutionBackwardFilter)(H, const void* alpha, H xd, const void* x, H dyd, const void* dy, H conv, int algo, void* ws,
                                    size_t wsb, const void* beta, H dwd, void* dw);
+  // optional (the benchmark's survey only; null when the library lacks them)
+  int (*FindConvolutionBackwardDataAlgorithmEx)(H, H wd, const void* w, H dyd, const void* dy, H conv, H dxd, void* dx, int req,
+                                                int* got, AlgoPerf*, void* ws, size_t wsb);
+  int (*FindConvolutionBackwardFilterAlgorithmEx)(H, H xd, const void* x, H dyd, const void* dy, H conv, H dwd, void* dw, int req,
+                                                  int* got, AlgoPerf*, void* ws, size_t wsb);
 };
 
 struct Cudnn::Plan {
   bool ok = false;  // false: no deterministic cuDNN algorithm for it (the backend's own kernels run)
   H x = nullptr, y = nullptr, w = nullptr, conv = nullptr;
   int algo = 0;
+  int math = 0;
   size_t ws = 0;
 };
 
@@ -108,6 +114,10 @@ const Cudnn::Api* load_api(std::string* why) {
            TL_SYM(ConvolutionBackwardData) && TL_SYM(GetConvolutionBackwardFilterAlgorithm_v7) &&
            TL_SYM(GetConvolutionBackwardFilterWorkspaceSize) && TL_SYM(ConvolutionBackwardFilter);
 #undef TL_SYM
+    a.FindConvolutionBackwardDataAlgorithmEx = reinterpret_cast<decltype(a.FindConvolutionBackwardDataAlgorithmEx)>(
+        dlsym(lib, "cudnnFindConvolutionBackwardDataAlgorithmEx"));
+    a.FindConvolutionBackwardFilterAlgorithmEx = reinterpret_cast<decltype(a.FindConvolutionBackwardFilterAlgorithmEx)>(
+        dlsym(lib, "cudnnFindConvolutionBackwardFilterAlgorithmEx"));
     if (g_ok && a.GetVersion() / 10000 != 9) {
       g_ok = false;
       g_why = "libcudnn.so.9 reports version " + std::to_string(a.GetVersion()) + " (ternlab declares cuDNN 9's API)";
@@ -223,7 +233,15 @@ Status Cudnn::plan(ConvProduct p, const ConvGeom& g, Plan** out) {
     TL_CUDNN(a.GetConvolutionBackwardFilterAlgorithm_v7(handle_, pl->x, pl->y, pl->conv, pl->w, 16, &got, perf),
              "cudnnGetConvolutionBackwardFilterAlgorithm_v7");
   // The heuristics' order, first that is deterministic, fits the workspace limit and (fp32) runs on
-  // the FMA units: TF32 would round the operands to 10 bits.
+  // the FMA units: TF32 would round the operands to 10 bits. TERNLAB_CUDNN_ALGO_DATA / _FILTER = k
+  // put algorithm k first for the backward products (a fixed rule, for the benchmark to compare
+  // against the heuristics; a choice by timing would break DESIGN.md's run-to-run determinism).
+  const char* force = p == ConvProduct::BackwardDataBf16 ? std::getenv("TERNLAB_CUDNN_ALGO_DATA")
+                      : p == ConvProduct::BackwardFilterBf16 ? std::getenv("TERNLAB_CUDNN_ALGO_FILTER") : nullptr;
+  if (force && *force) {
+    const int k = std::atoi(force);
+    std::stable_partition(perf, perf + got, [k](const AlgoPerf& q) { return q.algo == k; });
+  }
   for (int i = 0; i < got; ++i) {
     const AlgoPerf& q = perf[i];
     if (q.status != kSuccess || q.determinism != kDeterministic || q.memory > kMaxWorkspace) continue;
@@ -239,6 +257,7 @@ Status Cudnn::plan(ConvProduct p, const ConvGeom& g, Plan** out) {
       st = a.GetConvolutionBackwardFilterWorkspaceSize(handle_, pl->x, pl->y, pl->conv, pl->w, q.algo, &ws);
     if (st != kSuccess || ws > kMaxWorkspace) continue;
     pl->algo = q.algo;
+    pl->math = f32 ? kFmaMath : q.math_type;
     pl->ws = ws;
     pl->ok = true;
     break;
@@ -260,6 +279,34 @@ Status Cudnn::run(ConvProduct p, const ConvGeom& g, const char* what, Call call)
   TL_TRY(workspace(pl->ws));
   const float one = 1.0f, zero = 0.0f;
   return check(call(*pl, &one, &zero), what);
+}
+
+Status Cudnn::survey(ConvProduct p, const ConvGeom& g, const void* a, const void* b, void* out, std::vector<AlgoTiming>* rows,
+                     int* chosen) {
+  rows->clear();
+  *chosen = -1;
+  const bool data = p == ConvProduct::BackwardDataBf16;
+  if (!data && p != ConvProduct::BackwardFilterBf16) return Status(Code::Internal, "cudnn: survey covers the backward products only");
+  if (!(data ? api_->FindConvolutionBackwardDataAlgorithmEx : api_->FindConvolutionBackwardFilterAlgorithmEx))
+    return Status(Code::Internal, "cudnn: this libcudnn has no cudnnFindConvolutionBackward*AlgorithmEx");
+  Plan* pl;
+  TL_TRY(plan(p, g, &pl));
+  if (pl->ok) *chosen = pl->algo;
+  if (!pl->x) return Status::ok();  // no descriptors: cuDNN cannot express this geometry
+  TL_TRY(workspace(kMaxWorkspace));
+  AlgoPerf perf[16];
+  int got = 0;
+  TL_CUDNN(api_->SetConvolutionMathType(pl->conv, kTensorOpMath), "cudnnSetConvolutionMathType");
+  const int st = data ? api_->FindConvolutionBackwardDataAlgorithmEx(handle_, pl->w, b, pl->y, a, pl->conv, pl->x, out, 16, &got, perf,
+                                                                    ws_, ws_bytes_)
+                      : api_->FindConvolutionBackwardFilterAlgorithmEx(handle_, pl->x, a, pl->y, b, pl->conv, pl->w, out, 16, &got, perf,
+                                                                      ws_, ws_bytes_);
+  TL_CUDNN(api_->SetConvolutionMathType(pl->conv, pl->math), "cudnnSetConvolutionMathType");
+  TL_CUDNN(st, data ? "cudnnFindConvolutionBackwardDataAlgorithmEx" : "cudnnFindConvolutionBackwardFilterAlgorithmEx");
+  for (int i = 0; i < got; ++i)
+    if (perf[i].status == kSuccess)
+      rows->push_back(AlgoTiming{perf[i].algo, perf[i].time, perf[i].determinism == kDeterministic, perf[i].memory, perf[i].math_type});
+  return Status::ok();
 }
 
 Status Cudnn::forward_f32(const ConvGeom& g, const float* x, const float* w, float* y) {

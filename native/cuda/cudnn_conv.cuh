@@ -17,6 +17,7 @@
 #include <memory>
 #include <string>
 #include <tuple>
+#include <vector>
 
 #include "../core/backend.h"
 
@@ -43,6 +44,17 @@ class Cudnn {
   Status backward_data(const ConvGeom& g, const void* dy, const void* w, void* dx);
   // dw[oc,kh,kw,c] (bf16) from x[n,h,w,c] (bf16) and dy (bf16).
   Status backward_filter(const ConvGeom& g, const void* x, const void* dy, void* dw);
+  // The benchmark's survey of a backward product (BackwardDataBf16: a = dy, b = w, out = dx;
+  // BackwardFilterBf16: a = x, b = dy, out = dw; all bf16): every algorithm cuDNN can run, timed by
+  // its Find call, and the one ternlab's rule picks (*chosen, -1 if none). Never used for the choice.
+  struct AlgoTiming {
+    int algo;
+    float ms;
+    bool deterministic;
+    size_t workspace;
+    int math;
+  };
+  Status survey(ConvProduct p, const ConvGeom& g, const void* a, const void* b, void* out, std::vector<AlgoTiming>* rows, int* chosen);
   // Whether cuDNN has a deterministic algorithm for this product and geometry (else: own kernels).
   bool supports(ConvProduct p, const ConvGeom& g);
 

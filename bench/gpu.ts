@@ -59,6 +59,12 @@ function torch(): void {
     "--steps", String(steps)], { encoding: "utf8", maxBuffer: 1 << 24, env: { ...process.env, PYTHONUNBUFFERED: "1" } });
   if (py.status !== 0) console.log(`pytorch baseline failed (${py.status}): ${(py.stderr ?? "").slice(-2000)}`);
   for (const row of jsonLines(py.stdout ?? "")) log({ source: "pytorch", ...row });
+  if (flag("no-kernels")) return;
+  // single layers' backward products, beside the kernel program's cuDNN survey of the same shapes
+  const layers = spawnSync("python3", [path.join(root, "bench/pytorch_conv_layers.py"), "--batch", String(batch)],
+    { encoding: "utf8", maxBuffer: 1 << 24 });
+  if (layers.status !== 0) console.log(`pytorch layer timings failed (${layers.status}): ${(layers.stderr ?? "").slice(-2000)}`);
+  for (const row of jsonLines(layers.stdout ?? "")) log({ source: "pytorch", ...row });
 }
 
 // variant "default": the backend as shipped (cuDNN products where cuDNN 9 loads); "own": only
@@ -204,6 +210,34 @@ async function main(): Promise<void> {
       const det = algos.filter((a) => a.deterministic).sort((a, b) => a.ms - b.ms)[0];
       console.log(`  cuDNN ${c.op.padEnd(16)} ${c.shape.padEnd(28)} chosen ${c.chosen} ${fmt(chosen?.ms, 3)} ms; fastest deterministic ` +
         `${det ? `${det.algo} ${fmt(det.ms, 3)} ms` : "none"}; all: ${algos.map((a) => `${a.algo}${a.deterministic ? "" : "*"} ${fmt(a.ms, 3)}`).join(", ")} (* nondeterministic)`);
+    }
+    for (const c of results.filter((r) => r.kind === "cudnn graph survey")) {
+      // eslint-disable-next-line @typescript-eslint/no-explicit-any
+      const engines = (c.engines ?? []) as Array<any>;
+      const chosen = engines.find((e) => e.engine === c.chosen && e.ms >= 0);
+      const ok = (e: { deterministic: boolean; reduced: boolean; down_convert: boolean; ms: number }) => e.deterministic && !e.reduced && !e.down_convert && e.ms >= 0;
+      const best = engines.filter(ok).sort((a, b) => a.ms - b.ms)[0];
+      const any = engines.filter((e) => e.ms >= 0).sort((a, b) => a.ms - b.ms)[0];
+      console.log(`  cuDNN graph ${c.op.padEnd(16)} ${c.output.padEnd(4)} ${c.shape.padEnd(28)} chosen ${c.chosen} ${fmt(chosen?.ms, 3)} ms; ` +
+        `fastest qualifying ${best ? `${best.engine} ${fmt(best.ms, 3)} ms` : "none"}; fastest of all ${any ? `${any.engine} ${fmt(any.ms, 3)} ms` : "none"} (${engines.length} engines)`);
+    }
+    const torchLayers = results.filter((r) => r.kind === "torch conv layer");
+    if (torchLayers.length) {
+      console.log("  backward products per layer, ms (data / filter): ternlab's cuDNN pick (legacy API, deterministic) against PyTorch's cuDNN " +
+        "(v8 API, channels_last): benchmark with any algorithm | benchmark, deterministic only | heuristics");
+      const survey = (op: string, shape: string) => {
+        const c = results.find((r) => r.kind === "cudnn survey" && r.op === op && r.shape === shape);
+        // eslint-disable-next-line @typescript-eslint/no-explicit-any
+        return c ? (c.algos as Array<any>).find((a) => a.algo === c.chosen)?.ms : undefined;
+      };
+      for (const shape of [...new Set(torchLayers.map((r) => r.shape as string))]) {
+        const t = (mode: string) => {
+          const r = torchLayers.find((x) => x.shape === shape && x.mode === mode);
+          return r?.error ? "error" : `${fmt(r?.data_ms, 3)} / ${fmt(r?.filter_ms, 3)}`;
+        };
+        console.log(`    ${shape.padEnd(28)} ternlab ${fmt(survey("backward data", shape), 3)} / ${fmt(survey("backward filter", shape), 3)}   ` +
+          `torch ${t("benchmark")} | ${t("benchmark-deterministic")} | ${t("heuristics")}`);
+      }
     }
     for (const e of results.filter((r) => r.kind === "elementwise"))
       console.log(`  bn fwd ${fmt(e.bn_forward_ms, 3)} ms, bn bwd ${fmt(e.bn_backward_ms, 3)} ms (int16 input: ${fmt(e.bn_forward_i16_ms, 3)} / ${fmt(e.bn_backward_i16_ms, 3)} ms; fused with φ: ${fmt(e.bn_act_forward_i16_ms, 3)} / ${fmt(e.act_bn_backward_i16_ms, 3)} ms), act ${fmt(e.act_forward_ms, 3)} ms on ${e.shape} (${fmt(e.tensor_MB)} MB)`);

@@ -168,6 +168,28 @@ static void survey_cudnn(Backend& b, const char* name, const ConvGeom& g, const 
     }
     std::printf("{\"kind\":\"cudnn survey\",\"op\":\"%s\",\"shape\":\"%s\",\"chosen\":%d,\"algos\":[%s]}\n",
                 data ? "backward data" : "backward filter", name, chosen, list.c_str());
+    // the graph API's engines for the same product, bf16 and float outputs
+    for (const bool f32 : {false, true}) {
+      Buffer out32;
+      if (f32) die(b.alloc(4 * (data ? g.in_elems() : g.oc * g.k()), "survey float output", &out32));
+      void* out = f32 ? out32.data() : (data ? dxb.data() : dwb.data());
+      std::vector<tl::cuda::Cudnn::EngineTiming> engines;
+      int64_t pick = -1;
+      const Status sg = data ? dnn->survey_graph(tl::cuda::ConvProduct::BackwardDataBf16, g, f32, dyb.data(), wb.data(), out, &engines, &pick)
+                             : dnn->survey_graph(tl::cuda::ConvProduct::BackwardFilterBf16, g, f32, xb.data(), dyb.data(), out, &engines, &pick);
+      cudaStreamSynchronize(stream);
+      if (!sg.is_ok()) { std::fprintf(stderr, "cuDNN graph survey of %s failed: %s\n", name, sg.formatted().c_str()); continue; }
+      std::string el;
+      for (const auto& e : engines) {
+        char buf[200];
+        std::snprintf(buf, sizeof buf, "%s{\"engine\":%lld,\"ms\":%.4f,\"deterministic\":%s,\"reduced\":%s,\"down_convert\":%s,\"workspace_MB\":%.1f}",
+                      el.empty() ? "" : ",", static_cast<long long>(e.engine), e.ms, e.deterministic ? "true" : "false",
+                      e.reduced_precision ? "true" : "false", e.down_convert ? "true" : "false", e.workspace / 1e6);
+        el += buf;
+      }
+      std::printf("{\"kind\":\"cudnn graph survey\",\"op\":\"%s\",\"output\":\"%s\",\"shape\":\"%s\",\"chosen\":%lld,\"engines\":[%s]}\n",
+                  data ? "backward data" : "backward filter", f32 ? "f32" : "bf16", name, static_cast<long long>(pick), el.c_str());
+    }
   }
 }
 

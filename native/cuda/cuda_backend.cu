@@ -2306,7 +2306,13 @@ class CudaBackend final : public Backend {
   std::string products() const {
     if (dnn_ && cudnn_allowed() && cudnn_int8())
       return "products: cuDNN " + dnn_->version() + " int8 forward (TERNLAB_CUDNN_INT8=1), bf16 backward and fp32 float-operand forward";
-    if (dnn_ && cudnn_allowed()) return "products: int8 tensor cores (own) forward, cuDNN " + dnn_->version() + " bf16 backward and fp32 float-operand forward";
+    if (dnn_ && cudnn_allowed())
+      return "products: int8 tensor cores (own) forward, cuDNN " + dnn_->version() + " bf16 backward" +
+             (cudnn_graph_mode() ? std::string(cudnn_graph_mode() == 2 ? " (graph API, float outputs: TERNLAB_CUDNN_GRAPH=f32; " : " (graph API: TERNLAB_CUDNN_GRAPH=1; ") +
+                                       std::to_string(dnn_->graph_runs()) + " products run, " + std::to_string(dnn_->graph_fallbacks()) +
+                                       " without a qualifying engine took the legacy call)"
+                                 : std::string()) +
+             " and fp32 float-operand forward";
     return std::string("products: own kernels, ") + (math_mode() == Math::Fast ? "bf16 tensor-core" : "fp32") +
            " backward; cuDNN not used: " + (dnn_ ? std::string(math_mode() != Math::Fast ? "TERNLAB_CUDA_MATH is not fast" : "TERNLAB_CUDNN=0") : dnn_why_);
   }
@@ -2349,30 +2355,60 @@ class CudaBackend final : public Backend {
     LAUNCHED(what);
     return Status::ok();
   }
+  // TERNLAB_CUDNN_GRAPH: 1 = the backward products through cuDNN's graph API with bf16 outputs (as the
+  // legacy calls), f32 = with float outputs written straight to dx / dw (no conversion pass; where
+  // the states' scale is 1 and nothing accumulates); otherwise (the default) the legacy calls.
+  // Read per call, as the tests switch it. Opt-in until measured on a GPU (cudnn_conv.cuh).
+  static int cudnn_graph_mode() {
+    const char* e = std::getenv("TERNLAB_CUDNN_GRAPH");
+    if (!e) return 0;
+    if (!std::strcmp(e, "f32")) return 2;
+    return std::strcmp(e, "1") ? 0 : 1;
+  }
   Status dnn_backward_filter(const ConvGeom& g, Operand x, const __nv_bfloat16* dyb, float* dw, bool accumulate = false) {
     const __nv_bfloat16* xb;
     TL_TRY(to_bf16(&opx_, g.in_elems(), x, "conv_backward_filter (x to bf16)", &xb));
+    const float scale = x.dtype == DType::I8 ? x.scale : 1.0f;
+    const int graph = cudnn_graph_mode();
+    if (graph == 2 && scale == 1.0f && !accumulate && aligned16(dw)) {  // (the graph declares 16-byte alignment)
+      bool done = false;
+      Prof prof_scope(&prof_, stream_, "  (of which cuDNN backward filter)");
+      TL_TRY(dnn_->backward_filter_graph(g, xb, dyb, dw, true, &done));
+      if (done) return Status::ok();
+    }
     // dw in bf16 goes where the data product will put w in bf16 (same size): it is converted to
     // fp32 before conv_backward runs the data product, on the same stream, and one buffer of a
     // layer's weights less is held (16 MiB for the CIFAR net's FC1024)
     TL_TRY(scratch(&opw_, sizeof(__nv_bfloat16) * g.oc * g.k(), "conv_backward_filter (bf16 output)"));
     {
       Prof prof_scope(&prof_, stream_, "  (of which cuDNN backward filter)");
-      TL_TRY(dnn_->backward_filter(g, xb, dyb, opw_.p));
+      bool done = false;
+      if (graph) TL_TRY(dnn_->backward_filter_graph(g, xb, dyb, opw_.p, false, &done));
+      if (!done) TL_TRY(dnn_->backward_filter(g, xb, dyb, opw_.p));
     }
-    return from_bf16(g.oc * g.k(), opw_.p, x.dtype == DType::I8 ? x.scale : 1.0f, dw, "conv_backward_filter (to fp32)", accumulate);
+    return from_bf16(g.oc * g.k(), opw_.p, scale, dw, "conv_backward_filter (to fp32)", accumulate);
   }
   Status dnn_backward_data(const ConvGeom& g, const __nv_bfloat16* dyb, Operand w, float* dx) {
     const __nv_bfloat16* wb;
     TL_TRY(to_bf16(&opw_, g.oc * g.k(), w, "conv_backward_data (w to bf16)", &wb));
+    const float scale = w.dtype == DType::I8 ? w.scale : 1.0f;
+    const int graph = cudnn_graph_mode();
+    if (graph == 2 && scale == 1.0f && aligned16(dx)) {
+      bool done = false;
+      Prof prof_scope(&prof_, stream_, "  (of which cuDNN backward data)");
+      TL_TRY(dnn_->backward_data_graph(g, dyb, wb, dx, true, &done));
+      if (done) return Status::ok();
+    }
     // dx (x's shape) goes where x in bf16 was: conv_backward runs the filter product, which read
     // it, first, and one buffer of that size less is held
     TL_TRY(scratch(&opx_, sizeof(__nv_bfloat16) * g.in_elems(), "conv_backward_data (bf16 output)"));
     {
       Prof prof_scope(&prof_, stream_, "  (of which cuDNN backward data)");
-      TL_TRY(dnn_->backward_data(g, dyb, wb, opx_.p));
+      bool done = false;
+      if (graph) TL_TRY(dnn_->backward_data_graph(g, dyb, wb, opx_.p, false, &done));
+      if (!done) TL_TRY(dnn_->backward_data(g, dyb, wb, opx_.p));
     }
-    return from_bf16(g.in_elems(), opx_.p, w.dtype == DType::I8 ? w.scale : 1.0f, dx, "conv_backward_data (to fp32)");
+    return from_bf16(g.in_elems(), opx_.p, scale, dx, "conv_backward_data (to fp32)");
   }
 
   Status ensure_pipeline() {

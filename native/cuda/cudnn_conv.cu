@@ -6,6 +6,7 @@
 #include <dlfcn.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -22,6 +23,27 @@ constexpr int kCrossCorrelation = 1;
 constexpr int kDefaultMath = 0, kTensorOpMath = 1, kFmaMath = 3;
 constexpr int kDeterministic = 1;
 constexpr size_t kMaxWorkspace = size_t(512) << 20;
+
+// cudnn_graph.h: the graph API's descriptor types, attribute types and names, and notes (cuDNN 9)
+namespace graph {
+constexpr int kConvolution = 1, kEngine = 2, kEngineCfg = 3, kEngineHeur = 4, kExecutionPlan = 5, kOpBwdFilter = 11,
+              kOpBwdData = 12, kOperationGraph = 15, kVariantPack = 16, kTensor = 17;
+constexpr int tHandle = 0, tDataType = 1, tInt64 = 3, tFloat = 4, tVoidPtr = 6, tConvMode = 7, tHeurMode = 8,
+              tNumericalNote = 11, tDescriptor = 15;
+constexpr int aConvCompType = 100, aConvMode = 101, aConvDilations = 102, aConvStrides = 103, aConvPost = 104,
+              aConvPre = 105, aConvDims = 106;
+constexpr int aHeurMode = 200, aHeurGraph = 201, aHeurResults = 202, aCfgEngine = 300;
+constexpr int aPlanHandle = 400, aPlanCfg = 401, aPlanWorkspace = 402;
+constexpr int aDataAlpha = 706, aDataBeta = 707, aDataConv = 708, aDataW = 709, aDataDx = 710, aDataDy = 711;
+constexpr int aFilterAlpha = 712, aFilterBeta = 713, aFilterConv = 714, aFilterDw = 715, aFilterX = 716, aFilterDy = 717;
+constexpr int aGraphHandle = 800, aGraphOps = 801;
+constexpr int aTensorAlignment = 900, aTensorType = 901, aTensorDims = 902, aTensorStrides = 903, aTensorUid = 906;
+constexpr int aPackUids = 1000, aPackPointers = 1001, aPackWorkspace = 1003;
+constexpr int aEngineIndex = 1301, aEngineNotes = 1303;
+constexpr int kHeurModeA = 3;
+constexpr int kNoteDownConvert = 1, kNoteReducedPrecision = 2, kNoteNondeterministic = 4;
+constexpr int64_t kUidX = 1, kUidDy = 2, kUidW = 3;
+}  // namespace graph
 
 struct AlgoPerf {  // cudnnConvolution{Fwd,BwdData,BwdFilter}AlgoPerf_t (same layout)
   int algo;
@@ -65,11 +87,39 @@ struct Cudnn::Api {
   int (*GetConvolutionBackwardFilterWorkspaceSize)(H, H x, H dy, H conv, H dw, int algo, size_t*);
   int (*ConvolutionBackwardFilter)(H, const void* alpha, H xd, const void* x, H dyd, const void* dy, H conv, int algo, void* ws,
                                    size_t wsb, const void* beta, H dwd, void* dw);
+  // the graph ("backend") API: optional (null when the library lacks them; the legacy calls serve)
+  int (*BackendCreateDescriptor)(int type, H*);
+  int (*BackendDestroyDescriptor)(H);
+  int (*BackendSetAttribute)(H, int name, int type, int64_t count, const void* elements);
+  int (*BackendGetAttribute)(H, int name, int type, int64_t requested, int64_t* count, void* elements);
+  int (*BackendFinalize)(H);
+  int (*BackendExecute)(H handle, H plan, H variant_pack);
   // optional (the benchmark's survey only; null when the library lacks them)
   int (*FindConvolutionBackwardDataAlgorithmEx)(H, H wd, const void* w, H dyd, const void* dy, H conv, H dxd, void* dx, int req,
                                                 int* got, AlgoPerf*, void* ws, size_t wsb);
   int (*FindConvolutionBackwardFilterAlgorithmEx)(H, H xd, const void* x, H dyd, const void* dy, H conv, H dwd, void* dw, int req,
                                                   int* got, AlgoPerf*, void* ws, size_t wsb);
+};
+
+// One product's operation graph (tensors, convolution, operation), the descriptors owned.
+struct Cudnn::GraphOp {
+  const Api* api = nullptr;
+  std::vector<H> owned;
+  H graph = nullptr;
+  ~GraphOp() {
+    for (auto it = owned.rbegin(); it != owned.rend(); ++it) api->BackendDestroyDescriptor(*it);
+  }
+  int make(int type, H* out) {
+    const int st = api->BackendCreateDescriptor(type, out);
+    if (st == 0) owned.push_back(*out);
+    return st;
+  }
+};
+struct Cudnn::GraphPlan {
+  GraphOp op;
+  H plan = nullptr;  // owned by op
+  int64_t ws = 0, engine = -1;
+  bool ok = false;
 };
 
 struct Cudnn::Plan {
@@ -114,6 +164,14 @@ const Cudnn::Api* load_api(std::string* why) {
            TL_SYM(ConvolutionBackwardData) && TL_SYM(GetConvolutionBackwardFilterAlgorithm_v7) &&
            TL_SYM(GetConvolutionBackwardFilterWorkspaceSize) && TL_SYM(ConvolutionBackwardFilter);
 #undef TL_SYM
+#define TL_OPTIONAL(name) a.name = reinterpret_cast<decltype(a.name)>(dlsym(lib, "cudnn" #name))
+    TL_OPTIONAL(BackendCreateDescriptor);
+    TL_OPTIONAL(BackendDestroyDescriptor);
+    TL_OPTIONAL(BackendSetAttribute);
+    TL_OPTIONAL(BackendGetAttribute);
+    TL_OPTIONAL(BackendFinalize);
+    TL_OPTIONAL(BackendExecute);
+#undef TL_OPTIONAL
     a.FindConvolutionBackwardDataAlgorithmEx = reinterpret_cast<decltype(a.FindConvolutionBackwardDataAlgorithmEx)>(
         dlsym(lib, "cudnnFindConvolutionBackwardDataAlgorithmEx"));
     a.FindConvolutionBackwardFilterAlgorithmEx = reinterpret_cast<decltype(a.FindConvolutionBackwardFilterAlgorithmEx)>(
@@ -150,6 +208,7 @@ Cudnn::~Cudnn() {
     if (p->conv) api_->DestroyConvolutionDescriptor(p->conv);
     delete p;
   }
+  for (auto& kv : graph_plans_) delete kv.second;  // its descriptors, before the handle goes
   if (ws_) {
     cudaStreamSynchronize(stream_);
     cudaFree(ws_);
@@ -306,6 +365,233 @@ Status Cudnn::survey(ConvProduct p, const ConvGeom& g, const void* a, const void
   for (int i = 0; i < got; ++i)
     if (perf[i].status == kSuccess)
       rows->push_back(AlgoTiming{perf[i].algo, perf[i].time, perf[i].determinism == kDeterministic, perf[i].memory, perf[i].math_type});
+  return Status::ok();
+}
+
+// ---- the graph API (see cudnn_conv.cuh)
+// Every call below returns a cudnnStatus_t; a failure while building means "this engine (or this
+// product) is not available", never a broken state: the descriptors made so far are owned and freed.
+#define TL_GRAPH(call)            \
+  do {                            \
+    const int st_ = (call);       \
+    if (st_ != kSuccess) return check(st_, #call); \
+  } while (0)
+
+Status Cudnn::graph_op(ConvProduct p, const ConvGeom& g, bool out_f32, GraphOp* op) {
+  using namespace graph;
+  const Api& a = *api_;
+  op->api = api_;
+  const bool data = p == ConvProduct::BackwardDataBf16;
+  // NCHW-ordered dimensions with NHWC strides (ternlab's layout); the filter as KCRS with KRSC strides
+  auto tensor = [&](int64_t uid, int dtype, std::array<int64_t, 4> dims, H* out) -> Status {
+    const std::array<int64_t, 4> strides = {dims[1] * dims[2] * dims[3], 1, dims[3] * dims[1], dims[1]};
+    const int64_t align = 16;
+    TL_GRAPH(op->make(kTensor, out));
+    TL_GRAPH(a.BackendSetAttribute(*out, aTensorType, tDataType, 1, &dtype));
+    TL_GRAPH(a.BackendSetAttribute(*out, aTensorDims, tInt64, 4, dims.data()));
+    TL_GRAPH(a.BackendSetAttribute(*out, aTensorStrides, tInt64, 4, strides.data()));
+    TL_GRAPH(a.BackendSetAttribute(*out, aTensorUid, tInt64, 1, &uid));
+    TL_GRAPH(a.BackendSetAttribute(*out, aTensorAlignment, tInt64, 1, &align));
+    TL_GRAPH(a.BackendFinalize(*out));
+    return Status::ok();
+  };
+  H x, dy, w, conv, o;
+  const int out_type = out_f32 ? kDataFloat : kDataBf16;
+  TL_TRY(tensor(kUidX, data ? out_type : kDataBf16, {g.n, g.c, g.h, g.w}, &x));
+  TL_TRY(tensor(kUidDy, kDataBf16, {g.n, g.oc, g.oh, g.ow}, &dy));
+  TL_TRY(tensor(kUidW, data ? kDataBf16 : out_type, {g.oc, g.c, g.kh, g.kw}, &w));
+  const int comp = kDataFloat, mode = kCrossCorrelation;
+  const int64_t dims = 2, dil[2] = {1, 1}, str[2] = {g.sh, g.sw}, pad[2] = {g.ph, g.pw};
+  TL_GRAPH(op->make(kConvolution, &conv));
+  TL_GRAPH(a.BackendSetAttribute(conv, aConvCompType, tDataType, 1, &comp));
+  TL_GRAPH(a.BackendSetAttribute(conv, aConvMode, tConvMode, 1, &mode));
+  TL_GRAPH(a.BackendSetAttribute(conv, aConvDims, tInt64, 1, &dims));
+  TL_GRAPH(a.BackendSetAttribute(conv, aConvDilations, tInt64, 2, dil));
+  TL_GRAPH(a.BackendSetAttribute(conv, aConvStrides, tInt64, 2, str));
+  TL_GRAPH(a.BackendSetAttribute(conv, aConvPre, tInt64, 2, pad));
+  TL_GRAPH(a.BackendSetAttribute(conv, aConvPost, tInt64, 2, pad));
+  TL_GRAPH(a.BackendFinalize(conv));
+  const float one = 1.0f, zero = 0.0f;
+  TL_GRAPH(op->make(data ? kOpBwdData : kOpBwdFilter, &o));
+  TL_GRAPH(a.BackendSetAttribute(o, data ? aDataAlpha : aFilterAlpha, tFloat, 1, &one));
+  TL_GRAPH(a.BackendSetAttribute(o, data ? aDataBeta : aFilterBeta, tFloat, 1, &zero));
+  TL_GRAPH(a.BackendSetAttribute(o, data ? aDataConv : aFilterConv, tDescriptor, 1, &conv));
+  TL_GRAPH(a.BackendSetAttribute(o, data ? aDataDy : aFilterDy, tDescriptor, 1, &dy));
+  if (data) {
+    TL_GRAPH(a.BackendSetAttribute(o, aDataW, tDescriptor, 1, &w));
+    TL_GRAPH(a.BackendSetAttribute(o, aDataDx, tDescriptor, 1, &x));
+  } else {
+    TL_GRAPH(a.BackendSetAttribute(o, aFilterX, tDescriptor, 1, &x));
+    TL_GRAPH(a.BackendSetAttribute(o, aFilterDw, tDescriptor, 1, &w));
+  }
+  TL_GRAPH(a.BackendFinalize(o));
+  TL_GRAPH(op->make(kOperationGraph, &op->graph));
+  TL_GRAPH(a.BackendSetAttribute(op->graph, aGraphHandle, tHandle, 1, &handle_));
+  TL_GRAPH(a.BackendSetAttribute(op->graph, aGraphOps, tDescriptor, 1, &o));
+  TL_GRAPH(a.BackendFinalize(op->graph));
+  return Status::ok();
+}
+
+// The heuristics' (mode A) engine configurations for an operation graph, in their order, with each
+// engine's notes; the descriptors are made by (and owned by) op.
+Status Cudnn::list_engines(GraphOp& op, std::vector<EngineChoice>* out) {
+  using namespace graph;
+  const Api& a = *api_;
+  H heur;
+  const int mode = kHeurModeA;
+  TL_GRAPH(op.make(kEngineHeur, &heur));
+  TL_GRAPH(a.BackendSetAttribute(heur, aHeurGraph, tDescriptor, 1, &op.graph));
+  TL_GRAPH(a.BackendSetAttribute(heur, aHeurMode, tHeurMode, 1, &mode));
+  TL_GRAPH(a.BackendFinalize(heur));
+  int64_t count = 0;
+  TL_GRAPH(a.BackendGetAttribute(heur, aHeurResults, tDescriptor, 0, &count, nullptr));
+  std::vector<H> cfgs(static_cast<size_t>(std::max<int64_t>(count, 0)));
+  for (auto& c : cfgs) TL_GRAPH(op.make(kEngineCfg, &c));
+  int64_t got = 0;
+  if (count > 0) TL_GRAPH(a.BackendGetAttribute(heur, aHeurResults, tDescriptor, count, &got, cfgs.data()));
+  for (int64_t i = 0; i < std::min<int64_t>(got, count); ++i) {
+    H engine;
+    int64_t n = 0, index = -1;
+    TL_GRAPH(op.make(kEngine, &engine));
+    if (a.BackendGetAttribute(cfgs[i], aCfgEngine, tDescriptor, 1, &n, &engine) != kSuccess) continue;
+    a.BackendGetAttribute(engine, aEngineIndex, tInt64, 1, &n, &index);
+    int notes[32];
+    int64_t nn = 0;
+    if (a.BackendGetAttribute(engine, aEngineNotes, tNumericalNote, 32, &nn, notes) != kSuccess) nn = 0;
+    EngineChoice e{cfgs[i], index, true, false, false};
+    for (int64_t k = 0; k < std::min<int64_t>(nn, 32); ++k) {
+      if (notes[k] == kNoteNondeterministic) e.deterministic = false;
+      if (notes[k] == kNoteReducedPrecision) e.reduced_precision = true;
+      if (notes[k] == kNoteDownConvert) e.down_convert = true;
+    }
+    out->push_back(e);
+  }
+  return Status::ok();
+}
+
+Status Cudnn::graph_plan(ConvProduct p, const ConvGeom& g, bool out_f32, GraphPlan** out) {
+  const auto key = std::make_tuple(static_cast<int>(p), out_f32 ? 1 : 0, g.n, g.h, g.w, g.c, g.oc, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw);
+  auto it = graph_plans_.find(key);
+  if (it != graph_plans_.end()) {
+    *out = it->second;
+    return Status::ok();
+  }
+  auto* gp = new GraphPlan();
+  graph_plans_[key] = gp;
+  *out = gp;
+  if (!api_->BackendCreateDescriptor || !api_->BackendExecute) return Status::ok();
+  if (!graph_op(p, g, out_f32, &gp->op).is_ok()) return Status::ok();  // not expressible: legacy calls
+  std::vector<EngineChoice> engines;
+  if (!list_engines(gp->op, &engines).is_ok()) return Status::ok();
+  using namespace graph;
+  for (const EngineChoice& e : engines) {
+    if (!e.deterministic || e.reduced_precision || e.down_convert) continue;
+    H plan;
+    int64_t n = 0, ws = 0;
+    if (gp->op.make(kExecutionPlan, &plan) != kSuccess) break;
+    if (api_->BackendSetAttribute(plan, aPlanHandle, tHandle, 1, &handle_) != kSuccess ||
+        api_->BackendSetAttribute(plan, aPlanCfg, tDescriptor, 1, &e.cfg) != kSuccess || api_->BackendFinalize(plan) != kSuccess ||
+        api_->BackendGetAttribute(plan, aPlanWorkspace, tInt64, 1, &n, &ws) != kSuccess || ws < 0 ||
+        static_cast<size_t>(ws) > kMaxWorkspace)
+      continue;
+    gp->plan = plan;
+    gp->ws = ws;
+    gp->engine = e.engine;
+    gp->ok = true;
+    break;
+  }
+  return Status::ok();
+}
+
+Status Cudnn::graph_run(GraphPlan* gp, const void* x, const void* dy, const void* w, bool* done) {
+  using namespace graph;
+  *done = false;
+  if (!gp->ok) {
+    graph_fallbacks_++;
+    return Status::ok();
+  }
+  TL_TRY(workspace(static_cast<size_t>(gp->ws)));
+  const Api& a = *api_;
+  H pack;
+  TL_GRAPH(a.BackendCreateDescriptor(kVariantPack, &pack));
+  const int64_t uids[3] = {kUidX, kUidDy, kUidW};
+  void* ptrs[3] = {const_cast<void*>(x), const_cast<void*>(dy), const_cast<void*>(w)};
+  void* ws = ws_;
+  int st = a.BackendSetAttribute(pack, aPackUids, tInt64, 3, uids);
+  if (st == kSuccess) st = a.BackendSetAttribute(pack, aPackPointers, tVoidPtr, 3, ptrs);
+  if (st == kSuccess) st = a.BackendSetAttribute(pack, aPackWorkspace, tVoidPtr, 1, &ws);
+  if (st == kSuccess) st = a.BackendFinalize(pack);
+  if (st == kSuccess) st = a.BackendExecute(handle_, gp->plan, pack);
+  a.BackendDestroyDescriptor(pack);
+  TL_TRY(check(st, "cudnnBackendExecute (backward product)"));
+  graph_runs_++;
+  *done = true;
+  return Status::ok();
+}
+
+Status Cudnn::backward_data_graph(const ConvGeom& g, const void* dy, const void* w, void* dx, bool out_f32, bool* done) {
+  GraphPlan* gp;
+  TL_TRY(graph_plan(ConvProduct::BackwardDataBf16, g, out_f32, &gp));
+  return graph_run(gp, dx, dy, w, done);
+}
+
+Status Cudnn::backward_filter_graph(const ConvGeom& g, const void* x, const void* dy, void* dw, bool out_f32, bool* done) {
+  GraphPlan* gp;
+  TL_TRY(graph_plan(ConvProduct::BackwardFilterBf16, g, out_f32, &gp));
+  return graph_run(gp, x, dy, dw, done);
+}
+
+Status Cudnn::survey_graph(ConvProduct p, const ConvGeom& g, bool out_f32, const void* a, const void* b, void* out,
+                           std::vector<EngineTiming>* rows, int64_t* chosen) {
+  using namespace graph;
+  rows->clear();
+  *chosen = -1;
+  if (!api_->BackendCreateDescriptor || !api_->BackendExecute) return Status(Code::Internal, "cudnn: this libcudnn has no graph API");
+  GraphPlan* gp;
+  TL_TRY(graph_plan(p, g, out_f32, &gp));
+  if (gp->ok) *chosen = gp->engine;
+  GraphOp op;
+  TL_TRY(graph_op(p, g, out_f32, &op));
+  std::vector<EngineChoice> engines;
+  TL_TRY(list_engines(op, &engines));
+  const bool data = p == ConvProduct::BackwardDataBf16;
+  const void* x = data ? out : a;
+  const void* dy = data ? a : b;
+  const void* w = data ? b : out;
+  cudaEvent_t t0, t1;
+  cudaEventCreate(&t0);
+  cudaEventCreate(&t1);
+  for (const EngineChoice& e : engines) {
+    EngineTiming r{e.engine, -1.0f, e.deterministic, e.reduced_precision, e.down_convert, 0};
+    GraphPlan one;
+    one.op.api = api_;
+    H plan;
+    int64_t n = 0;
+    if (one.op.make(kExecutionPlan, &plan) == kSuccess && api_->BackendSetAttribute(plan, aPlanHandle, tHandle, 1, &handle_) == kSuccess &&
+        api_->BackendSetAttribute(plan, aPlanCfg, tDescriptor, 1, &e.cfg) == kSuccess && api_->BackendFinalize(plan) == kSuccess &&
+        api_->BackendGetAttribute(plan, aPlanWorkspace, tInt64, 1, &n, &r.workspace) == kSuccess && r.workspace >= 0 &&
+        static_cast<size_t>(r.workspace) <= kMaxWorkspace) {
+      one.plan = plan;
+      one.ws = r.workspace;
+      one.ok = true;
+      bool done = false;
+      Status st = graph_run(&one, x, dy, w, &done);  // warm-up (and the first-call costs)
+      if (st.is_ok() && done) {
+        cudaEventRecord(t0, stream_);
+        bool all = true;
+        for (int i = 0; i < 10 && all; ++i) all = graph_run(&one, x, dy, w, &done).is_ok();
+        cudaEventRecord(t1, stream_);
+        cudaEventSynchronize(t1);
+        float ms = 0;
+        cudaEventElapsedTime(&ms, t0, t1);
+        if (all) r.ms = ms / 10;
+      }
+      cudaGetLastError();
+    }
+    rows->push_back(r);
+  }
+  cudaEventDestroy(t0);
+  cudaEventDestroy(t1);
   return Status::ok();
 }
 

@@ -55,6 +55,30 @@ class Cudnn {
     int math;
   };
   Status survey(ConvProduct p, const ConvGeom& g, const void* a, const void* b, void* out, std::vector<AlgoTiming>* rows, int* chosen);
+  // The two backward products through cuDNN's graph ("backend") API, the API PyTorch's cuDNN path
+  // uses, which reaches engines the legacy calls above do not. Opt-in (TERNLAB_CUDNN_GRAPH=1: bf16
+  // outputs, a drop-in for the legacy calls; =f32: float outputs, no conversion pass after) until
+  // measured on a GPU. The engine: the first in the order of cuDNN's heuristics (mode A) that is
+  // deterministic, keeps fp32 accumulation and operands (no reduced-precision or down-converting
+  // notes) and builds a plan within the workspace limit, so a run repeats bit for bit on the same
+  // card and cuDNN version. *done false (and nothing run) when no engine qualifies: the caller then
+  // takes the legacy call. Operands as backward_data / backward_filter; out in float when out_f32.
+  Status backward_data_graph(const ConvGeom& g, const void* dy, const void* w, void* dx, bool out_f32, bool* done);
+  Status backward_filter_graph(const ConvGeom& g, const void* x, const void* dy, void* dw, bool out_f32, bool* done);
+  // The benchmark's survey of the graph API's engines for one product (operands as survey()): each
+  // engine the heuristics list, with its notes, timed over 10 runs where it builds a plan; *chosen is
+  // the engine the rule above picks (-1 if none).
+  struct EngineTiming {
+    int64_t engine;
+    float ms;  // < 0: no plan (unsupported, or over the workspace limit)
+    bool deterministic, reduced_precision, down_convert;
+    int64_t workspace;
+  };
+  // Graph-API products run, and those that found no qualifying engine (the legacy call ran instead).
+  int64_t graph_runs() const { return graph_runs_; }
+  int64_t graph_fallbacks() const { return graph_fallbacks_; }
+  Status survey_graph(ConvProduct p, const ConvGeom& g, bool out_f32, const void* a, const void* b, void* out,
+                      std::vector<EngineTiming>* rows, int64_t* chosen);
   // Whether cuDNN has a deterministic algorithm for this product and geometry (else: own kernels).
   bool supports(ConvProduct p, const ConvGeom& g);
 
@@ -65,6 +89,17 @@ class Cudnn {
   Cudnn(const Api* api, void* handle, cudaStream_t stream, std::atomic<size_t>* in_use)
       : api_(api), handle_(handle), stream_(stream), in_use_(in_use) {}
   Status plan(ConvProduct p, const ConvGeom& g, Plan** out);
+  struct GraphPlan;
+  struct GraphOp;
+  struct EngineChoice {  // one of the heuristics' engine configurations, with its engine's notes
+    void* cfg;
+    int64_t engine;
+    bool deterministic, reduced_precision, down_convert;
+  };
+  Status list_engines(GraphOp& op, std::vector<EngineChoice>* out);
+  Status graph_op(ConvProduct p, const ConvGeom& g, bool out_f32, GraphOp* op);
+  Status graph_plan(ConvProduct p, const ConvGeom& g, bool out_f32, GraphPlan** out);
+  Status graph_run(GraphPlan* gp, const void* x, const void* dy, const void* w, bool* done);
   template <class Call>
   Status run(ConvProduct p, const ConvGeom& g, const char* what, Call call);
   Status workspace(size_t bytes);
@@ -77,6 +112,8 @@ class Cudnn {
   void* ws_ = nullptr;
   size_t ws_bytes_ = 0;
   std::map<std::tuple<int, int, int, int, int, int, int, int, int, int, int, int>, Plan*> plans_;
+  std::map<std::tuple<int, int, int, int, int, int, int, int, int, int, int, int, int>, GraphPlan*> graph_plans_;
+  int64_t graph_runs_ = 0, graph_fallbacks_ = 0;
 };
 
 }  // namespace cuda

@@ -42,20 +42,25 @@ function normal(n: number, seed: number, scale = 1): Float32Array {
   return a;
 }
 
-// mode: a TERNLAB_CUDA_MATH value, "own" (fast, with cuDNN off: TERNLAB_CUDNN=0) or "cudnn-int8"
-// (fast, with the int8 forward through cuDNN too: TERNLAB_CUDNN_INT8=1)
+// mode: a TERNLAB_CUDA_MATH value, "own" (fast, with cuDNN off: TERNLAB_CUDNN=0), "cudnn-int8"
+// (fast, with the int8 forward through cuDNN too: TERNLAB_CUDNN_INT8=1), "graph" / "graph-f32"
+// (fast, the backward products through cuDNN's graph API: TERNLAB_CUDNN_GRAPH=1 / f32)
+const fastModes: Record<string, Record<string, string>> = {
+  own: { TERNLAB_CUDNN: "0" },
+  "cudnn-int8": { TERNLAB_CUDNN_INT8: "1" },
+  graph: { TERNLAB_CUDNN_GRAPH: "1" },
+  "graph-f32": { TERNLAB_CUDNN_GRAPH: "f32" },
+};
 function withMath<T>(mode: string, f: () => T): T {
   const old = process.env.TERNLAB_CUDA_MATH;
-  process.env.TERNLAB_CUDA_MATH = mode === "own" || mode === "cudnn-int8" ? "fast" : mode;
-  if (mode === "own") process.env.TERNLAB_CUDNN = "0";
-  if (mode === "cudnn-int8") process.env.TERNLAB_CUDNN_INT8 = "1";
+  process.env.TERNLAB_CUDA_MATH = fastModes[mode] ? "fast" : mode;
+  Object.assign(process.env, fastModes[mode] ?? {});
   try {
     return f();
   } finally {
     if (old === undefined) delete process.env.TERNLAB_CUDA_MATH;
     else process.env.TERNLAB_CUDA_MATH = old;
-    delete process.env.TERNLAB_CUDNN;
-    delete process.env.TERNLAB_CUDNN_INT8;
+    for (const k of Object.keys(fastModes[mode] ?? {})) delete process.env[k];
   }
 }
 
@@ -124,12 +129,12 @@ describe("CUDA backend agrees with the CPU backend", function () {
         const dy = normal(rows(g) * g.oc, 6);
         const dx = ops.convBackwardData("cpu", g, dy, w, 1), dw = ops.convBackwardFilter("cpu", g, x, 1, dy);
         // "fast" is cuDNN's bf16 products where cuDNN 9 loads, "own" ternlab's bf16 kernels
-        for (const [mode, tol] of [["exact", 1e-5], ["fast", 8e-3], ["own", 8e-3]] as Array<[string, number]>) {
+        for (const [mode, tol] of [["exact", 1e-5], ["fast", 8e-3], ["own", 8e-3], ["graph", 8e-3], ["graph-f32", 8e-3]] as Array<[string, number]>) {
           close(dx, withMath(mode, () => ops.convBackwardData("cuda", g, dy, w, 1)), tol, `${name} dx (${mode})`);
           close(dw, withMath(mode, () => ops.convBackwardFilter("cuda", g, x, 1, dy)), tol, `${name} dw (${mode})`);
         }
         const xf = normal(x.length, 8);  // the first layer: float input
-        for (const mode of ["fast", "own"])
+        for (const mode of ["fast", "own", "graph", "graph-f32"])
           close(ops.convBackwardFilter("cpu", g, xf, 1, dy), withMath(mode, () => ops.convBackwardFilter("cuda", g, xf, 1, dy)), 8e-3, `${name} dw float x (${mode})`);
       });
       it(`Gated-XNOR counters are identical: ${name}`, () => {
@@ -541,8 +546,8 @@ describe("CUDA backend agrees with the CPU backend", function () {
   describe("training steps", () => {
     async function run(spec: ModelSpec, kind: string, steps: number, batch: number, math: string): Promise<Map<string, Buffer>> {
       // "chunked": cuDNN's products with every layer's backward in batch chunks of ≤ 1 MiB of bf16 dy
-      process.env.TERNLAB_CUDA_MATH = math === "own" || math === "chunked" ? "fast" : math;
-      if (math === "own") process.env.TERNLAB_CUDNN = "0";
+      process.env.TERNLAB_CUDA_MATH = fastModes[math] || math === "chunked" ? "fast" : math;
+      Object.assign(process.env, fastModes[math] ?? {});
       if (math === "chunked") process.env.TERNLAB_CUDA_CHUNK_MB = "1";
       try {
         const m = new addon.NativeModel(spec, updateConfig(), { kind, threads: 0 });
@@ -561,12 +566,13 @@ describe("CUDA backend agrees with the CPU backend", function () {
         for (const t of m.getState() as Array<{ name: string; data: Buffer }>) out.set(t.name, t.data);
         out.set("metrics", Buffer.from(JSON.stringify(rowsSeen.map((s) => s.layers.map((l) => [l.flips, l.activeMacs])))));
         // evaluation of the trained net (BN with running statistics, fused with φ where it can be)
+        if (kind === "cuda") out.set("backend", Buffer.from(String(JSON.parse(m.summary()).backend)));
         const ev = await m.evaluate({ images, labels, count }, 48, 0);
         out.set("eval", Buffer.from(JSON.stringify({ loss: ev.loss, top1: ev.top1, top5: ev.top5 })));
         return out;
       } finally {
         delete process.env.TERNLAB_CUDA_MATH;
-        delete process.env.TERNLAB_CUDNN;
+        for (const k of Object.keys(fastModes[math] ?? {})) delete process.env[k];
         delete process.env.TERNLAB_CUDA_CHUNK_MB;
       }
     }
@@ -588,7 +594,8 @@ describe("CUDA backend agrees with the CPU backend", function () {
     });
     // bf16 rounding of the gradients changes a decision only where a gradient is near zero (the
     // first Adam step moves by −α·sign(g)); later steps see different networks, so one step is compared.
-    for (const [math, label] of [["fast", "cuDNN where it loads"], ["chunked", "cuDNN, backward in batch chunks"], ["own", "own kernels"]])
+    for (const [math, label] of [["fast", "cuDNN where it loads"], ["chunked", "cuDNN, backward in batch chunks"], ["own", "own kernels"],
+      ["graph", "cuDNN's graph API"], ["graph-f32", "cuDNN's graph API, float outputs"]])
       it(`with bf16 backward products (${label}) one step's decisions agree almost everywhere (CIFAR net at width 1/4)`, async () => {
         const spec = gxnorCifar(3, 0.25);
         const a = await run(spec, "cpu", 1, 64, "exact"), b = await run(spec, "cuda", 1, 64, math);
@@ -599,13 +606,16 @@ describe("CUDA backend agrees with the CPU backend", function () {
             for (let i = 0; i < v.length; ++i) { total++; diff += v[i] !== w[i] ? 1 : 0; }
           }
         console.log(`      bf16 (${label}) vs fp32 backward: ${diff} of ${total} discrete weights differ after 1 step (${((100 * diff) / total).toFixed(3)} %)`);
-        console.log(`      ${backends[backends.length - 1]}`);
+        console.log(`      ${b.get("backend")}`);
         assert.ok(diff / total < 0.01, `${diff} of ${total} differ`);
+        // the graph API's products ran (not silently the legacy calls)
+        if (math.startsWith("graph")) assert.match(String(b.get("backend")), /graph API[^)]*; [1-9]\d* products run/);
       });
-    it("a run with the default products (cuDNN where it loads) repeats bit for bit", async () => {
-      const spec = gxnorCifar(5, 0.25);
-      const a = await run(spec, "cuda", 3, 64, "fast"), b = await run(spec, "cuda", 3, 64, "fast");
-      for (const [k, v] of a) assert.ok(v.equals(b.get(k)!), `${k} differs between two identical runs`);
-    });
+    for (const math of ["fast", "graph", "graph-f32"])
+      it(`a run with ${math === "fast" ? "the default products (cuDNN where it loads)" : `TERNLAB_CUDNN_GRAPH=${math === "graph" ? "1" : "f32"}`} repeats bit for bit`, async () => {
+        const spec = gxnorCifar(5, 0.25);
+        const a = await run(spec, "cuda", 3, 64, math), b = await run(spec, "cuda", 3, 64, math);
+        for (const [k, v] of a) if (k !== "backend") assert.ok(v.equals(b.get(k)!), `${k} differs between two identical runs`);
+      });
   });
 });

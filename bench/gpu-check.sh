@@ -4,11 +4,14 @@
 #   device run (carry .gpu):  bash bench/gpu-check.sh [--no-kernels]
 # The CPU/GPU agreement suite first (stop and fix if it fails), then the memory plan on the GPU and
 # the benchmark against PyTorch (batch 256, then the CIFAR net at batch 1000). Everything lands in $OUT
-# (logs, JSON); the card and date in card.txt.
+# (logs, JSON) packed as one archive, check.tar.gz (a device call returns at most 8 files: session 6
+# lost the suite's and the memory plan's logs to that limit); the card and date in card.txt.
 # The results runs (bench/gpu_train.ts) take minutes each: run them in calls of their own.
 set -uo pipefail
-out=${OUT:-/tmp/ternlab-gpu-check}
-mkdir -p "$out"
+dest=${OUT:-/tmp/ternlab-gpu-check}
+mkdir -p "$dest"
+out=$(mktemp -d)
+trap 'tar -czf "$dest/check.tar.gz" -C "$out" . && echo "archive: check.tar.gz"' EXIT
 source .gpu/env.sh >/dev/null
 (nvidia-smi --query-gpu=name,driver_version --format=csv,noheader; date -u) | tee "$out/card.txt"
 npm run test:gpu > "$out/test-gpu.log" 2>&1

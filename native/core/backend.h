@@ -213,6 +213,31 @@ class Backend {
     return bn_backward(rows, c, dy_scratch, xhat, gamma, invstd, dx, dgamma, dbeta);
   }
 
+  // ---- a product's output gradient handed over in bf16
+  // Where conv_backward would round dy to bf16 before its products anyway (takes_bf16_dy: the CUDA
+  // backend with fast maths on cuDNN, opt-in with TERNLAB_CUDA_BF16_DY=1), the op that produces dy
+  // may write it in bf16 straight into the backend's buffer bf16_dy (elems bf16 values) and
+  // conv_backward_bf16_dy then reads it there: the same bits as a float dy, with the conversion pass
+  // and half of dy's bytes saved. The model calls the producer and the product one after the other
+  // (the buffer is the product's scratch: no other product may run between them). Backends that
+  // return false from takes_bf16_dy need none of the rest.
+  virtual bool takes_bf16_dy(const ConvGeom&) { return false; }
+  virtual Status bf16_dy(int64_t elems, void** out) { return no_bf16_dy("bf16_dy"); }
+  virtual Status maxpool_backward_bf16(const PoolGeom&, const float*, const int32_t*, void*) { return no_bf16_dy("maxpool_backward_bf16"); }
+  virtual Status bn_backward_bf16(int64_t, int, const float*, const XhatSource&, const float*, const float*, void*, float*, float*) {
+    return no_bf16_dy("bn_backward_bf16");
+  }
+  virtual Status act_bn_backward_bf16(int64_t, int, const float*, const float*, const XhatSource&, const float*, const float*,
+                                      const float*, const ActSpec&, void*, float*, float*) {
+    return no_bf16_dy("act_bn_backward_bf16");
+  }
+  virtual Status conv_backward_bf16_dy(const ConvGeom&, Operand, const void*, Operand, float*, float*) {
+    return no_bf16_dy("conv_backward_bf16_dy");
+  }
+  static Status no_bf16_dy(const char* op) {
+    return Status(Code::Internal, std::string(op) + ": this backend takes no bf16 gradients (takes_bf16_dy is false)");
+  }
+
   // activation φ_r (float → int8 states) and its windowed straight-through derivative
   virtual Status act_forward(int64_t n, const float* x, const ActSpec& s, int8_t* q) = 0;
   virtual Status act_backward(int64_t n, const float* x, const float* dq, const ActSpec& s, float* dx) = 0;

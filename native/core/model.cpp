@@ -618,6 +618,28 @@ Status Model::finish_grad(int step, int input, int64_t elems, bool accumulate_af
   return Status::ok();
 }
 
+// Whether the output gradient of conv/dense node c, written at backward step `step`, is handed
+// over in bf16 (Backend::takes_bf16_dy): c's only reader writes it there, fresh, and c's backward is
+// the next step with any work (only the BN fused into the activation at `step` lies between them),
+// so no other product runs while the backend's buffer holds it.
+bool Model::hands_bf16_dy(int c, int step, int n) {
+  if (c <= 0) return false;
+  const Node& cn = nodes_[c];
+  if ((cn.spec.kind != OpKind::Conv && cn.spec.kind != OpKind::Dense) || cn.alias >= 0 || cn.consumers != 1 ||
+      !cn.requires_grad || cn.grad_written)
+    return false;
+  for (int j = c + 1; j < step; ++j)
+    if (!(j == step - 1 && nodes_[j].fused_act && nodes_[step].spec.kind == OpKind::Activation)) return false;
+  return backend_->takes_bf16_dy(conv_geom(c, n));
+}
+
+// The backend's buffer for conv c's handed-over gradient, noted on c for its backward.
+Status Model::bf16_dy_for(int c, int n, void** out) {
+  TL_TRY(backend_->bf16_dy(static_cast<int64_t>(n) * per_sample(nodes_[c]), out));
+  nodes_[c].dy_bf16 = *out;
+  return Status::ok();
+}
+
 // x̂ of batch norm i for its backward: stored by the forward, or recomputed from its exact int16 input.
 XhatSource Model::xhat_source(int i) {
   Node& nd = nodes_[i];
@@ -641,7 +663,10 @@ XhatSource Model::xhat_source(int i) {
 Status Model::backward_update(int n, uint64_t t, float lr) {
   const double t1 = static_cast<double>(t) + 1.0;
   const float lr_t = static_cast<float>(lr * std::sqrt(1.0 - std::pow(update_.beta2, t1)) / (1.0 - std::pow(update_.beta1, t1)));
-  for (auto& nd : nodes_) nd.grad_written = false;
+  for (auto& nd : nodes_) {
+    nd.grad_written = false;
+    nd.dy_bf16 = nullptr;
+  }
   storage(static_cast<int>(nodes_.size()) - 1).grad_written = true;  // written by loss()
   for (size_t ii = nodes_.size() - 1; ii >= 1; --ii) {
     TL_TRY(backward_node(static_cast<int>(ii), n));
@@ -669,17 +694,35 @@ Status Model::backward_node(int i, int n) {
     case OpKind::Dense: {
       const ConvGeom g = conv_geom(i, n);
       Operand w = s.discrete ? Operand{DType::I8, nd.wq.data(), s.levels.unit()} : Operand{DType::F32, nd.wf.data(), 1.0f};
-      TL_TRY(backend_->conv_backward(g, operand_of(in), dy, w, nd.gw.as<float>(), in_grad ? dx : nullptr));
+      if (nd.dy_bf16) {
+        TL_TRY(backend_->conv_backward_bf16_dy(g, operand_of(in), nd.dy_bf16, w, nd.gw.as<float>(), in_grad ? dx : nullptr));
+        nd.dy_bf16 = nullptr;
+      } else {
+        TL_TRY(backend_->conv_backward(g, operand_of(in), dy, w, nd.gw.as<float>(), in_grad ? dx : nullptr));
+      }
       break;
     }
     case OpKind::MaxPool:
-      if (in_grad) TL_TRY(backend_->maxpool_backward(pool_geom(i, n), dy, nd.argmax.as<int32_t>(), dx));
+      if (in_grad && hands_bf16_dy(in, i, n)) {
+        void* h;
+        TL_TRY(bf16_dy_for(in, n, &h));
+        TL_TRY(backend_->maxpool_backward_bf16(pool_geom(i, n), dy, nd.argmax.as<int32_t>(), h));
+      } else if (in_grad) {
+        TL_TRY(backend_->maxpool_backward(pool_geom(i, n), dy, nd.argmax.as<int32_t>(), dx));
+      }
       break;
     case OpKind::AvgPool:
       if (in_grad) TL_TRY(backend_->avgpool_backward(pool_geom(i, n), dy, dx));
       break;
     case OpKind::BatchNorm: {
       const int64_t rows = static_cast<int64_t>(n) * nd.h * nd.w;
+      if (in_grad && hands_bf16_dy(in, i, n)) {
+        void* h;
+        TL_TRY(bf16_dy_for(in, n, &h));
+        TL_TRY(backend_->bn_backward_bf16(rows, nd.c, dy, xhat_source(i), nd.gamma.as<float>(), nd.invstd.as<float>(), h,
+                                          nd.dgamma.as<float>(), nd.dbeta.as<float>()));
+        break;
+      }
       float* target = in_grad ? dx : nd.scratch;
       if (!target) return Status(Code::Internal, "layer \"" + s.name + "\": the memory plan gave its backward step no scratch");
       TL_TRY(backend_->bn_backward(rows, nd.c, dy, xhat_source(i), nd.gamma.as<float>(), nd.invstd.as<float>(), target,
@@ -693,6 +736,14 @@ Status Model::backward_node(int i, int n) {
         const int bin = bn.spec.inputs[0];
         const bool bin_grad = bin > 0 && nodes_[bin].requires_grad;
         const int64_t rows = static_cast<int64_t>(n) * bn.h * bn.w;
+        if (bin_grad && hands_bf16_dy(bin, i, n)) {
+          void* h;
+          TL_TRY(bf16_dy_for(bin, n, &h));
+          TL_TRY(backend_->act_bn_backward_bf16(rows, bn.c, dy, bn.out.as<float>(), xhat_source(in), bn.gamma.as<float>(),
+                                                bn.beta.as<float>(), bn.invstd.as<float>(), s.act, h, bn.dgamma.as<float>(),
+                                                bn.dbeta.as<float>()));
+          return finish_grad(i, bin, in_elems, false);
+        }
         float* bdx = nd.scratch;
         bool bacc = false;
         if (bin_grad) TL_TRY(grad_target(i, bin, &bdx, &bacc));

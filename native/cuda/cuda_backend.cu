@@ -323,7 +323,27 @@ __device__ __forceinline__ void window_range(int i, int k, int s, int p, int on,
   *lo = a <= 0 ? 0 : (a + s - 1) / s;
   *hi = min(on - 1, (i + p) / s);
 }
-__global__ void k_maxpool_backward(PoolGeom g, const float* dy, const int32_t* argmax, float* dx) {
+// Where a backward op writes its gradient: float (GradF32), or bf16 rounded to nearest (GradBf16),
+// for a product's output gradient handed over in bf16 (Backend::takes_bf16_dy): the value is
+// computed in float either way, and bf16(it) is what conv_backward's conversion would have made.
+struct GradF32 {
+  float* p;
+  __device__ __forceinline__ void put(int64_t i, float v) const { p[i] = v; }
+  __device__ __forceinline__ void put4(int64_t i, float a, float b, float c, float d) const {
+    *reinterpret_cast<float4*>(p + i) = make_float4(a, b, c, d);
+  }
+  bool aligned() const { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+};
+struct GradBf16 {
+  __nv_bfloat16* p;
+  __device__ __forceinline__ void put(int64_t i, float v) const { p[i] = __float2bfloat16_rn(v); }
+  __device__ __forceinline__ void put4(int64_t i, float a, float b, float c, float d) const {
+    *reinterpret_cast<uint2*>(p + i) = make_uint2(pack_bf16(a, b), pack_bf16(c, d));
+  }
+  bool aligned() const { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+};
+template <class G>
+__global__ void k_maxpool_backward(PoolGeom g, const float* dy, const int32_t* argmax, G dx) {
   const uint32_t total = static_cast<uint32_t>(g.n) * g.h * g.w * g.c;  // < 2^31: see k_maxpool
   for (uint32_t idx = blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += gridDim.x * blockDim.x) {
     const Nhwc<uint32_t> p(idx, g.h, g.w, g.c);
@@ -338,12 +358,13 @@ __global__ void k_maxpool_backward(PoolGeom g, const float* dy, const int32_t* a
         const uint32_t o = ((n * g.oh + oy) * g.ow + ox) * g.c + c;
         if (argmax[o] == static_cast<int32_t>(idx)) s = __fadd_rn(s, dy[o]);
       }
-    dx[idx] = s;
+    dx.put(idx, s);
   }
 }
 // k_maxpool_backward four channels a thread (see k_maxpool4); dy is read only where a channel's
 // argmax is this input.
-__global__ void k_maxpool_backward4(PoolGeom g, const float* dy, const int32_t* argmax, float* dx) {
+template <class G>
+__global__ void k_maxpool_backward4(PoolGeom g, const float* dy, const int32_t* argmax, G dx) {
   const int c4 = g.c / 4;
   const uint32_t total = static_cast<uint32_t>(g.n) * g.h * g.w * c4;
   for (uint32_t i4 = blockIdx.x * blockDim.x + threadIdx.x; i4 < total; i4 += gridDim.x * blockDim.x) {
@@ -366,11 +387,12 @@ __global__ void k_maxpool_backward4(PoolGeom g, const float* dy, const int32_t* 
         for (int j = 0; j < 4; ++j)
           if (hit[j]) s[j] = __fadd_rn(s[j], ds[j]);
       }
-    *reinterpret_cast<float4*>(dx + idx) = make_float4(s[0], s[1], s[2], s[3]);
+    dx.put4(idx, s[0], s[1], s[2], s[3]);
   }
 }
-__global__ void k_maxpool_scatter(int64_t outs, const float* dy, const int32_t* argmax, float* dx) {
-  GRID_STRIDE(o, outs) dx[argmax[o]] = __fadd_rn(0.0f, dy[o]);
+template <class G>
+__global__ void k_maxpool_scatter(int64_t outs, const float* dy, const int32_t* argmax, G dx) {
+  GRID_STRIDE(o, outs) dx.put(argmax[o], __fadd_rn(0.0f, dy[o]));
 }
 __device__ __forceinline__ int window_count(const PoolGeom& g, int oy, int ox) {
   int cy = 0, cx = 0;
@@ -905,17 +927,17 @@ __global__ void k_bn_backward_coeffs(int64_t rows, int c, const double* db, cons
     k[2 * c + ch] = static_cast<float>(dg[ch] / static_cast<double>(rows));
   }
 }
-template <class D, class H>
-__global__ void k_bn_backward_apply(int64_t n, int c, D dy, H xhat, const float* k, float* dx) {
+template <class D, class H, class G>
+__global__ void k_bn_backward_apply(int64_t n, int c, D dy, H xhat, const float* k, G dx) {
   CHANNEL_STRIDE(i, n, ch, c) {
     const int h = static_cast<int>(ch);
-    dx[i] = __fmul_rn(k[ch], __fsub_rn(__fsub_rn(dy(i, h), k[c + ch]), __fmul_rn(xhat(i, h), k[2 * c + ch])));
+    dx.put(i, __fmul_rn(k[ch], __fsub_rn(__fsub_rn(dy(i, h), k[c + ch]), __fmul_rn(xhat(i, h), k[2 * c + ch]))));
   }
 }
 // k_bn_backward_apply in the vector path: x̂ read (or recomputed) once for dy and dx. dx may be dq's
 // buffer: a thread reads its 8 elements before it writes them.
-template <class D, class H>
-__global__ void k_bn_backward_apply8(int64_t rows, int c, D dy, H xhat, const float* k, float* dx) {
+template <class D, class H, class G>
+__global__ void k_bn_backward_apply8(int64_t rows, int c, D dy, H xhat, const float* k, G dx) {
   GroupRows g;
   if (!group_rows(c, &g)) return;
   float k0[kVec], k1[kVec], k2[kVec];
@@ -940,7 +962,9 @@ __global__ void k_bn_backward_apply8(int64_t rows, int c, D dy, H xhat, const fl
         float o[kVec];
 #pragma unroll
         for (int j = 0; j < kVec; ++j) o[j] = __fmul_rn(k0[j], __fsub_rn(__fsub_rn(d[u][j], k1[j]), __fmul_rn(h[u][j], k2[j])));
-        store_vec(dx + (r + u * g.step) * c + g.ch0, o);
+        const int64_t at = (r + u * g.step) * c + g.ch0;
+        dx.put4(at, o[0], o[1], o[2], o[3]);
+        dx.put4(at + 4, o[4], o[5], o[6], o[7]);
       }
   }
 }
@@ -1931,15 +1955,22 @@ class CudaBackend final : public Backend {
     if (!use_dnn(ConvProduct::BackwardFilterBf16, g) || (dx && !use_dnn(ConvProduct::BackwardDataBf16, g)))
       return Backend::conv_backward(g, x, dy, w, dw, dx);
     Prof prof_scope(&prof_, stream_, "conv_backward (cuDNN bf16)");
-    // A layer whose dy in bf16 would pass kChunkBytes (ResNet-18's stem at 224², batch 256: 411 MB)
-    // runs in batch chunks, so the converted operands are held for one chunk only. Its filter
-    // gradient is then the float sum of the chunks' products, in chunk order (deterministic); an
-    // image's data gradient does not depend on the other images.
-    // (TERNLAB_CUDA_CHUNK_MB lowers the bound: the GPU suite runs small layers chunked)
+    return dnn_conv_backward(g, x, dy, nullptr, w, dw, dx);
+  }
+  // A layer whose dy in bf16 would pass this bound (ResNet-18's stem at 224², batch 256: 411 MB)
+  // runs its backward in batch chunks, so the converted operands are held for one chunk only. Its
+  // filter gradient is then the float sum of the chunks' products, in chunk order (deterministic);
+  // an image's data gradient does not depend on the other images.
+  // (TERNLAB_CUDA_CHUNK_MB lowers the bound: the GPU suite runs small layers chunked)
+  static int64_t chunk_bytes() {
     const char* chunk_mb = std::getenv("TERNLAB_CUDA_CHUNK_MB");
-    const int64_t kChunkBytes = (chunk_mb && std::atoi(chunk_mb) > 0 ? std::atoi(chunk_mb) : 128) * (int64_t(1) << 20);
+    return (chunk_mb && std::atoi(chunk_mb) > 0 ? std::atoi(chunk_mb) : 128) * (int64_t(1) << 20);
+  }
+  // The products with dy as floats (converted a chunk at a time) or already in bf16 (dyb_all).
+  Status dnn_conv_backward(const ConvGeom& g, Operand x, const float* dy, const __nv_bfloat16* dyb_all, Operand w, float* dw,
+                           float* dx) {
     const int64_t y_img = static_cast<int64_t>(g.oh) * g.ow * g.oc, x_img = static_cast<int64_t>(g.h) * g.w * g.c;
-    const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(g.n, cdiv(g.n * y_img * 2, kChunkBytes)));
+    const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(g.n, cdiv(g.n * y_img * 2, chunk_bytes())));
     const int nb = static_cast<int>(cdiv(g.n, chunks));
     const size_t x_elem = x.dtype == DType::I8 ? 1 : sizeof(float);
     for (int b = 0; b < g.n; b += nb) {
@@ -1947,12 +1978,63 @@ class CudaBackend final : public Backend {
       gc.n = std::min(nb, g.n - b);
       Operand xc = x;
       xc.ptr = static_cast<const uint8_t*>(x.ptr) + b * x_img * x_elem;
-      const __nv_bfloat16* dyb;
-      TL_TRY(to_bf16(&opdy_, gc.rows() * g.oc, Operand{DType::F32, dy + b * y_img, 1.0f}, "conv_backward (dy to bf16)", &dyb));
+      const __nv_bfloat16* dyb = dyb_all ? dyb_all + b * y_img : nullptr;
+      if (!dyb_all)
+        TL_TRY(to_bf16(&opdy_, gc.rows() * g.oc, Operand{DType::F32, dy + b * y_img, 1.0f}, "conv_backward (dy to bf16)", &dyb));
       TL_TRY(dnn_backward_filter(gc, xc, dyb, dw, b > 0));
       if (dx) TL_TRY(dnn_backward_data(gc, dyb, w, dx + b * x_img));
     }
     return Status::ok();
+  }
+
+  // ---- a product's output gradient handed over in bf16 (Backend::takes_bf16_dy). Opt-in
+  // (TERNLAB_CUDA_BF16_DY=1, read per call) until it has run on a GPU: written in session 6 after
+  // the session's last device call. The buffer is opdy_, the conversion's scratch, so only layers
+  // whose whole bf16 dy fits the chunk bound take it (no memory beyond today's).
+  static bool bf16_dy_enabled() {
+    const char* e = std::getenv("TERNLAB_CUDA_BF16_DY");
+    return e && !std::strcmp(e, "1");
+  }
+  bool takes_bf16_dy(const ConvGeom& g) override {
+    return bf16_dy_enabled() && math_mode() == Math::Fast && use_dnn(ConvProduct::BackwardFilterBf16, g) &&
+           use_dnn(ConvProduct::BackwardDataBf16, g) &&
+           static_cast<int64_t>(g.n) * g.oh * g.ow * g.oc * 2 <= chunk_bytes();
+  }
+  Status bf16_dy(int64_t elems, void** out) override {
+    TL_TRY(scratch(&opdy_, sizeof(__nv_bfloat16) * elems, "bf16 gradient handed to a product"));
+    *out = opdy_.p;
+    return Status::ok();
+  }
+  Status maxpool_backward_bf16(const PoolGeom& g, const float* dy, const int32_t* argmax, void* dx) override {
+    Prof prof_scope(&prof_, stream_, "maxpool_backward (bf16 out)");
+    return maxpool_backward_to(g, dy, argmax, GradBf16{static_cast<__nv_bfloat16*>(dx)}, sizeof(__nv_bfloat16));
+  }
+  Status bn_backward_bf16(int64_t rows, int c, const float* dy, const XhatSource& xhat, const float* gamma, const float* invstd,
+                          void* dx, float* dgamma, float* dbeta) override {
+    Prof prof_scope(&prof_, stream_, "bn_backward (bf16 out)");
+    TL_TRY(bn_backward_scratch(rows, c));
+    const GradBf16 out{static_cast<__nv_bfloat16*>(dx)};
+    with_xhat(xhat, [&](auto xh) { bn_backward_from(rows, c, DyStored{dy}, xh, gamma, invstd, out, dgamma, dbeta); });
+    LAUNCHED("bn_backward (bf16 out)");
+    return Status::ok();
+  }
+  Status act_bn_backward_bf16(int64_t rows, int c, const float* dq, const float* y, const XhatSource& xhat, const float* gamma,
+                              const float* beta, const float* invstd, const ActSpec& act, void* dx, float* dgamma,
+                              float* dbeta) override {
+    Prof prof_scope(&prof_, stream_, "act_bn_backward (fused, bf16 out)");
+    TL_TRY(bn_backward_scratch(rows, c));
+    const GradBf16 out{static_cast<__nv_bfloat16*>(dx)};
+    with_xhat(xhat, [&](auto xh) {
+      bn_backward_from(rows, c, DyFromPhi<decltype(xh)>{dq, xh, ActGrad{gamma, beta, act}}, xh, gamma, invstd, out, dgamma, dbeta);
+    });
+    LAUNCHED("act_bn_backward (bf16 out)");
+    return Status::ok();
+  }
+  Status conv_backward_bf16_dy(const ConvGeom& g, Operand x, const void* dy, Operand w, float* dw, float* dx) override {
+    if (!takes_bf16_dy(g)) return Status(Code::Internal, "conv_backward_bf16_dy: this layer's products do not take a bf16 dy");
+    Prof prof_scope(&prof_, stream_, "conv_backward (cuDNN bf16, dy handed over)");
+    bf16_dy_products_++;
+    return dnn_conv_backward(g, x, nullptr, static_cast<const __nv_bfloat16*>(dy), w, dw, dx);
   }
 
   // count[j] = rows of column j that are nonzero; the zeros added to *zeros
@@ -2004,17 +2086,24 @@ class CudaBackend final : public Backend {
   }
   Status maxpool_backward(const PoolGeom& g, const float* dy, const int32_t* argmax, float* dx) override {
     Prof prof_scope(&prof_, stream_, "maxpool_backward");
+    return maxpool_backward_to(g, dy, argmax, GradF32{dx}, sizeof(float));
+  }
+  template <class G>
+  Status maxpool_backward_to(const PoolGeom& g, const float* dy, const int32_t* argmax, G dx, size_t elem_bytes) {
     if (g.kh == g.sh && g.kw == g.sw && g.ph == 0 && g.pw == 0) {
       // Windows that do not overlap: each input is in at most one window, so the gradient is a
       // scatter of dy to the argmax (0 + dy, as the gather computes it) over zeros.
       const int64_t outs = static_cast<int64_t>(g.n) * g.oh * g.ow * g.c;
-      CU(cudaMemsetAsync(dx, 0, sizeof(float) * g.n * g.h * g.w * g.c, stream_));
+      CU(cudaMemsetAsync(dx.p, 0, elem_bytes * g.n * g.h * g.w * g.c, stream_));
       k_maxpool_scatter<<<grid_for(outs), kThreads, 0, stream_>>>(outs, dy, argmax, dx);
       LAUNCHED("maxpool_backward");
       return Status::ok();
     }
     const int64_t ins = static_cast<int64_t>(g.n) * g.h * g.w * g.c;
-    if (pool_vec4(g, dy, dx, argmax)) k_maxpool_backward4<<<grid_for(ins / 4), kThreads, 0, stream_>>>(g, dy, argmax, dx);
+    // (pool_vec4's conditions, with the gradient's four channels 4·elem_bytes wide)
+    const bool vec4 = g.c % 4 == 0 && aligned16(dy) && aligned16(argmax) && reinterpret_cast<uintptr_t>(dx.p) % (4 * elem_bytes) == 0;
+    if (vec4)
+      k_maxpool_backward4<<<grid_for(ins / 4), kThreads, 0, stream_>>>(g, dy, argmax, dx);
     else k_maxpool_backward<<<grid_for(ins), kThreads, 0, stream_>>>(g, dy, argmax, dx);
     LAUNCHED("maxpool_backward");
     return Status::ok();
@@ -2090,7 +2179,7 @@ class CudaBackend final : public Backend {
     Prof prof_scope(&prof_, stream_, "act_bn_backward (fused)");
     TL_TRY(bn_backward_scratch(rows, c));
     with_xhat(xhat, [&](auto xh) {
-      bn_backward_from(rows, c, DyFromPhi<decltype(xh)>{dq, xh, ActGrad{gamma, beta, act}}, xh, gamma, invstd, dx, dgamma, dbeta);
+      bn_backward_from(rows, c, DyFromPhi<decltype(xh)>{dq, xh, ActGrad{gamma, beta, act}}, xh, gamma, invstd, GradF32{dx}, dgamma, dbeta);
     });
     LAUNCHED("act_bn_backward");
     return Status::ok();
@@ -2161,7 +2250,7 @@ class CudaBackend final : public Backend {
                      float* dx, float* dgamma, float* dbeta) override {
     Prof prof_scope(&prof_, stream_, "bn_backward");
     TL_TRY(bn_backward_scratch(rows, c));
-    with_xhat(xhat, [&](auto xh) { bn_backward_from(rows, c, DyStored{dy}, xh, gamma, invstd, dx, dgamma, dbeta); });
+    with_xhat(xhat, [&](auto xh) { bn_backward_from(rows, c, DyStored{dy}, xh, gamma, invstd, GradF32{dx}, dgamma, dbeta); });
     LAUNCHED("bn_backward");
     return Status::ok();
   }
@@ -2171,8 +2260,8 @@ class CudaBackend final : public Backend {
   }
   // Σdy and Σdy·x̂ in one pass, the coefficients, then dx in a second pass (dy read through D twice);
   // bn_backward_scratch must have been called.
-  template <class D, class H>
-  void bn_backward_from(int64_t rows, int c, D dy, H xh, const float* gamma, const float* invstd, float* dx,
+  template <class D, class H, class G>
+  void bn_backward_from(int64_t rows, int c, D dy, H xh, const float* gamma, const float* invstd, G dx,
                         float* dgamma, float* dbeta) {
     double* db = static_cast<double*>(part_.p);  // db, then dg = db + c: column_sums' two terms
     double* dg = db + c;
@@ -2180,7 +2269,7 @@ class CudaBackend final : public Backend {
     column_sums<2>(rows, c, TermDy<D, H>{dy, xh, c}, 0, db);
     k_bn_backward_coeffs<<<grid_for(c), kThreads, 0, stream_>>>(rows, c, db, dg, gamma, invstd, dgamma, dbeta, k);
     const int grid = vec_grid(rows, c);
-    if (grid && dy.aligned() && xh.aligned() && aligned16(dx))
+    if (grid && dy.aligned() && xh.aligned() && dx.aligned())
       k_bn_backward_apply8<<<grid, kThreads, 0, stream_>>>(rows, c, dy, xh, k, dx);
     else
       k_bn_backward_apply<<<grid_for(rows * c), kThreads, 0, stream_>>>(rows * c, c, dy, xh, k, dx);
@@ -2312,7 +2401,8 @@ class CudaBackend final : public Backend {
                                        std::to_string(dnn_->graph_runs()) + " products run, " + std::to_string(dnn_->graph_fallbacks()) +
                                        " without a qualifying engine took the legacy call)"
                                  : std::string()) +
-             " and fp32 float-operand forward";
+             " and fp32 float-operand forward" +
+             (bf16_dy_enabled() ? "; dy handed over in bf16 (TERNLAB_CUDA_BF16_DY=1): " + std::to_string(bf16_dy_products_) + " products" : "");
     return std::string("products: own kernels, ") + (math_mode() == Math::Fast ? "bf16 tensor-core" : "fp32") +
            " backward; cuDNN not used: " + (dnn_ ? std::string(math_mode() != Math::Fast ? "TERNLAB_CUDA_MATH is not fast" : "TERNLAB_CUDNN=0") : dnn_why_);
   }
@@ -2436,6 +2526,7 @@ class CudaBackend final : public Backend {
   Scratch split_, wt_, part_, tree_, counts_, pixels_;
   Scratch opx_, opdy_, opw_;  // converted operands and outputs of the cuDNN products
   std::unique_ptr<Cudnn> dnn_;
+  int64_t bf16_dy_products_ = 0;  // products that took a dy handed over in bf16 (in describe())
   cudaStream_t copy_ = nullptr;  // uploads of the training pipeline
   cudaEvent_t up_[2] = {}, done_[2] = {};
   std::string dnn_why_;

@@ -213,29 +213,38 @@ class Backend {
     return bn_backward(rows, c, dy_scratch, xhat, gamma, invstd, dx, dgamma, dbeta);
   }
 
-  // ---- a product's output gradient handed over in bf16
-  // Where conv_backward would round dy to bf16 before its products anyway (takes_bf16_dy: the CUDA
-  // backend with fast maths on cuDNN, opt-in with TERNLAB_CUDA_BF16_DY=1), the op that produces dy
-  // may write it in bf16 straight into the backend's buffer bf16_dy (elems bf16 values) and
-  // conv_backward_bf16_dy then reads it there: the same bits as a float dy, with the conversion pass
-  // and half of dy's bytes saved. The model calls the producer and the product one after the other
-  // (the buffer is the product's scratch: no other product may run between them). Backends that
-  // return false from takes_bf16_dy need none of the rest.
+  // ---- a product's gradients handed over in bf16 (the CUDA backend with fast maths on cuDNN)
+  // The backward products round dy to bf16 and produce dx in bf16. Where they would anyway:
+  // - dy (takes_bf16_dy; opt-in with TERNLAB_CUDA_BF16_DY=1): the op that produces dy may write it in
+  //   bf16 straight into the backend's buffer bf16_dy (elems bf16 values), and the product reads it
+  //   there (conv_backward_bf16 with dy_bf16): the same bits as a float dy, one conversion pass and
+  //   half of dy's bytes saved;
+  // - dx (gives_bf16_dx; opt-in with TERNLAB_CUDA_BF16_DX=1; weights of scale 1): the product leaves
+  //   dx in bf16 in a backend buffer (conv_backward_bf16 with dx_bf16, dx still given) for the op
+  //   that reads it next (act_bn_backward_bf16 with dq_bf16), instead of a conversion pass to float.
+  // The model runs producer and reader one after the other (the buffers are the products'
+  // scratch: no other product may run between them). Backends whose takes_bf16_dy and
+  // gives_bf16_dx are false need none of the rest.
   virtual bool takes_bf16_dy(const ConvGeom&) { return false; }
-  virtual Status bf16_dy(int64_t elems, void** out) { return no_bf16_dy("bf16_dy"); }
-  virtual Status maxpool_backward_bf16(const PoolGeom&, const float*, const int32_t*, void*) { return no_bf16_dy("maxpool_backward_bf16"); }
+  virtual bool gives_bf16_dx(const ConvGeom&) { return false; }
+  virtual Status bf16_dy(int64_t elems, void** out) { return no_bf16("bf16_dy"); }
+  virtual Status maxpool_backward_bf16(const PoolGeom&, const float*, const int32_t*, void*) { return no_bf16("maxpool_backward_bf16"); }
   virtual Status bn_backward_bf16(int64_t, int, const float*, const XhatSource&, const float*, const float*, void*, float*, float*) {
-    return no_bf16_dy("bn_backward_bf16");
+    return no_bf16("bn_backward_bf16");
   }
-  virtual Status act_bn_backward_bf16(int64_t, int, const float*, const float*, const XhatSource&, const float*, const float*,
-                                      const float*, const ActSpec&, void*, float*, float*) {
-    return no_bf16_dy("act_bn_backward_bf16");
+  // the fused φ + BN backward with dq in bf16 (dq_bf16, else the float dq) and/or dx in bf16
+  // (dx_bf16, else the float dx)
+  virtual Status act_bn_backward_bf16(int64_t, int, const float*, const void*, const float*, const XhatSource&, const float*,
+                                      const float*, const float*, const ActSpec&, float*, void*, float*, float*) {
+    return no_bf16("act_bn_backward_bf16");
   }
-  virtual Status conv_backward_bf16_dy(const ConvGeom&, Operand, const void*, Operand, float*, float*) {
-    return no_bf16_dy("conv_backward_bf16_dy");
+  // conv_backward with dy in bf16 (dy_bf16, else the float dy) and/or dx left in bf16 (dx_bf16: its
+  // place returned there; dx itself is then not written)
+  virtual Status conv_backward_bf16(const ConvGeom&, Operand, const float*, const void*, Operand, float*, float*, void**) {
+    return no_bf16("conv_backward_bf16");
   }
-  static Status no_bf16_dy(const char* op) {
-    return Status(Code::Internal, std::string(op) + ": this backend takes no bf16 gradients (takes_bf16_dy is false)");
+  static Status no_bf16(const char* op) {
+    return Status(Code::Internal, std::string(op) + ": this backend hands no gradients over in bf16");
   }
 
   // activation φ_r (float → int8 states) and its windowed straight-through derivative

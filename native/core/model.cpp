@@ -633,10 +633,27 @@ bool Model::hands_bf16_dy(int c, int step, int n) {
   return backend_->takes_bf16_dy(conv_geom(c, n));
 }
 
+// Whether conv/dense node c leaves its input's gradient in bf16 for the reader (Backend::gives_bf16_dx):
+// c's input is (through a flatten) the states of an activation fused with its BN and read by c
+// alone, whose gradient c writes fresh, and that activation's backward is the next step with work.
+bool Model::hands_bf16_dx(int c, int n, Operand w) {
+  const int in = nodes_[c].spec.inputs.empty() ? -1 : nodes_[c].spec.inputs[0];
+  if (in <= 0 || !nodes_[in].requires_grad || nodes_[in].consumers != 1) return false;
+  const int a = nodes_[in].alias >= 0 ? nodes_[in].alias : in;  // a flatten shares its input's buffers
+  const Node& act = nodes_[a];
+  if (act.spec.kind != OpKind::Activation || act.consumers != 1 || act.grad_written || act.spec.inputs.empty()) return false;
+  const int bn = act.spec.inputs[0];
+  if (bn <= 0 || !nodes_[bn].fused_act) return false;
+  for (int j = a + 1; j < c; ++j)
+    if (nodes_[j].spec.kind != OpKind::Flatten) return false;
+  if (w.dtype == DType::I8 && w.scale != 1.0f) return false;  // (the float dx is the bf16 one times the scale)
+  return backend_->gives_bf16_dx(conv_geom(c, n));
+}
+
 // The backend's buffer for conv c's handed-over gradient, noted on c for its backward.
 Status Model::bf16_dy_for(int c, int n, void** out) {
   TL_TRY(backend_->bf16_dy(static_cast<int64_t>(n) * per_sample(nodes_[c]), out));
-  nodes_[c].dy_bf16 = *out;
+  nodes_[c].grad_bf16 = *out;
   return Status::ok();
 }
 
@@ -665,7 +682,7 @@ Status Model::backward_update(int n, uint64_t t, float lr) {
   const float lr_t = static_cast<float>(lr * std::sqrt(1.0 - std::pow(update_.beta2, t1)) / (1.0 - std::pow(update_.beta1, t1)));
   for (auto& nd : nodes_) {
     nd.grad_written = false;
-    nd.dy_bf16 = nullptr;
+    nd.grad_bf16 = nullptr;
   }
   storage(static_cast<int>(nodes_.size()) - 1).grad_written = true;  // written by loss()
   for (size_t ii = nodes_.size() - 1; ii >= 1; --ii) {
@@ -694,9 +711,13 @@ Status Model::backward_node(int i, int n) {
     case OpKind::Dense: {
       const ConvGeom g = conv_geom(i, n);
       Operand w = s.discrete ? Operand{DType::I8, nd.wq.data(), s.levels.unit()} : Operand{DType::F32, nd.wf.data(), 1.0f};
-      if (nd.dy_bf16) {
-        TL_TRY(backend_->conv_backward_bf16_dy(g, operand_of(in), nd.dy_bf16, w, nd.gw.as<float>(), in_grad ? dx : nullptr));
-        nd.dy_bf16 = nullptr;
+      const bool give_dx = in_grad && dx && hands_bf16_dx(i, n, w);
+      if (nd.grad_bf16 || give_dx) {
+        void* hdx = nullptr;
+        TL_TRY(backend_->conv_backward_bf16(g, operand_of(in), dy, nd.grad_bf16, w, nd.gw.as<float>(), in_grad ? dx : nullptr,
+                                            give_dx ? &hdx : nullptr));
+        nd.grad_bf16 = nullptr;
+        if (give_dx) storage(in).grad_bf16 = hdx;
       } else {
         TL_TRY(backend_->conv_backward(g, operand_of(in), dy, w, nd.gw.as<float>(), in_grad ? dx : nullptr));
       }
@@ -736,13 +757,21 @@ Status Model::backward_node(int i, int n) {
         const int bin = bn.spec.inputs[0];
         const bool bin_grad = bin > 0 && nodes_[bin].requires_grad;
         const int64_t rows = static_cast<int64_t>(n) * bn.h * bn.w;
-        if (bin_grad && hands_bf16_dy(bin, i, n)) {
-          void* h;
-          TL_TRY(bf16_dy_for(bin, n, &h));
-          TL_TRY(backend_->act_bn_backward_bf16(rows, bn.c, dy, bn.out.as<float>(), xhat_source(in), bn.gamma.as<float>(),
-                                                bn.beta.as<float>(), bn.invstd.as<float>(), s.act, h, bn.dgamma.as<float>(),
-                                                bn.dbeta.as<float>()));
-          return finish_grad(i, bin, in_elems, false);
+        const bool give_dy = bin_grad && hands_bf16_dy(bin, i, n);
+        if (nd.grad_bf16 || give_dy) {
+          // φ's gradient handed over in bf16 by the product reading its states, and/or the BN input's
+          // gradient handed over in bf16 to the product that produced it
+          void* hdy = nullptr;
+          float* fdx = nd.scratch;
+          bool facc = false;
+          if (give_dy) TL_TRY(bf16_dy_for(bin, n, &hdy));
+          else if (bin_grad) TL_TRY(grad_target(i, bin, &fdx, &facc));
+          if (!hdy && !fdx) return Status(Code::Internal, "layer \"" + s.name + "\": the memory plan gave its backward step no scratch");
+          TL_TRY(backend_->act_bn_backward_bf16(rows, bn.c, nd.grad_bf16 ? nullptr : dy, nd.grad_bf16, bn.out.as<float>(),
+                                                xhat_source(in), bn.gamma.as<float>(), bn.beta.as<float>(), bn.invstd.as<float>(),
+                                                s.act, hdy ? nullptr : fdx, hdy, bn.dgamma.as<float>(), bn.dbeta.as<float>()));
+          nd.grad_bf16 = nullptr;
+          return bin_grad ? finish_grad(i, bin, in_elems, facc) : Status::ok();
         }
         float* bdx = nd.scratch;
         bool bacc = false;

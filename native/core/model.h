@@ -140,9 +140,10 @@ class Model {
     // add whose gradient is its first input's too (plan_memory): its backward copies dy to the
     // second input only
     bool grad_to_first_input = false;
-    // conv / dense: this step's output gradient, handed over in bf16 by its producer (the backend's
-    // buffer: Backend::takes_bf16_dy), or null (the float gradient in grad)
-    void* dy_bf16 = nullptr;
+    // this step's output gradient handed over in bf16, in a backend buffer (Backend::takes_bf16_dy:
+    // a conv's, by the op that produces it; Backend::gives_bf16_dx: an activation's, by the product
+    // that reads its states), or null: the float gradient in grad
+    void* grad_bf16 = nullptr;
   };
   int64_t per_sample(const Node& n) const { return static_cast<int64_t>(n.h) * n.w * n.c; }
   Node& storage(int i) { return nodes_[nodes_[i].alias >= 0 ? nodes_[i].alias : i]; }
@@ -155,6 +156,7 @@ class Model {
   Status grad_target(int step, int input, float** target, bool* accumulate_after);
   Status finish_grad(int step, int input, int64_t elems, bool accumulate_after);
   bool hands_bf16_dy(int conv, int step, int n);
+  bool hands_bf16_dx(int conv, int n, Operand w);
   Status bf16_dy_for(int conv, int n, void** out);
 
   std::unique_ptr<Backend> backend_;

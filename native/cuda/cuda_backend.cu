@@ -445,6 +445,19 @@ __device__ __forceinline__ void load_vec(const float* p, float (&v)[kVec]) {
   const float4 a = reinterpret_cast<const float4*>(p)[0], b = reinterpret_cast<const float4*>(p)[1];
   v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
 }
+// 8 bf16 values (16 bytes) to float, exactly
+__device__ __forceinline__ void load_vec(const __nv_bfloat16* p, float (&v)[kVec]) {
+  const uint4 u = *reinterpret_cast<const uint4*>(p);
+  const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const float2 f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&w[j]));
+    v[2 * j] = f.x;
+    v[2 * j + 1] = f.y;
+  }
+}
+__device__ __forceinline__ float grad_value(float v) { return v; }
+__device__ __forceinline__ float grad_value(__nv_bfloat16 v) { return __bfloat162float(v); }
 __device__ __forceinline__ void load_vec(const int16_t* p, int16_t (&v)[kVec]) {
   const uint4 u = *reinterpret_cast<const uint4*>(p);
   const uint32_t w[4] = {u.x, u.y, u.z, u.w};
@@ -861,17 +874,18 @@ struct DyStored {
   __device__ __forceinline__ Group group(int) const { return {p}; }
   bool aligned() const { return aligned16(p); }
 };
-template <class H>
+// dq: φ's output gradient, float or (handed over by the product that reads φ's states) bf16
+template <class H, class Q = float>
 struct DyFromPhi {
-  const float* dq;
+  const Q* dq;
   H xhat;
   ActGrad ag;
-  __device__ __forceinline__ float operator()(int64_t i, int ch) const { return ag(dq[i], xhat(i, ch), ch); }
+  __device__ __forceinline__ float operator()(int64_t i, int ch) const { return ag(grad_value(dq[i]), xhat(i, ch), ch); }
   using Raw = float;
-  __device__ __forceinline__ Raw raw(int64_t i) const { return dq[i]; }
+  __device__ __forceinline__ Raw raw(int64_t i) const { return grad_value(dq[i]); }
   __device__ __forceinline__ float value(Raw d, float xh, int ch) const { return ag(d, xh, ch); }
   struct Group {
-    const float* dq;
+    const Q* dq;
     float gamma[kVec], beta[kVec];
     ActSpec act;
     __device__ __forceinline__ void load8(int64_t i, float (&d)[kVec]) const { load_vec(dq + i, d); }
@@ -2018,23 +2032,51 @@ class CudaBackend final : public Backend {
     LAUNCHED("bn_backward (bf16 out)");
     return Status::ok();
   }
-  Status act_bn_backward_bf16(int64_t rows, int c, const float* dq, const float* y, const XhatSource& xhat, const float* gamma,
-                              const float* beta, const float* invstd, const ActSpec& act, void* dx, float* dgamma,
-                              float* dbeta) override {
-    Prof prof_scope(&prof_, stream_, "act_bn_backward (fused, bf16 out)");
+  Status act_bn_backward_bf16(int64_t rows, int c, const float* dq, const void* dq_bf16, const float* y, const XhatSource& xhat,
+                              const float* gamma, const float* beta, const float* invstd, const ActSpec& act, float* dx,
+                              void* dx_bf16, float* dgamma, float* dbeta) override {
+    Prof prof_scope(&prof_, stream_, "act_bn_backward (fused, bf16 in or out)");
     TL_TRY(bn_backward_scratch(rows, c));
-    const GradBf16 out{static_cast<__nv_bfloat16*>(dx)};
+    const ActGrad ag{gamma, beta, act};
+    auto to = [&](auto xh, auto d) {
+      if (dx_bf16) bn_backward_from(rows, c, d, xh, gamma, invstd, GradBf16{static_cast<__nv_bfloat16*>(dx_bf16)}, dgamma, dbeta);
+      else bn_backward_from(rows, c, d, xh, gamma, invstd, GradF32{dx}, dgamma, dbeta);
+    };
     with_xhat(xhat, [&](auto xh) {
-      bn_backward_from(rows, c, DyFromPhi<decltype(xh)>{dq, xh, ActGrad{gamma, beta, act}}, xh, gamma, invstd, out, dgamma, dbeta);
+      using X = decltype(xh);
+      if (dq_bf16) to(xh, DyFromPhi<X, __nv_bfloat16>{static_cast<const __nv_bfloat16*>(dq_bf16), xh, ag});
+      else to(xh, DyFromPhi<X>{dq, xh, ag});
     });
-    LAUNCHED("act_bn_backward (bf16 out)");
+    LAUNCHED("act_bn_backward (bf16 in or out)");
     return Status::ok();
   }
-  Status conv_backward_bf16_dy(const ConvGeom& g, Operand x, const void* dy, Operand w, float* dw, float* dx) override {
-    if (!takes_bf16_dy(g)) return Status(Code::Internal, "conv_backward_bf16_dy: this layer's products do not take a bf16 dy");
-    Prof prof_scope(&prof_, stream_, "conv_backward (cuDNN bf16, dy handed over)");
-    bf16_dy_products_++;
-    return dnn_conv_backward(g, x, nullptr, static_cast<const __nv_bfloat16*>(dy), w, dw, dx);
+  // The consumer half (TERNLAB_CUDA_BF16_DX=1, opt-in, not yet run on a GPU either): the data
+  // product's bf16 dx stays in the backend's buffer (opx_, where cuDNN writes it) for the op that
+  // reads it next (the fused φ + BN backward), instead of a pass to float. Only where the whole
+  // layer runs as one chunk and the weights' scale is 1 (from_bf16's product by it is then exact).
+  static bool bf16_dx_enabled() {
+    const char* e = std::getenv("TERNLAB_CUDA_BF16_DX");
+    return e && !std::strcmp(e, "1");
+  }
+  bool gives_bf16_dx(const ConvGeom& g) override {
+    return bf16_dx_enabled() && math_mode() == Math::Fast && use_dnn(ConvProduct::BackwardFilterBf16, g) &&
+           use_dnn(ConvProduct::BackwardDataBf16, g) && static_cast<int64_t>(g.n) * g.oh * g.ow * g.oc * 2 <= chunk_bytes() &&
+           g.in_elems() * 2 <= chunk_bytes();
+  }
+  Status conv_backward_bf16(const ConvGeom& g, Operand x, const float* dy, const void* dy_bf16, Operand w, float* dw, float* dx,
+                            void** dx_bf16) override {
+    if (dy_bf16 && !takes_bf16_dy(g)) return Status(Code::Internal, "conv_backward_bf16: this layer's products do not take a bf16 dy");
+    if (dx_bf16 && (!dx || !gives_bf16_dx(g) || (w.dtype == DType::I8 && w.scale != 1.0f)))
+      return Status(Code::Internal, "conv_backward_bf16: this layer's products do not give a bf16 dx");
+    Prof prof_scope(&prof_, stream_, "conv_backward (cuDNN bf16, gradients handed over)");
+    if (dy_bf16) bf16_dy_products_++;
+    if (dx_bf16) bf16_dx_products_++;
+    bf16_dx_out_ = dx_bf16 != nullptr;
+    const Status st = dnn_conv_backward(g, x, dy, static_cast<const __nv_bfloat16*>(dy_bf16), w, dw, dx);
+    bf16_dx_out_ = false;
+    TL_TRY(st);
+    if (dx_bf16) *dx_bf16 = opx_.p;
+    return Status::ok();
   }
 
   // count[j] = rows of column j that are nonzero; the zeros added to *zeros
@@ -2402,7 +2444,8 @@ class CudaBackend final : public Backend {
                                        " without a qualifying engine took the legacy call)"
                                  : std::string()) +
              " and fp32 float-operand forward" +
-             (bf16_dy_enabled() ? "; dy handed over in bf16 (TERNLAB_CUDA_BF16_DY=1): " + std::to_string(bf16_dy_products_) + " products" : "");
+             (bf16_dy_enabled() ? "; dy handed over in bf16 (TERNLAB_CUDA_BF16_DY=1): " + std::to_string(bf16_dy_products_) + " products" : "") +
+             (bf16_dx_enabled() ? "; dx handed over in bf16 (TERNLAB_CUDA_BF16_DX=1): " + std::to_string(bf16_dx_products_) + " products" : "");
     return std::string("products: own kernels, ") + (math_mode() == Math::Fast ? "bf16 tensor-core" : "fp32") +
            " backward; cuDNN not used: " + (dnn_ ? std::string(math_mode() != Math::Fast ? "TERNLAB_CUDA_MATH is not fast" : "TERNLAB_CUDNN=0") : dnn_why_);
   }
@@ -2498,6 +2541,7 @@ class CudaBackend final : public Backend {
       if (graph) TL_TRY(dnn_->backward_data_graph(g, dyb, wb, opx_.p, false, &done));
       if (!done) TL_TRY(dnn_->backward_data(g, dyb, wb, opx_.p));
     }
+    if (bf16_dx_out_) return Status::ok();  // dx stays in opx_, in bf16, for its reader (conv_backward_bf16)
     return from_bf16(g.in_elems(), opx_.p, scale, dx, "conv_backward_data (to fp32)");
   }
 
@@ -2527,6 +2571,8 @@ class CudaBackend final : public Backend {
   Scratch opx_, opdy_, opw_;  // converted operands and outputs of the cuDNN products
   std::unique_ptr<Cudnn> dnn_;
   int64_t bf16_dy_products_ = 0;  // products that took a dy handed over in bf16 (in describe())
+  int64_t bf16_dx_products_ = 0;  // products that left their dx in bf16 for its reader (in describe())
+  bool bf16_dx_out_ = false;      // during conv_backward_bf16 with a bf16 dx: dnn_backward_data leaves it in opx_
   cudaStream_t copy_ = nullptr;  // uploads of the training pipeline
   cudaEvent_t up_[2] = {}, done_[2] = {};
   std::string dnn_why_;

@@ -51,6 +51,8 @@ const fastModes: Record<string, Record<string, string>> = {
   graph: { TERNLAB_CUDNN_GRAPH: "1" },
   "graph-f32": { TERNLAB_CUDNN_GRAPH: "f32" },
   "bf16-dy": { TERNLAB_CUDA_BF16_DY: "1" },
+  "bf16-dx": { TERNLAB_CUDA_BF16_DX: "1" },
+  "bf16-both": { TERNLAB_CUDA_BF16_DY: "1", TERNLAB_CUDA_BF16_DX: "1" },
 };
 function withMath<T>(mode: string, f: () => T): T {
   const old = process.env.TERNLAB_CUDA_MATH;
@@ -612,16 +614,21 @@ describe("CUDA backend agrees with the CPU backend", function () {
         // the graph API's products ran (not silently the legacy calls)
         if (math.startsWith("graph")) assert.match(String(b.get("backend")), /graph API[^)]*; [1-9]\d* products run/);
       });
-    // A product's dy handed over in bf16 by the op that produces it (TERNLAB_CUDA_BF16_DY=1; the BN
-    // backward, the fused φ + BN backward, max-pool's backward) instead of a float dy converted by
-    // conv_backward: the same roundings, so the same bits, on a net with each producer (the CIFAR
-    // net: fused φ + BN, max-pool, the last BN; tinyNet: the residual path's BN before the add).
+    // A product's gradients handed over in bf16 instead of converted: dy by the op that produces it
+    // (TERNLAB_CUDA_BF16_DY=1; the BN backward, the fused φ + BN backward, max-pool's backward), dx
+    // to the fused φ + BN backward that reads it (TERNLAB_CUDA_BF16_DX=1), and both. The same
+    // roundings, so the same bits, on nets with each producer and reader (the CIFAR net: fused
+    // φ + BN, max-pool, the last BN, a flatten; tinyNet: the residual path's BN before the add).
     for (const [name, spec] of [["CIFAR net at width 1/4", () => gxnorCifar(5, 0.25)], ["tinyNet", () => tinyNet()]] as Array<[string, () => ModelSpec]>)
-      it(`a dy handed over in bf16 gives the float dy's bits (${name})`, async () => {
-        const a = await run(spec(), "cuda", 3, 64, "fast"), b = await run(spec(), "cuda", 3, 64, "bf16-dy");
-        console.log(`      ${b.get("backend")}`);
-        assert.match(String(b.get("backend")), /dy handed over in bf16 \(TERNLAB_CUDA_BF16_DY=1\): [1-9]\d* products/);
-        for (const [k, v] of a) if (k !== "backend") assert.ok(v.equals(b.get(k)!), `${k} differs with the bf16 handoff`);
+      it(`gradients handed over in bf16 give the float gradients' bits (${name})`, async () => {
+        const a = await run(spec(), "cuda", 3, 64, "fast");
+        for (const mode of ["bf16-dy", "bf16-dx", "bf16-both"]) {
+          const b = await run(spec(), "cuda", 3, 64, mode);
+          console.log(`      ${mode}: ${b.get("backend")}`);
+          if (mode !== "bf16-dx") assert.match(String(b.get("backend")), /dy handed over in bf16 \(TERNLAB_CUDA_BF16_DY=1\): [1-9]\d* products/);
+          if (mode !== "bf16-dy") assert.match(String(b.get("backend")), /dx handed over in bf16 \(TERNLAB_CUDA_BF16_DX=1\): [1-9]\d* products/);
+          for (const [k, v] of a) if (k !== "backend") assert.ok(v.equals(b.get(k)!), `${k} differs with ${mode}`);
+        }
       });
     for (const math of ["fast", "graph", "graph-f32"])
       it(`a run with ${math === "fast" ? "the default products (cuDNN where it loads)" : `TERNLAB_CUDNN_GRAPH=${math === "graph" ? "1" : "f32"}`} repeats bit for bit`, async () => {

@@ -2005,15 +2005,19 @@ class CudaBackend final : public Backend {
   // (TERNLAB_CUDA_BF16_DY=1, read per call) until it has run on a GPU: written in session 6 after
   // the session's last device call. The buffer is opdy_, the conversion's scratch, so only layers
   // whose whole bf16 dy fits the chunk bound take it (no memory beyond today's).
-  static bool bf16_dy_enabled() {
-    const char* e = std::getenv("TERNLAB_CUDA_BF16_DY");
+  static bool switch_on(const char* name) {
+    const char* e = std::getenv(name);
     return e && !std::strcmp(e, "1");
   }
-  bool takes_bf16_dy(const ConvGeom& g) override {
-    return bf16_dy_enabled() && math_mode() == Math::Fast && use_dnn(ConvProduct::BackwardFilterBf16, g) &&
-           use_dnn(ConvProduct::BackwardDataBf16, g) &&
+  static bool bf16_dy_enabled() { return switch_on("TERNLAB_CUDA_BF16_DY"); }
+  static bool bf16_dx_enabled() { return switch_on("TERNLAB_CUDA_BF16_DX"); }
+  // both backward products of g on cuDNN's bf16 path in one chunk (the handoffs' buffers are the
+  // products' scratch, sized for one chunk)
+  bool bf16_products_whole(const ConvGeom& g) {
+    return math_mode() == Math::Fast && use_dnn(ConvProduct::BackwardFilterBf16, g) && use_dnn(ConvProduct::BackwardDataBf16, g) &&
            static_cast<int64_t>(g.n) * g.oh * g.ow * g.oc * 2 <= chunk_bytes();
   }
+  bool takes_bf16_dy(const ConvGeom& g) override { return bf16_dy_enabled() && bf16_products_whole(g); }
   Status bf16_dy(int64_t elems, void** out) override {
     TL_TRY(scratch(&opdy_, sizeof(__nv_bfloat16) * elems, "bf16 gradient handed to a product"));
     *out = opdy_.p;
@@ -2054,14 +2058,8 @@ class CudaBackend final : public Backend {
   // product's bf16 dx stays in the backend's buffer (opx_, where cuDNN writes it) for the op that
   // reads it next (the fused φ + BN backward), instead of a pass to float. Only where the whole
   // layer runs as one chunk and the weights' scale is 1 (from_bf16's product by it is then exact).
-  static bool bf16_dx_enabled() {
-    const char* e = std::getenv("TERNLAB_CUDA_BF16_DX");
-    return e && !std::strcmp(e, "1");
-  }
   bool gives_bf16_dx(const ConvGeom& g) override {
-    return bf16_dx_enabled() && math_mode() == Math::Fast && use_dnn(ConvProduct::BackwardFilterBf16, g) &&
-           use_dnn(ConvProduct::BackwardDataBf16, g) && static_cast<int64_t>(g.n) * g.oh * g.ow * g.oc * 2 <= chunk_bytes() &&
-           g.in_elems() * 2 <= chunk_bytes();
+    return bf16_dx_enabled() && bf16_products_whole(g) && g.in_elems() * 2 <= chunk_bytes();
   }
   Status conv_backward_bf16(const ConvGeom& g, Operand x, const float* dy, const void* dy_bf16, Operand w, float* dw, float* dx,
                             void** dx_bf16) override {

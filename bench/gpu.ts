@@ -17,16 +17,29 @@ const root = path.resolve(__dirname, "../..");
 const batch = Number(opt("batch", "256"));
 const steps = Number(opt("steps", "20"));
 const models = opt("models", "cifar,resnet").split(",");
-// name → environment, from --variants (parsed once: a malformed entry stops the run before any work)
-const envVariants = new Map<string, Record<string, string>>(opt("variants", "").split(";").filter((v) => v.trim()).map((v) => {
+// Training variants of the same build: a name, the backend switches it sets (read by the backend
+// at every product, so set for the whole run) and what the printout calls it. Built in:
+// "own" (only ternlab's hand-written kernels), "cudnn-int8" (cuDNN's int8 forward gives float
+// outputs, so exact int16 sums, the default, stay on our kernels: this variant keeps float outputs
+// to put every ternary forward on cuDNN), "stem-int8" (the float stem on int8 tensor cores; opt-in,
+// measured slower: NOTES.md, session 6). More from --variants, parsed once: a malformed entry
+// stops the run before any work.
+interface Variant { env: Record<string, string>; label: string }
+const builtIn: Record<string, Variant> = {
+  own: { env: { TERNLAB_CUDNN: "0" }, label: "own kernels only" },
+  "cudnn-int8": { env: { TERNLAB_CUDNN_INT8: "1", TERNLAB_EXACT_SUMS: "0" }, label: "int8 forward through cuDNN too" },
+  "stem-int8": { env: { TERNLAB_STEM: "int8" }, label: "float stem on int8 tensor cores" },
+};
+const envVariants = new Map<string, Variant>(opt("variants", "").split(";").filter((v) => v.trim()).map((v) => {
   const [name, vars] = v.split(":");
   if (!name || !vars) throw new Error(`--variants: "${v}" is not NAME:VAR=V,VAR=V`);
-  return [name.trim(), Object.fromEntries(vars.split(",").map((kv) => {
+  return [name.trim(), { label: name.trim(), env: Object.fromEntries(vars.split(",").map((kv) => {
     const [k, val] = kv.split("=");
     if (!k || val === undefined) throw new Error(`--variants: "${kv}" in "${v}" is not VAR=V`);
     return [k.trim(), val.trim()];
-  }))];
+  })) }];
 }));
+const variantOf = (name: string): Variant | undefined => builtIn[name] ?? envVariants.get(name);
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type Row = Record<string, any>;
@@ -67,30 +80,16 @@ function torch(): void {
   for (const row of jsonLines(layers.stdout ?? "")) log({ source: "pytorch", ...row });
 }
 
-// variant "default": the backend as shipped (cuDNN products where cuDNN 9 loads); "own": only
-// ternlab's hand-written kernels (TERNLAB_CUDNN=0), measured in the same run for the comparison.
+// variant "default": the backend as shipped (cuDNN products where cuDNN 9 loads); the others as
+// variantOf says, measured in the same run for the comparison.
 async function ternlab(name: string, spec: ModelSpec, variant = "default"): Promise<void> {
   const addon = loadAddon();
-  // the backend reads these at every product, so they stay set for the whole variant run
-  if (variant === "own") process.env.TERNLAB_CUDNN = "0";
-  // cuDNN's int8 forward gives float outputs: exact int16 sums (the default) stay on our kernels,
-  // so this variant keeps float outputs (TERNLAB_EXACT_SUMS=0) to put every ternary forward on cuDNN
-  if (variant === "cudnn-int8") {
-    process.env.TERNLAB_CUDNN_INT8 = "1";
-    process.env.TERNLAB_EXACT_SUMS = "0";
-  }
-  // the float stem on int8 tensor cores (opt-in until it has run on a GPU: NOTES.md, session 5)
-  if (variant === "stem-int8") process.env.TERNLAB_STEM = "int8";
-  const extra = envVariants.get(variant) ?? {};
-  Object.assign(process.env, extra);
+  const env = variantOf(variant)?.env ?? {};
+  Object.assign(process.env, env);
   try {
     await ternlabRun(name, spec, variant, addon);
   } finally {
-    for (const k of Object.keys(extra)) delete process.env[k];
-    delete process.env.TERNLAB_CUDNN;
-    delete process.env.TERNLAB_CUDNN_INT8;
-    delete process.env.TERNLAB_EXACT_SUMS;
-    delete process.env.TERNLAB_STEM;
+    for (const k of Object.keys(env)) delete process.env[k];
   }
 }
 
@@ -164,7 +163,6 @@ async function main(): Promise<void> {
   console.log("\ntraining (batch " + batch + "): images/s, ms/step, device memory");
   for (const name of models) {
     const t = results.find((r) => r.source === "ternlab" && r.model === name && r.variant === "default");
-    const own = results.find((r) => r.source === "ternlab" && r.model === name && r.variant === "own");
     const eager = results.find((r) => r.kind === "pytorch" && r.model === name && r.mode === "eager");
     const comp = results.find((r) => r.kind === "pytorch" && r.model === name && r.mode === "compile");
     console.log(`  ${name.padEnd(7)} ternlab ${t?.error ? "error: " + t.error : `${fmt(t?.images_per_s)} img/s ${fmt(t?.ms_per_step, 2)} ms ${fmt(t?.device_MiB)} MiB`}`);
@@ -174,17 +172,11 @@ async function main(): Promise<void> {
       console.log(`          torch ${label.padEnd(7)} ${fmt(p.images_per_s)} img/s ${fmt(p.ms_per_step, 2)} ms ${fmt(p.peak_MiB)} MiB peak  ` +
         `-> ternlab/torch ${t?.images_per_s ? (t.images_per_s / p.images_per_s).toFixed(2) : "n/a"}x`);
     }
-    if (own) console.log(`          ternlab, own kernels only (TERNLAB_CUDNN=0) ${own.error ? "error: " + own.error : `${fmt(own.images_per_s)} img/s ${fmt(own.ms_per_step, 2)} ms ${fmt(own.device_MiB)} MiB` +
-      (t?.images_per_s && own.images_per_s ? `  -> with cuDNN ${(t.images_per_s / own.images_per_s).toFixed(2)}x` : "")}`);
-    const i8 = results.find((r) => r.source === "ternlab" && r.model === name && r.variant === "cudnn-int8");
-    if (i8) console.log(`          ternlab, int8 forward through cuDNN too (TERNLAB_CUDNN_INT8=1 TERNLAB_EXACT_SUMS=0) ${i8.error ? "error: " + i8.error : `${fmt(i8.images_per_s)} img/s ${fmt(i8.ms_per_step, 2)} ms` +
-      (t?.images_per_s && i8.images_per_s ? `  -> vs default ${(i8.images_per_s / t.images_per_s).toFixed(2)}x` : "")}`);
-    const st = results.find((r) => r.source === "ternlab" && r.model === name && r.variant === "stem-int8");
-    if (st) console.log(`          ternlab, float stem on int8 tensor cores (TERNLAB_STEM=int8) ${st.error ? "error: " + st.error : `${fmt(st.images_per_s)} img/s ${fmt(st.ms_per_step, 2)} ms ${fmt(st.device_MiB)} MiB` +
-      (t?.images_per_s && st.images_per_s ? `  -> vs default ${(st.images_per_s / t.images_per_s).toFixed(2)}x` : "")}`);
-    for (const [v, env] of envVariants) {
+    for (const v of [...Object.keys(builtIn), ...envVariants.keys()]) {
       const r = results.find((x) => x.source === "ternlab" && x.model === name && x.variant === v);
-      if (r) console.log(`          ternlab, ${v} (${Object.entries(env).map(([k, x]) => `${k}=${x}`).join(" ")}) ${r.error ? "error: " + r.error :
+      if (!r) continue;
+      const { env, label } = variantOf(v)!;
+      console.log(`          ternlab, ${label} (${Object.entries(env).map(([k, x]) => `${k}=${x}`).join(" ")}) ${r.error ? "error: " + r.error :
         `${fmt(r.images_per_s)} img/s ${fmt(r.ms_per_step, 2)} ms ${fmt(r.device_MiB)} MiB` +
         (t?.images_per_s && r.images_per_s ? `  -> vs default ${(r.images_per_s / t.images_per_s).toFixed(2)}x` : "")}`);
     }

@@ -757,29 +757,23 @@ Status Model::backward_node(int i, int n) {
         const int bin = bn.spec.inputs[0];
         const bool bin_grad = bin > 0 && nodes_[bin].requires_grad;
         const int64_t rows = static_cast<int64_t>(n) * bn.h * bn.w;
-        const bool give_dy = bin_grad && hands_bf16_dy(bin, i, n);
-        if (nd.grad_bf16 || give_dy) {
-          // φ's gradient handed over in bf16 by the product reading its states, and/or the BN input's
-          // gradient handed over in bf16 to the product that produced it
-          void* hdy = nullptr;
-          float* fdx = nd.scratch;
-          bool facc = false;
-          if (give_dy) TL_TRY(bf16_dy_for(bin, n, &hdy));
-          else if (bin_grad) TL_TRY(grad_target(i, bin, &fdx, &facc));
-          if (!hdy && !fdx) return Status(Code::Internal, "layer \"" + s.name + "\": the memory plan gave its backward step no scratch");
-          TL_TRY(backend_->act_bn_backward_bf16(rows, bn.c, nd.grad_bf16 ? nullptr : dy, nd.grad_bf16, bn.out.as<float>(),
-                                                xhat_source(in), bn.gamma.as<float>(), bn.beta.as<float>(), bn.invstd.as<float>(),
-                                                s.act, hdy ? nullptr : fdx, hdy, bn.dgamma.as<float>(), bn.dbeta.as<float>()));
-          nd.grad_bf16 = nullptr;
-          return bin_grad ? finish_grad(i, bin, in_elems, facc) : Status::ok();
-        }
+        // φ's gradient may come in bf16 from the product reading its states (nd.grad_bf16), and the
+        // BN input's gradient may go in bf16 to the product that produced it (hands_bf16_dy)
+        void* hdy = nullptr;
         float* bdx = nd.scratch;
         bool bacc = false;
-        if (bin_grad) TL_TRY(grad_target(i, bin, &bdx, &bacc));
-        if (!bdx) return Status(Code::Internal, "layer \"" + s.name + "\": the memory plan gave its backward step no scratch");
-        TL_TRY(backend_->act_bn_backward(rows, bn.c, dy, bn.out.as<float>(), xhat_source(in), bn.gamma.as<float>(),
-                                         bn.beta.as<float>(), bn.invstd.as<float>(), s.act, bn.grad, bdx,
-                                         bn.dgamma.as<float>(), bn.dbeta.as<float>()));
+        if (bin_grad && hands_bf16_dy(bin, i, n)) TL_TRY(bf16_dy_for(bin, n, &hdy));
+        else if (bin_grad) TL_TRY(grad_target(i, bin, &bdx, &bacc));
+        if (!hdy && !bdx) return Status(Code::Internal, "layer \"" + s.name + "\": the memory plan gave its backward step no scratch");
+        if (nd.grad_bf16 || hdy)
+          TL_TRY(backend_->act_bn_backward_bf16(rows, bn.c, nd.grad_bf16 ? nullptr : dy, nd.grad_bf16, bn.out.as<float>(),
+                                                xhat_source(in), bn.gamma.as<float>(), bn.beta.as<float>(), bn.invstd.as<float>(),
+                                                s.act, hdy ? nullptr : bdx, hdy, bn.dgamma.as<float>(), bn.dbeta.as<float>()));
+        else
+          TL_TRY(backend_->act_bn_backward(rows, bn.c, dy, bn.out.as<float>(), xhat_source(in), bn.gamma.as<float>(),
+                                           bn.beta.as<float>(), bn.invstd.as<float>(), s.act, bn.grad, bdx,
+                                           bn.dgamma.as<float>(), bn.dbeta.as<float>()));
+        nd.grad_bf16 = nullptr;
         if (bin_grad) TL_TRY(finish_grad(i, bin, in_elems, bacc));
         return Status::ok();  // the BN node's gradient is never marked written, so its backward is skipped
       }

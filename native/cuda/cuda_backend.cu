@@ -1740,8 +1740,9 @@ class CudaBackend final : public Backend {
   // Float weights on the pixels (ResNet's and AlexNet's stems): three exact int8 products over the
   // space-to-depth packed pixels, one per digit plane of the fixed-point weights (stem.h, NOTES.md
   // "Session 5: the float stem"). Replaces cuDNN's fp32 product, slow with 3 input channels.
-  // Opt-in until it has run on a GPU (written in session 5 without one): TERNLAB_STEM=int8 (three
-  // products) or grouped; otherwise, and in the exact and simple maths, the float product of x.
+  // Opt-in: on an H200 it measured slower than cuDNN's fp32 product (session 6: 4.7 against 3.0 ms;
+  // the grouped product 2.8 ms, training 1.01×). TERNLAB_STEM=int8 (three products) or grouped;
+  // otherwise, and in the exact and simple maths, the float product of x.
   bool stem_applies(const ConvGeom& g) const {
     const char* e = std::getenv("TERNLAB_STEM");
     if (!e || (std::strcmp(e, "int8") && std::strcmp(e, "grouped"))) return false;
@@ -1752,7 +1753,9 @@ class CudaBackend final : public Backend {
   // Below that, the count whose product fills the card's block slots best (ResNet on an H200: 6
   // images are 588 tiles of 128 × 64 on 132·4 slots, 56 % of two waves; 5 are 490, 93 % of one).
   // TERNLAB_STEM_CHUNK=images overrides. Any chunking gives the same bits: each output is made of
-  // the same exact integer sums wherever the chunk boundaries fall.
+  // the same exact integer sums wherever the chunk boundaries fall. (Measured in session 6, the
+  // three products: larger chunks were faster — 1 image 12.4 ms, this rule's 5 images 4.7 ms, all
+  // 256 images 3.7 ms — so the L2 reasoning does not hold; the chunk's scratch grows with it.)
   int stem_chunk(const ConvGeom& g, bool grouped) const {
     const char* e = std::getenv("TERNLAB_STEM_CHUNK");
     if (e && std::atoi(e) > 0) return std::min(std::atoi(e), g.n);
@@ -1980,9 +1983,10 @@ class CudaBackend final : public Backend {
     const char* chunk_mb = std::getenv("TERNLAB_CUDA_CHUNK_MB");
     return (chunk_mb && std::atoi(chunk_mb) > 0 ? std::atoi(chunk_mb) : 128) * (int64_t(1) << 20);
   }
-  // The products with dy as floats (converted a chunk at a time) or already in bf16 (dyb_all).
+  // The products with dy as floats (converted a chunk at a time) or already in bf16 (dyb_all); dx as
+  // floats, or (keep_dx_bf16: one chunk only) left in bf16 in opx_ for its reader.
   Status dnn_conv_backward(const ConvGeom& g, Operand x, const float* dy, const __nv_bfloat16* dyb_all, Operand w, float* dw,
-                           float* dx) {
+                           float* dx, bool keep_dx_bf16 = false) {
     const int64_t y_img = static_cast<int64_t>(g.oh) * g.ow * g.oc, x_img = static_cast<int64_t>(g.h) * g.w * g.c;
     const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(g.n, cdiv(g.n * y_img * 2, chunk_bytes())));
     const int nb = static_cast<int>(cdiv(g.n, chunks));
@@ -1996,7 +2000,7 @@ class CudaBackend final : public Backend {
       if (!dyb_all)
         TL_TRY(to_bf16(&opdy_, gc.rows() * g.oc, Operand{DType::F32, dy + b * y_img, 1.0f}, "conv_backward (dy to bf16)", &dyb));
       TL_TRY(dnn_backward_filter(gc, xc, dyb, dw, b > 0));
-      if (dx) TL_TRY(dnn_backward_data(gc, dyb, w, dx + b * x_img));
+      if (dx) TL_TRY(dnn_backward_data(gc, dyb, w, dx + b * x_img, keep_dx_bf16));
     }
     return Status::ok();
   }
@@ -2069,10 +2073,7 @@ class CudaBackend final : public Backend {
     Prof prof_scope(&prof_, stream_, "conv_backward (cuDNN bf16, gradients handed over)");
     if (dy_bf16) bf16_dy_products_++;
     if (dx_bf16) bf16_dx_products_++;
-    bf16_dx_out_ = dx_bf16 != nullptr;
-    const Status st = dnn_conv_backward(g, x, dy, static_cast<const __nv_bfloat16*>(dy_bf16), w, dw, dx);
-    bf16_dx_out_ = false;
-    TL_TRY(st);
+    TL_TRY(dnn_conv_backward(g, x, dy, static_cast<const __nv_bfloat16*>(dy_bf16), w, dw, dx, dx_bf16 != nullptr));
     if (dx_bf16) *dx_bf16 = opx_.p;
     return Status::ok();
   }
@@ -2489,7 +2490,8 @@ class CudaBackend final : public Backend {
   // TERNLAB_CUDNN_GRAPH: 1 = the backward products through cuDNN's graph API with bf16 outputs (as the
   // legacy calls), f32 = with float outputs written straight to dx / dw (no conversion pass; where
   // the states' scale is 1 and nothing accumulates); otherwise (the default) the legacy calls.
-  // Read per call, as the tests switch it. Opt-in until measured on a GPU (cudnn_conv.cuh).
+  // Read per call, as the tests switch it. Opt-in: measured as fast as the legacy calls, and no
+  // cuDNN 9.14 engine gives float outputs for bf16 operands (session 6; cudnn_conv.cuh).
   static int cudnn_graph_mode() {
     const char* e = std::getenv("TERNLAB_CUDNN_GRAPH");
     if (!e) return 0;
@@ -2519,12 +2521,12 @@ class CudaBackend final : public Backend {
     }
     return from_bf16(g.oc * g.k(), opw_.p, scale, dw, "conv_backward_filter (to fp32)", accumulate);
   }
-  Status dnn_backward_data(const ConvGeom& g, const __nv_bfloat16* dyb, Operand w, float* dx) {
+  Status dnn_backward_data(const ConvGeom& g, const __nv_bfloat16* dyb, Operand w, float* dx, bool keep_bf16 = false) {
     const __nv_bfloat16* wb;
     TL_TRY(to_bf16(&opw_, g.oc * g.k(), w, "conv_backward_data (w to bf16)", &wb));
     const float scale = w.dtype == DType::I8 ? w.scale : 1.0f;
     const int graph = cudnn_graph_mode();
-    if (graph == 2 && scale == 1.0f && aligned16(dx)) {
+    if (graph == 2 && scale == 1.0f && aligned16(dx) && !keep_bf16) {
       bool done = false;
       Prof prof_scope(&prof_, stream_, "  (of which cuDNN backward data)");
       TL_TRY(dnn_->backward_data_graph(g, dyb, wb, dx, true, &done));
@@ -2539,7 +2541,7 @@ class CudaBackend final : public Backend {
       if (graph) TL_TRY(dnn_->backward_data_graph(g, dyb, wb, opx_.p, false, &done));
       if (!done) TL_TRY(dnn_->backward_data(g, dyb, wb, opx_.p));
     }
-    if (bf16_dx_out_) return Status::ok();  // dx stays in opx_, in bf16, for its reader (conv_backward_bf16)
+    if (keep_bf16) return Status::ok();  // dx stays in opx_, in bf16, for its reader (conv_backward_bf16)
     return from_bf16(g.in_elems(), opx_.p, scale, dx, "conv_backward_data (to fp32)");
   }
 
@@ -2570,7 +2572,6 @@ class CudaBackend final : public Backend {
   std::unique_ptr<Cudnn> dnn_;
   int64_t bf16_dy_products_ = 0;  // products that took a dy handed over in bf16 (in describe())
   int64_t bf16_dx_products_ = 0;  // products that left their dx in bf16 for its reader (in describe())
-  bool bf16_dx_out_ = false;      // during conv_backward_bf16 with a bf16 dx: dnn_backward_data leaves it in opx_
   cudaStream_t copy_ = nullptr;  // uploads of the training pipeline
   cudaEvent_t up_[2] = {}, done_[2] = {};
   std::string dnn_why_;

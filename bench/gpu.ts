@@ -116,8 +116,9 @@ async function ternlabRun(name: string, spec: ModelSpec, variant: string, addon:
     wall_s: (Date.now() - t0) / 1000, backend: JSON.parse(m.summary()).backend });
 }
 
-// One more short run with TERNLAB_CUDA_PROFILE=1: where a step's time goes, op by op (each op
-// synchronised, so the total exceeds the unprofiled step time).
+// One more short run with TERNLAB_CUDA_PROFILE=1: where a step's time goes, op by op (GPU time
+// between events recorded around each op, unsynchronised: the top-level rows sum to the step's
+// GPU time less what runs outside any op; "(of which ...)" rows are parts of the row above them).
 async function profile(name: string, spec: ModelSpec): Promise<void> {
   process.env.TERNLAB_CUDA_PROFILE = "1";
   try {
@@ -240,12 +241,14 @@ async function main(): Promise<void> {
   if (dst) console.log(`\nDST update (fused Adam + Philox + flip count), ${dst.weights} weights: ${fmt(dst.ms, 3)} ms, ${fmt(dst.GBps)} GB/s; ` +
     `device-to-device copy ${fmt(copy?.GBps)} GB/s (torch: ${fmt(ceil?.copy_GBps)} GB/s) -> ${copy ? ((100 * dst.GBps) / copy.GBps).toFixed(0) : "n/a"}%`);
   for (const p of results.filter((r) => r.source === "profile")) {
-    console.log(`\nprofile of ${p.model} (${p.steps} steps, ms/calls, each op synchronised):`);
+    console.log(`\nprofile of ${p.model} (${p.steps} steps, ms/calls, GPU time between events around each op):`);
     const items = String(p.text ?? p.error).split("; ").map((t) => {
       const m = /^(.*) ([\d.]+) ms\/(\d+)$/.exec(t);
       return m ? { op: m[1], ms: Number(m[2]), calls: Number(m[3]) } : { op: t, ms: 0, calls: 0 };
     }).sort((a, b) => b.ms - a.ms);
     for (const it of items) console.log(`  ${it.op.padEnd(30)} ${it.ms.toFixed(1).padStart(8)} ms ${String(it.calls).padStart(5)} calls`);
+    const top = items.filter((it) => !it.op.trim().startsWith("(of which")).reduce((a, it) => a + it.ms, 0);
+    console.log(`  ${"all ops, per step".padEnd(30)} ${(top / Number(p.steps)).toFixed(2).padStart(8)} ms`);
   }
   const out = opt("out", "");
   if (out) fs.writeFileSync(out, JSON.stringify({ date, args, results }, null, 1));

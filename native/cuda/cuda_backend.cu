@@ -1129,6 +1129,44 @@ __global__ void k_border_sums(ConvGeom g, const int8_t* w, int32_t* border) {
     border[i] = s;
   }
 }
+// ---- the float stem on the TF32 tensor cores (TERNLAB_STEM=tf32): the fp32 product as four TF32
+// products summed in fp32. Each fp32 operand a splits into a big part (a rounded to TF32's 10-bit
+// mantissa) and a small part (a − big, exact in fp32, which the tensor core cuts to TF32: an error
+// of at most 2⁻²² |a|). Then x·w = xb·wb + xb·ws + xs·wb + xs·ws, each TF32 product exact in fp32,
+// and the four are one product over 4c channels: x4 = [xb xb xs xs], w4 = [wb ws wb ws]. cuDNN's
+// fp32 product of the stem runs on the FMA units at about a third of their peak (3 input channels);
+// the four-fold work on the tensor cores is cheaper (bench/gpu_kernels.cu measures both).
+__device__ __forceinline__ float tf32_big(float a) {
+  // round to nearest (ties away) at the 13th bit: TF32 keeps 10 of fp32's 23 mantissa bits
+  return __uint_as_float((__float_as_uint(a) + 0x1000u) & 0xffffe000u);
+}
+// x4[p][4c] from x[p][c], p over n·h·w pixels
+__global__ void k_stem_tf32_split_x(int64_t pixels, int c, const float* x, float* x4) {
+  GRID_STRIDE(i, pixels * c) {
+    const int64_t p = i / c;
+    const int ch = static_cast<int>(i - p * c);
+    const float a = x[i], big = tf32_big(a), small = a - big;
+    float* o = x4 + p * 4 * c + ch;
+    o[0] = big;
+    o[c] = big;
+    o[2 * c] = small;
+    o[3 * c] = small;
+  }
+}
+// w4[o][kh][kw][4c] from w[o][kh][kw][c]
+__global__ void k_stem_tf32_split_w(int64_t taps, int c, const float* w, float* w4) {
+  GRID_STRIDE(i, taps * c) {
+    const int64_t t = i / c;
+    const int ch = static_cast<int>(i - t * c);
+    const float a = w[i], big = tf32_big(a), small = a - big;
+    float* o = w4 + t * 4 * c + ch;
+    o[0] = big;
+    o[c] = small;
+    o[2 * c] = big;
+    o[3 * c] = small;
+  }
+}
+
 // ---- the float stem on int8 tensor cores (stem.h; conv_forward_pixels with float weights)
 // Per output channel o: the exponent e[o] of its largest |w|, and the three digit planes of the
 // fixed-point weights in the packed layout W_i[o][ky][j] (j = kx·c + ch, zero for j ≥ kw·c), each
@@ -1513,15 +1551,54 @@ class CudaBackend;
 // TERNLAB_CUDA_PROFILE=1: every op synchronises and adds its wall time to a per-op table, shown by
 // describe() (so in a model's summary) and on stderr when the backend goes. For finding where a
 // step's time goes; off by default (it serialises host and device).
+// TERNLAB_CUDA_PROFILE=1: each op's GPU time, from a pair of events recorded on the stream around
+// it (no synchronisation, so the step runs as it would unprofiled; the sum is the GPU's busy time
+// plus any gaps inside an op's span). Nested scopes ("of which ...") are pairs inside another pair.
+// Names are string literals. Pending pairs are read back when the text is asked for, or every 4096.
 struct ProfTable {
   bool on = false;
-  std::vector<std::pair<std::string, std::pair<double, long>>> rows;
-  void add(const char* name, double ms) {
+  struct Pending {
+    const char* name;
+    cudaEvent_t a, b;
+  };
+  mutable std::vector<std::pair<std::string, std::pair<double, long>>> rows;
+  mutable std::vector<Pending> pending;
+  mutable std::vector<cudaEvent_t> pool;
+  ~ProfTable() {
+    flush();
+    for (cudaEvent_t e : pool) cudaEventDestroy(e);
+  }
+  cudaEvent_t record(cudaStream_t s) const {
+    cudaEvent_t e = nullptr;
+    if (pool.empty()) cudaEventCreate(&e);
+    else e = pool.back(), pool.pop_back();
+    cudaEventRecord(e, s);
+    return e;
+  }
+  void add(const char* name, double ms) const {
     for (auto& r : rows)
       if (r.first == name) { r.second.first += ms; r.second.second++; return; }
     rows.push_back({name, {ms, 1}});
   }
+  void push(const char* name, cudaEvent_t a, cudaEvent_t b) const {
+    pending.push_back({name, a, b});
+    if (pending.size() >= 4096) flush();
+  }
+  void flush() const {
+    if (pending.empty()) return;
+    cudaEventSynchronize(pending.back().b);
+    for (const Pending& p : pending) {
+      float ms = 0;
+      cudaEventSynchronize(p.b);
+      cudaEventElapsedTime(&ms, p.a, p.b);
+      add(p.name, ms);
+      pool.push_back(p.a);
+      pool.push_back(p.b);
+    }
+    pending.clear();
+  }
   std::string text() const {
+    flush();
     std::string t;
     char buf[160];
     for (auto& r : rows) {
@@ -1532,17 +1609,15 @@ struct ProfTable {
   }
 };
 struct Prof {
-  ProfTable* table;
+  const ProfTable* table;
   cudaStream_t stream;
   const char* name;
-  std::chrono::steady_clock::time_point t0;
-  Prof(ProfTable* t, cudaStream_t s, const char* n) : table(t), stream(s), name(n) {
-    if (table->on) t0 = std::chrono::steady_clock::now();
+  cudaEvent_t a = nullptr;
+  Prof(const ProfTable* t, cudaStream_t s, const char* n) : table(t), stream(s), name(n) {
+    if (table->on) a = table->record(stream);
   }
   ~Prof() {
-    if (!table->on) return;
-    cudaStreamSynchronize(stream);
-    table->add(name, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    if (table->on) table->push(name, a, table->record(stream));
   }
 };
 
@@ -1713,6 +1788,8 @@ class CudaBackend final : public Backend {
   // of K = kh·kw·c (27 on CIFAR) with one on the int8 tensor cores
   Status conv_forward_pixels(const ConvGeom& g, Operand x, const Pixels& px, Operand w, float* y) override {
     // (float weights carry no scale; one that did would take the float product)
+    if (w.dtype == DType::F32 && w.scale == 1.0f && x.dtype == DType::F32 && stem_tf32_applies(g))
+      return stem_tf32_forward(g, static_cast<const float*>(x.ptr), static_cast<const float*>(w.ptr), y);
     if (w.dtype == DType::F32 && w.scale == 1.0f && stem_applies(g)) return stem_forward(g, px, static_cast<const float*>(w.ptr), y);
     if (w.dtype != DType::I8 || math_mode() != Math::Fast || g.k() > (int64_t(1) << 16)) return conv_forward(g, x, w, y);
     Prof prof_scope(&prof_, stream_, "conv_forward (pixels, int8 tensor cores)");
@@ -1743,6 +1820,45 @@ class CudaBackend final : public Backend {
   // Opt-in: on an H200 it measured slower than cuDNN's fp32 product (session 6: 4.7 against 3.0 ms;
   // the grouped product 2.8 ms, training 1.01×). TERNLAB_STEM=int8 (three products) or grouped;
   // otherwise, and in the exact and simple maths, the float product of x.
+  // TERNLAB_STEM=tf32: the fp32 product as four TF32 products (k_stem_tf32_split_x above), a chunk
+  // of images at a time through opdy_, the backward products' scratch (free during the forward).
+  static ConvGeom stem_tf32_geom(const ConvGeom& g, int n) {
+    ConvGeom g4 = g;
+    g4.n = n;
+    g4.c = 4 * g.c;
+    return g4;
+  }
+  bool stem_tf32_applies(const ConvGeom& g) {
+    const char* e = std::getenv("TERNLAB_STEM");
+    if (!e || std::strcmp(e, "tf32") || math_mode() != Math::Fast || g.rows() == 0 || g.oc == 0) return false;
+    const int64_t img = static_cast<int64_t>(g.h) * g.w * 4 * g.c * 4;
+    return img <= chunk_bytes() && use_dnn(ConvProduct::ForwardTf32, stem_tf32_geom(g, stem_tf32_chunk(g)));
+  }
+  int stem_tf32_chunk(const ConvGeom& g) const {
+    const int64_t img = static_cast<int64_t>(g.h) * g.w * 4 * g.c * 4;
+    const int most = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(g.n, chunk_bytes() / img)));
+    return static_cast<int>(cdiv(g.n, cdiv(g.n, most)));  // equal chunks: one cuDNN plan but for the last
+  }
+  Status stem_tf32_forward(const ConvGeom& g, const float* x, const float* w, float* y) {
+    Prof prof_scope(&prof_, stream_, "conv_forward (float stem, four TF32 products)");
+    const int nb = stem_tf32_chunk(g);
+    const int64_t taps = static_cast<int64_t>(g.oc) * g.kh * g.kw, px_img = static_cast<int64_t>(g.h) * g.w;
+    const int64_t w4_bytes = cdiv(sizeof(float) * taps * 4 * g.c, 256) * 256;
+    TL_TRY(scratch(&opw_, w4_bytes, "conv_forward (float stem: split weights)"));
+    TL_TRY(scratch(&opdy_, sizeof(float) * nb * px_img * 4 * g.c, "conv_forward (float stem: split pixels)"));
+    auto* w4 = static_cast<float*>(opw_.p);
+    auto* x4 = static_cast<float*>(opdy_.p);
+    k_stem_tf32_split_w<<<grid_for(taps * g.c), kThreads, 0, stream_>>>(taps, g.c, w, w4);
+    LAUNCHED("conv_forward (float stem: split weights)");
+    const int64_t y_img = static_cast<int64_t>(g.oh) * g.ow * g.oc;
+    for (int n0 = 0; n0 < g.n; n0 += nb) {
+      const int n = std::min(nb, g.n - n0);
+      k_stem_tf32_split_x<<<grid_for(n * px_img * g.c), kThreads, 0, stream_>>>(n * px_img, g.c, x + n0 * px_img * g.c, x4);
+      LAUNCHED("conv_forward (float stem: split pixels)");
+      TL_TRY(dnn_->forward_tf32(stem_tf32_geom(g, n), x4, w4, y + n0 * y_img));
+    }
+    return Status::ok();
+  }
   bool stem_applies(const ConvGeom& g) const {
     const char* e = std::getenv("TERNLAB_STEM");
     if (!e || (std::strcmp(e, "int8") && std::strcmp(e, "grouped"))) return false;
@@ -2005,16 +2121,18 @@ class CudaBackend final : public Backend {
     return Status::ok();
   }
 
-  // ---- a product's output gradient handed over in bf16 (Backend::takes_bf16_dy). Opt-in
-  // (TERNLAB_CUDA_BF16_DY=1, read per call) until it has run on a GPU: written in session 6 after
-  // the session's last device call. The buffer is opdy_, the conversion's scratch, so only layers
-  // whose whole bf16 dy fits the chunk bound take it (no memory beyond today's).
-  static bool switch_on(const char* name) {
+  // ---- a product's gradients handed over in bf16 (Backend::takes_bf16_dy / gives_bf16_dx). On
+  // by default since session 7's first GPU run (same bits as the float path in the GPU suite;
+  // training 1.07x on the CIFAR net, 1.05x on ResNet-18, H200); TERNLAB_CUDA_BF16_DY=0 /
+  // TERNLAB_CUDA_BF16_DX=0 (read per call) turn a half off, for comparison. The buffers are the
+  // products' scratch (opdy_, opx_), so only layers whose whole bf16 tensor fits the chunk bound
+  // take them (no memory beyond the float path's).
+  static bool switch_not_off(const char* name) {
     const char* e = std::getenv(name);
-    return e && !std::strcmp(e, "1");
+    return !(e && !std::strcmp(e, "0"));
   }
-  static bool bf16_dy_enabled() { return switch_on("TERNLAB_CUDA_BF16_DY"); }
-  static bool bf16_dx_enabled() { return switch_on("TERNLAB_CUDA_BF16_DX"); }
+  static bool bf16_dy_enabled() { return switch_not_off("TERNLAB_CUDA_BF16_DY"); }
+  static bool bf16_dx_enabled() { return switch_not_off("TERNLAB_CUDA_BF16_DX"); }
   // both backward products of g on cuDNN's bf16 path in one chunk (the handoffs' buffers are the
   // products' scratch, sized for one chunk)
   bool bf16_products_whole(const ConvGeom& g) {
@@ -2443,8 +2561,8 @@ class CudaBackend final : public Backend {
                                        " without a qualifying engine took the legacy call)"
                                  : std::string()) +
              " and fp32 float-operand forward" +
-             (bf16_dy_enabled() ? "; dy handed over in bf16 (TERNLAB_CUDA_BF16_DY=1): " + std::to_string(bf16_dy_products_) + " products" : "") +
-             (bf16_dx_enabled() ? "; dx handed over in bf16 (TERNLAB_CUDA_BF16_DX=1): " + std::to_string(bf16_dx_products_) + " products" : "");
+             (bf16_dy_enabled() ? "; dy handed over in bf16: " + std::to_string(bf16_dy_products_) + " products" : "") +
+             (bf16_dx_enabled() ? "; dx handed over in bf16: " + std::to_string(bf16_dx_products_) + " products" : "");
     return std::string("products: own kernels, ") + (math_mode() == Math::Fast ? "bf16 tensor-core" : "fp32") +
            " backward; cuDNN not used: " + (dnn_ ? std::string(math_mode() != Math::Fast ? "TERNLAB_CUDA_MATH is not fast" : "TERNLAB_CUDNN=0") : dnn_why_);
   }

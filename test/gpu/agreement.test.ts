@@ -50,9 +50,11 @@ const fastModes: Record<string, Record<string, string>> = {
   "cudnn-int8": { TERNLAB_CUDNN_INT8: "1" },
   graph: { TERNLAB_CUDNN_GRAPH: "1" },
   "graph-f32": { TERNLAB_CUDNN_GRAPH: "f32" },
-  "bf16-dy": { TERNLAB_CUDA_BF16_DY: "1" },
-  "bf16-dx": { TERNLAB_CUDA_BF16_DX: "1" },
-  "bf16-both": { TERNLAB_CUDA_BF16_DY: "1", TERNLAB_CUDA_BF16_DX: "1" },
+  // the bf16 gradient handoffs are on by default; these turn one or both halves off
+  "float-grads": { TERNLAB_CUDA_BF16_DY: "0", TERNLAB_CUDA_BF16_DX: "0" },
+  "bf16-dy": { TERNLAB_CUDA_BF16_DX: "0" },
+  "bf16-dx": { TERNLAB_CUDA_BF16_DY: "0" },
+  "bf16-both": {},
 };
 function withMath<T>(mode: string, f: () => T): T {
   const old = process.env.TERNLAB_CUDA_MATH;
@@ -339,6 +341,31 @@ describe("CUDA backend agrees with the CPU backend", function () {
         }
         close(cpu, withMath("exact", () => ops.convForwardPixels("cuda", g, px, scale, offset, w, 1)), 1e-5, `${name}: exact maths`);
       });
+    // TERNLAB_STEM=tf32: the fp32 product as four TF32 products over split operands (cuda_backend.cu,
+    // k_stem_tf32_split_x): as close to float64 as the CPU's float product, and it repeats bit for bit
+    it("the stem as four TF32 products (TERNLAB_STEM=tf32) is as close to float64 as the CPU and repeats", () => {
+      for (const [name, g] of stems) {
+        const px = pixels(g, 61), w = normal(g.oc * K(g), 62, Math.sqrt(2 / K(g)));
+        const cpu = ops.convForwardPixels("cpu", g, px, scale, offset, w, 1);
+        process.env.TERNLAB_STEM = "tf32";
+        let t: Float32Array, again: Float32Array, fp32: Float32Array;
+        try {
+          t = withMath("fast", () => ops.convForwardPixels("cuda", g, px, scale, offset, w, 1));
+          again = withMath("fast", () => ops.convForwardPixels("cuda", g, px, scale, offset, w, 1));
+          process.env.TERNLAB_STEM = "fp32";
+          fp32 = withMath("fast", () => ops.convForwardPixels("cuda", g, px, scale, offset, w, 1));
+        } finally {
+          process.env.TERNLAB_STEM = "int8";
+        }
+        same(t, again, `${name}: TERNLAB_STEM=tf32 twice`);
+        // a different sum order from the fp32 product, so other bits: the TF32 path ran
+        if (name.startsWith("ResNet")) assert.ok(!Buffer.from(t.buffer).equals(Buffer.from(fp32.buffer)), `${name}: the TF32 stem gave the fp32 product's bits`);
+        const { ref } = reference(g, px, scale, offset, w);
+        const eT = close(ref, t, 1e-6, `${name}: TERNLAB_STEM=tf32 vs float64`), eCpu = close(ref, cpu, 1e-6, `${name}: cpu vs float64`);
+        console.log(`      ${name}: relative error against float64: tf32 ${eT.toExponential(2)}, cpu ${eCpu.toExponential(2)}`);
+        assert.ok(eT <= 2 * eCpu, `${name}: the TF32 stem's error ${eT.toExponential(2)} is above twice the CPU's ${eCpu.toExponential(2)}`);
+      }
+    });
     // TERNLAB_STEM=grouped: one product over interleaved digit rows, combined in s8_conv_pipelined's
     // whole-tile epilogue (not the default until this passes and bench:gpu shows it faster)
     it("the grouped single product (TERNLAB_STEM=grouped) gives the three products' bits, in any chunking", () => {
@@ -615,18 +642,22 @@ describe("CUDA backend agrees with the CPU backend", function () {
         if (math.startsWith("graph")) assert.match(String(b.get("backend")), /graph API[^)]*; [1-9]\d* products run/);
       });
     // A product's gradients handed over in bf16 instead of converted: dy by the op that produces it
-    // (TERNLAB_CUDA_BF16_DY=1; the BN backward, the fused φ + BN backward, max-pool's backward), dx
-    // to the fused φ + BN backward that reads it (TERNLAB_CUDA_BF16_DX=1), and both. The same
+    // (the BN backward, the fused φ + BN backward, max-pool's backward; TERNLAB_CUDA_BF16_DY=0 turns
+    // it off), dx to the fused φ + BN backward that reads it (TERNLAB_CUDA_BF16_DX=0), and both
+    // (the default), each against the float gradients of both switches off. The same
     // roundings, so the same bits, on nets with each producer and reader (the CIFAR net: fused
     // φ + BN, max-pool, the last BN, a flatten; tinyNet: the residual path's BN before the add).
     for (const [name, spec] of [["CIFAR net at width 1/4", () => gxnorCifar(5, 0.25)], ["tinyNet", () => tinyNet()]] as Array<[string, () => ModelSpec]>)
       it(`gradients handed over in bf16 give the float gradients' bits (${name})`, async () => {
-        const a = await run(spec(), "cuda", 3, 64, "fast");
+        const a = await run(spec(), "cuda", 3, 64, "float-grads");
+        assert.doesNotMatch(String(a.get("backend")), /handed over in bf16/);
         for (const mode of ["bf16-dy", "bf16-dx", "bf16-both"]) {
           const b = await run(spec(), "cuda", 3, 64, mode);
           console.log(`      ${mode}: ${b.get("backend")}`);
-          if (mode !== "bf16-dx") assert.match(String(b.get("backend")), /dy handed over in bf16 \(TERNLAB_CUDA_BF16_DY=1\): [1-9]\d* products/);
-          if (mode !== "bf16-dy") assert.match(String(b.get("backend")), /dx handed over in bf16 \(TERNLAB_CUDA_BF16_DX=1\): [1-9]\d* products/);
+          if (mode === "bf16-dx") assert.doesNotMatch(String(b.get("backend")), /dy handed over/);
+          if (mode === "bf16-dy") assert.doesNotMatch(String(b.get("backend")), /dx handed over/);
+          if (mode !== "bf16-dx") assert.match(String(b.get("backend")), /dy handed over in bf16: [1-9]\d* products/);
+          if (mode !== "bf16-dy") assert.match(String(b.get("backend")), /dx handed over in bf16: [1-9]\d* products/);
           for (const [k, v] of a) if (k !== "backend") assert.ok(v.equals(b.get(k)!), `${k} differs with ${mode}`);
         }
       });

@@ -9,6 +9,13 @@ transition probability, boundary clip) written as one function. Run eagerly and 
 torch.compile, with bf16 autocast and channels_last. Prints one JSON object per line.
 
     python3 bench/pytorch_gxnor.py [--models cifar,resnet] [--batch 256] [--steps 30] [--modes eager,compile]
+        [--kernel-profile]
+
+--kernel-profile: after the timed steps, a few more under torch.profiler, and where the GPU time of
+a step goes by kernel kind (cuDNN's forward, data-gradient and filter-gradient convolutions by
+their kernel names, matrix products, Triton's fused kernels, the rest), with the largest kernels
+by name so that the sorting can be checked. It tells how much of PyTorch's step is the backward
+products that ternlab runs on the same cuDNN (docs/benchmarks.md: the bound on the 2x target).
 """
 import argparse
 import json
@@ -142,7 +149,44 @@ def squared_hinge(y, labels, classes):
     return torch.clamp(1 - t * y.float(), min=0).pow(2).mean()
 
 
-def bench(model_name, mode, batch, steps, warmup):
+def kernel_kind(name):
+    n = name.lower()
+    if "wgrad" in n:
+        return "conv backward filter"
+    if "dgrad" in n:
+        return "conv backward data"
+    if "fprop" in n or ("conv" in n and "fwd" in n):
+        return "conv forward"
+    if "triton" in n:
+        return "triton (fused elementwise)"
+    if "gemm" in n or "cutlass" in n or "cublas" in n:
+        return "matrix products"
+    return "other"
+
+
+def profile_kernels(step, steps, model_name, mode, batch):
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for i in range(steps):
+            step(i)
+        torch.cuda.synchronize()
+    by_kind, by_name = {}, {}
+    for ev in prof.key_averages():
+        us = getattr(ev, "device_time_total", None)
+        if us is None:
+            us = ev.cuda_time_total
+        if not us:
+            continue
+        by_kind[kernel_kind(ev.key)] = by_kind.get(kernel_kind(ev.key), 0.0) + us / 1000 / steps
+        by_name[ev.key] = by_name.get(ev.key, 0.0) + us / 1000 / steps
+    top = sorted(by_name.items(), key=lambda kv: -kv[1])[:20]
+    return {"kind": "pytorch_kernels", "model": model_name, "mode": mode, "batch": batch, "steps": steps,
+            "ms_per_step_by_kind": {k: round(v, 3) for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1])},
+            "kernel_ms_per_step": round(sum(by_kind.values()), 3),
+            "top_kernels": [{"name": k[:160], "kind": kernel_kind(k), "ms_per_step": round(v, 3)} for k, v in top]}
+
+
+def bench(model_name, mode, batch, steps, warmup, kernel_profile=False):
     torch.manual_seed(0)
     if model_name == "cifar":
         net, size, classes = Cifar(), 32, 10
@@ -186,6 +230,8 @@ def bench(model_name, mode, batch, steps, warmup):
     end.record()
     torch.cuda.synchronize()
     ms_step = start.elapsed_time(end) / steps
+    if kernel_profile:
+        print(json.dumps(profile_kernels(step, 5, model_name, mode, batch)), flush=True)
     return {"kind": "pytorch", "model": model_name, "mode": mode, "batch": batch, "ms_per_step": ms_step,
             "images_per_s": batch / ms_step * 1000, "peak_MiB": torch.cuda.max_memory_allocated() / 2**20,
             "warmup_s": warm_s}
@@ -238,13 +284,14 @@ def main():
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--kernel-profile", action="store_true")
     a = ap.parse_args()
     torch.backends.cudnn.benchmark = True
     print(json.dumps(ceilings()), flush=True)
     for model in a.models.split(","):
         for mode in a.modes.split(","):
             try:
-                print(json.dumps(bench(model, mode, a.batch, a.steps, a.warmup)), flush=True)
+                print(json.dumps(bench(model, mode, a.batch, a.steps, a.warmup, a.kernel_profile)), flush=True)
             except Exception as e:  # report and go on with the next configuration
                 print(json.dumps({"kind": "pytorch", "model": model, "mode": mode, "error": repr(e)[:500]}), flush=True)
             torch.cuda.empty_cache()

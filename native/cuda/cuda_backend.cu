@@ -1131,8 +1131,9 @@ __global__ void k_border_sums(ConvGeom g, const int8_t* w, int32_t* border) {
 }
 // ---- the float stem on the TF32 tensor cores (TERNLAB_STEM=tf32): the fp32 product as four TF32
 // products summed in fp32. Each fp32 operand a splits into a big part (a rounded to TF32's 10-bit
-// mantissa) and a small part (a − big, exact in fp32, which the tensor core cuts to TF32: an error
-// of at most 2⁻²² |a|). Then x·w = xb·wb + xb·ws + xs·wb + xs·ws, each TF32 product exact in fp32,
+// mantissa) and a small part (a − big, rounded to TF32 too: the tensor cores would cut its low bits,
+// a biased error that made the stem's error 2.1× the CPU's in the first GPU run; rounded, at most
+// 2⁻²³ |a|). Then x·w = xb·wb + xb·ws + xs·wb + xs·ws, each TF32 product exact in fp32,
 // and the four are one product over 4c channels: x4 = [xb xb xs xs], w4 = [wb ws wb ws]. cuDNN's
 // fp32 product of the stem runs on the FMA units at about a third of their peak (3 input channels);
 // the four-fold work on the tensor cores is cheaper (bench/gpu_kernels.cu measures both).
@@ -1145,7 +1146,7 @@ __global__ void k_stem_tf32_split_x(int64_t pixels, int c, const float* x, float
   GRID_STRIDE(i, pixels * c) {
     const int64_t p = i / c;
     const int ch = static_cast<int>(i - p * c);
-    const float a = x[i], big = tf32_big(a), small = a - big;
+    const float a = x[i], big = tf32_big(a), small = tf32_big(a - big);
     float* o = x4 + p * 4 * c + ch;
     o[0] = big;
     o[c] = big;
@@ -1158,7 +1159,7 @@ __global__ void k_stem_tf32_split_w(int64_t taps, int c, const float* w, float* 
   GRID_STRIDE(i, taps * c) {
     const int64_t t = i / c;
     const int ch = static_cast<int>(i - t * c);
-    const float a = w[i], big = tf32_big(a), small = a - big;
+    const float a = w[i], big = tf32_big(a), small = tf32_big(a - big);
     float* o = w4 + t * 4 * c + ch;
     o[0] = big;
     o[c] = small;

@@ -336,28 +336,6 @@ int main(int argc, char** argv) {
     const double ms_i = time_ms(b, 10, [&] { return stem(y.as<float>()); });
     setenv("TERNLAB_STEM", "grouped", 1);
     const double ms_g = time_ms(b, 10, [&] { return stem(yf.as<float>()); });
-    // four TF32 products over split operands (TERNLAB_STEM=tf32) against the fp32 product: timed,
-    // then the normwise and largest elementwise differences of the two outputs
-    setenv("TERNLAB_STEM", "tf32", 1);
-    const double ms_t = time_ms(b, 10, [&] { return stem(y.as<float>()); });
-    {
-      std::vector<float> t(g.rows() * g.oc), r(t.size());
-      die(stem(y.as<float>()));
-      setenv("TERNLAB_STEM", "fp32", 1);
-      die(stem(yf.as<float>()));
-      die(b.download(t.data(), y.data(), 4 * t.size()));
-      die(b.download(r.data(), yf.data(), 4 * r.size()));
-      die(b.synchronize());
-      double num = 0, den = 0, worst = 0, scale = 0;
-      for (size_t i = 0; i < t.size(); ++i) scale = std::max(scale, std::fabs(double(r[i])));
-      for (size_t i = 0; i < t.size(); ++i) {
-        const double d = double(t[i]) - r[i];
-        num += d * d; den += double(r[i]) * r[i]; worst = std::max(worst, std::fabs(d));
-      }
-      std::printf("{\"kind\":\"product\",\"op\":\"stem 4x tf32 (cuDNN)\",\"shape\":\"resnet stem 3->64 224x224 7x7/2\",\"ms\":%.4f,\"TOPS\":%.1f}\n", ms_t, flop / ms_t / 1e9);
-      std::printf("{\"kind\":\"stem_tf32\",\"ms_fp32\":%.4f,\"ms_tf32x4\":%.4f,\"rel_diff\":%.3e,\"max_abs_diff_over_max\":%.3e}\n", ms_f, ms_t,
-                  std::sqrt(num / std::max(den, 1e-30)), worst / std::max(scale, 1e-30));
-    }
     setenv("TERNLAB_STEM", "int8", 1);
     // the grouped product's output (yf) against the three products' (y), bit for bit
     std::vector<float> a(g.rows() * g.oc), f(a.size());

@@ -1129,45 +1129,6 @@ __global__ void k_border_sums(ConvGeom g, const int8_t* w, int32_t* border) {
     border[i] = s;
   }
 }
-// ---- the float stem on the TF32 tensor cores (TERNLAB_STEM=tf32): the fp32 product as four TF32
-// products summed in fp32. Each fp32 operand a splits into a big part (a rounded to TF32's 10-bit
-// mantissa) and a small part (a − big, rounded to TF32 too: the tensor cores would cut its low bits,
-// a biased error that made the stem's error 2.1× the CPU's in the first GPU run; rounded, at most
-// 2⁻²³ |a|). Then x·w = xb·wb + xb·ws + xs·wb + xs·ws, each TF32 product exact in fp32,
-// and the four are one product over 4c channels: x4 = [xb xb xs xs], w4 = [wb ws wb ws]. cuDNN's
-// fp32 product of the stem runs on the FMA units at about a third of their peak (3 input channels);
-// the four-fold work on the tensor cores is cheaper (bench/gpu_kernels.cu measures both).
-__device__ __forceinline__ float tf32_big(float a) {
-  // round to nearest (ties away) at the 13th bit: TF32 keeps 10 of fp32's 23 mantissa bits
-  return __uint_as_float((__float_as_uint(a) + 0x1000u) & 0xffffe000u);
-}
-// x4[p][4c] from x[p][c], p over n·h·w pixels
-__global__ void k_stem_tf32_split_x(int64_t pixels, int c, const float* x, float* x4) {
-  GRID_STRIDE(i, pixels * c) {
-    const int64_t p = i / c;
-    const int ch = static_cast<int>(i - p * c);
-    const float a = x[i], big = tf32_big(a), small = tf32_big(a - big);
-    float* o = x4 + p * 4 * c + ch;
-    o[0] = big;
-    o[c] = big;
-    o[2 * c] = small;
-    o[3 * c] = small;
-  }
-}
-// w4[o][kh][kw][4c] from w[o][kh][kw][c]
-__global__ void k_stem_tf32_split_w(int64_t taps, int c, const float* w, float* w4) {
-  GRID_STRIDE(i, taps * c) {
-    const int64_t t = i / c;
-    const int ch = static_cast<int>(i - t * c);
-    const float a = w[i], big = tf32_big(a), small = tf32_big(a - big);
-    float* o = w4 + t * 4 * c + ch;
-    o[0] = big;
-    o[c] = small;
-    o[2 * c] = big;
-    o[3 * c] = small;
-  }
-}
-
 // ---- the float stem on int8 tensor cores (stem.h; conv_forward_pixels with float weights)
 // Per output channel o: the exponent e[o] of its largest |w|, and the three digit planes of the
 // fixed-point weights in the packed layout W_i[o][ky][j] (j = kx·c + ch, zero for j ≥ kw·c), each
@@ -1789,8 +1750,6 @@ class CudaBackend final : public Backend {
   // of K = kh·kw·c (27 on CIFAR) with one on the int8 tensor cores
   Status conv_forward_pixels(const ConvGeom& g, Operand x, const Pixels& px, Operand w, float* y) override {
     // (float weights carry no scale; one that did would take the float product)
-    if (w.dtype == DType::F32 && w.scale == 1.0f && x.dtype == DType::F32 && stem_tf32_applies(g))
-      return stem_tf32_forward(g, static_cast<const float*>(x.ptr), static_cast<const float*>(w.ptr), y);
     if (w.dtype == DType::F32 && w.scale == 1.0f && stem_applies(g)) return stem_forward(g, px, static_cast<const float*>(w.ptr), y);
     if (w.dtype != DType::I8 || math_mode() != Math::Fast || g.k() > (int64_t(1) << 16)) return conv_forward(g, x, w, y);
     Prof prof_scope(&prof_, stream_, "conv_forward (pixels, int8 tensor cores)");
@@ -1820,46 +1779,10 @@ class CudaBackend final : public Backend {
   // "Session 5: the float stem"). Replaces cuDNN's fp32 product, slow with 3 input channels.
   // Opt-in: on an H200 it measured slower than cuDNN's fp32 product (session 6: 4.7 against 3.0 ms;
   // the grouped product 2.8 ms, training 1.01×). TERNLAB_STEM=int8 (three products) or grouped;
+  // (Session 7 tried the fp32 product as four TF32 products over split operands, commit 7a941cc:
+  // 2.56 against 3.02 ms, training 1.02×, but twice the CPU's error against float64 and 86 MiB
+  // more, so it was removed; native/cuda/NOTES.md.)
   // otherwise, and in the exact and simple maths, the float product of x.
-  // TERNLAB_STEM=tf32: the fp32 product as four TF32 products (k_stem_tf32_split_x above), a chunk
-  // of images at a time through opdy_, the backward products' scratch (free during the forward).
-  static ConvGeom stem_tf32_geom(const ConvGeom& g, int n) {
-    ConvGeom g4 = g;
-    g4.n = n;
-    g4.c = 4 * g.c;
-    return g4;
-  }
-  bool stem_tf32_applies(const ConvGeom& g) {
-    const char* e = std::getenv("TERNLAB_STEM");
-    if (!e || std::strcmp(e, "tf32") || math_mode() != Math::Fast || g.rows() == 0 || g.oc == 0) return false;
-    const int64_t img = static_cast<int64_t>(g.h) * g.w * 4 * g.c * 4;
-    return img <= chunk_bytes() && use_dnn(ConvProduct::ForwardTf32, stem_tf32_geom(g, stem_tf32_chunk(g)));
-  }
-  int stem_tf32_chunk(const ConvGeom& g) const {
-    const int64_t img = static_cast<int64_t>(g.h) * g.w * 4 * g.c * 4;
-    const int most = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(g.n, chunk_bytes() / img)));
-    return static_cast<int>(cdiv(g.n, cdiv(g.n, most)));  // equal chunks: one cuDNN plan but for the last
-  }
-  Status stem_tf32_forward(const ConvGeom& g, const float* x, const float* w, float* y) {
-    Prof prof_scope(&prof_, stream_, "conv_forward (float stem, four TF32 products)");
-    const int nb = stem_tf32_chunk(g);
-    const int64_t taps = static_cast<int64_t>(g.oc) * g.kh * g.kw, px_img = static_cast<int64_t>(g.h) * g.w;
-    const int64_t w4_bytes = cdiv(sizeof(float) * taps * 4 * g.c, 256) * 256;
-    TL_TRY(scratch(&opw_, w4_bytes, "conv_forward (float stem: split weights)"));
-    TL_TRY(scratch(&opdy_, sizeof(float) * nb * px_img * 4 * g.c, "conv_forward (float stem: split pixels)"));
-    auto* w4 = static_cast<float*>(opw_.p);
-    auto* x4 = static_cast<float*>(opdy_.p);
-    k_stem_tf32_split_w<<<grid_for(taps * g.c), kThreads, 0, stream_>>>(taps, g.c, w, w4);
-    LAUNCHED("conv_forward (float stem: split weights)");
-    const int64_t y_img = static_cast<int64_t>(g.oh) * g.ow * g.oc;
-    for (int n0 = 0; n0 < g.n; n0 += nb) {
-      const int n = std::min(nb, g.n - n0);
-      k_stem_tf32_split_x<<<grid_for(n * px_img * g.c), kThreads, 0, stream_>>>(n * px_img, g.c, x + n0 * px_img * g.c, x4);
-      LAUNCHED("conv_forward (float stem: split pixels)");
-      TL_TRY(dnn_->forward_tf32(stem_tf32_geom(g, n), x4, w4, y + n0 * y_img));
-    }
-    return Status::ok();
-  }
   bool stem_applies(const ConvGeom& g) const {
     const char* e = std::getenv("TERNLAB_STEM");
     if (!e || (std::strcmp(e, "int8") && std::strcmp(e, "grouped"))) return false;

@@ -263,9 +263,7 @@ Status Cudnn::plan(ConvProduct p, const ConvGeom& g, Plan** out) {
   auto* pl = new Plan();
   plans_[key] = pl;
   *out = pl;
-  const bool tf32 = p == ConvProduct::ForwardTf32;
-  const bool f32 = p == ConvProduct::ForwardF32 || tf32, i8 = p == ConvProduct::ForwardInt8;
-  const bool forward = f32 || i8;
+  const bool f32 = p == ConvProduct::ForwardF32, i8 = p == ConvProduct::ForwardInt8;
   const int dt = f32 ? kDataFloat : (i8 ? kDataInt8 : kDataBf16);
   if (i8 && g.c % 4 != 0) return Status::ok();  // cuDNN's int8 NHWC needs c % 4 == 0: own kernels
   const Api& a = *api_;
@@ -279,13 +277,13 @@ Status Cudnn::plan(ConvProduct p, const ConvGeom& g, Plan** out) {
   TL_CUDNN(a.SetFilter4dDescriptor(pl->w, dt, kNhwc, g.oc, g.c, g.kh, g.kw), "cudnnSetFilter4dDescriptor");
   TL_CUDNN(a.SetConvolution2dDescriptor(pl->conv, g.ph, g.pw, g.sh, g.sw, 1, 1, kCrossCorrelation, i8 ? kDataInt32 : kDataFloat),
            "cudnnSetConvolution2dDescriptor");
-  TL_CUDNN(a.SetConvolutionMathType(pl->conv, f32 && !tf32 ? kFmaMath : kTensorOpMath), "cudnnSetConvolutionMathType");
+  TL_CUDNN(a.SetConvolutionMathType(pl->conv, f32 ? kFmaMath : kTensorOpMath), "cudnnSetConvolutionMathType");
   int n = 0, c = 0, oh = 0, ow = 0;
   TL_CUDNN(a.GetConvolution2dForwardOutputDim(pl->conv, pl->x, pl->w, &n, &c, &oh, &ow), "cudnnGetConvolution2dForwardOutputDim");
   if (n != g.n || c != g.oc || oh != g.oh || ow != g.ow) return Status::ok();  // another output rule: own kernels
   AlgoPerf perf[16];
   int got = 0;
-  if (forward)
+  if (p == ConvProduct::ForwardF32 || i8)
     TL_CUDNN(a.GetConvolutionForwardAlgorithm_v7(handle_, pl->x, pl->w, pl->conv, pl->y, 16, &got, perf), "cudnnGetConvolutionForwardAlgorithm_v7");
   else if (p == ConvProduct::BackwardDataBf16)
     TL_CUDNN(a.GetConvolutionBackwardDataAlgorithm_v7(handle_, pl->w, pl->y, pl->conv, pl->x, 16, &got, perf),
@@ -306,12 +304,11 @@ Status Cudnn::plan(ConvProduct p, const ConvGeom& g, Plan** out) {
   for (int i = 0; i < got; ++i) {
     const AlgoPerf& q = perf[i];
     if (q.status != kSuccess || q.determinism != kDeterministic || q.memory > kMaxWorkspace) continue;
-    if (f32 && !tf32 && q.math_type != kFmaMath && q.math_type != kDefaultMath) continue;
-    if (tf32 && q.math_type == kFmaMath) continue;  // the split operands are for the tensor cores
-    TL_CUDNN(a.SetConvolutionMathType(pl->conv, f32 && !tf32 ? kFmaMath : q.math_type), "cudnnSetConvolutionMathType");
+    if (f32 && q.math_type != kFmaMath && q.math_type != kDefaultMath) continue;
+    TL_CUDNN(a.SetConvolutionMathType(pl->conv, f32 ? kFmaMath : q.math_type), "cudnnSetConvolutionMathType");
     size_t ws = 0;
     int st;
-    if (forward)
+    if (p == ConvProduct::ForwardF32 || i8)
       st = a.GetConvolutionForwardWorkspaceSize(handle_, pl->x, pl->w, pl->conv, pl->y, q.algo, &ws);
     else if (p == ConvProduct::BackwardDataBf16)
       st = a.GetConvolutionBackwardDataWorkspaceSize(handle_, pl->w, pl->y, pl->conv, pl->x, q.algo, &ws);
@@ -319,7 +316,7 @@ Status Cudnn::plan(ConvProduct p, const ConvGeom& g, Plan** out) {
       st = a.GetConvolutionBackwardFilterWorkspaceSize(handle_, pl->x, pl->y, pl->conv, pl->w, q.algo, &ws);
     if (st != kSuccess || ws > kMaxWorkspace) continue;
     pl->algo = q.algo;
-    pl->math = f32 && !tf32 ? kFmaMath : q.math_type;
+    pl->math = f32 ? kFmaMath : q.math_type;
     pl->ws = ws;
     pl->ok = true;
     break;
@@ -600,12 +597,6 @@ Status Cudnn::survey_graph(ConvProduct p, const ConvGeom& g, bool out_f32, const
 
 Status Cudnn::forward_f32(const ConvGeom& g, const float* x, const float* w, float* y) {
   return run(ConvProduct::ForwardF32, g, "cudnnConvolutionForward (fp32)", [&](const Plan& p, const float* one, const float* zero) {
-    return api_->ConvolutionForward(handle_, one, p.x, x, p.w, w, p.conv, p.algo, ws_, p.ws, zero, p.y, y);
-  });
-}
-
-Status Cudnn::forward_tf32(const ConvGeom& g, const float* x, const float* w, float* y) {
-  return run(ConvProduct::ForwardTf32, g, "cudnnConvolutionForward (tf32)", [&](const Plan& p, const float* one, const float* zero) {
     return api_->ConvolutionForward(handle_, one, p.x, x, p.w, w, p.conv, p.algo, ws_, p.ws, zero, p.y, y);
   });
 }

@@ -24,7 +24,7 @@
 namespace tl {
 namespace cuda {
 
-enum class ConvProduct : int { ForwardF32 = 0, BackwardDataBf16 = 1, BackwardFilterBf16 = 2, ForwardInt8 = 3, ForwardTf32 = 4 };
+enum class ConvProduct : int { ForwardF32 = 0, BackwardDataBf16 = 1, BackwardFilterBf16 = 2, ForwardInt8 = 3 };
 
 class Cudnn {
  public:
@@ -36,10 +36,6 @@ class Cudnn {
 
   // y[n,oh,ow,oc] = conv(x[n,h,w,c], w[oc,kh,kw,c]) in fp32 (FMA math: no TF32).
   Status forward_f32(const ConvGeom& g, const float* x, const float* w, float* y);
-  // The same product on the TF32 tensor cores (operands' mantissas cut to 10 bits, fp32
-  // accumulation): for operands already split into TF32-exact parts (the float stem, below in
-  // cuda_backend.cu), where the cut loses nothing.
-  Status forward_tf32(const ConvGeom& g, const float* x, const float* w, float* y);
   // y = scale · conv(x, w) with int8 x and w, int32 accumulation, float y (cuDNN's INT8_EXT
   // configuration; NHWC, c a multiple of 4). Opt-in (TERNLAB_CUDNN_INT8=1): an experiment against
   // ternlab's own int8 kernels, which stay the default until it is measured and checked exact.

@@ -44,10 +44,20 @@ const outText = (c: any) => c.outputs.filter((o: any) => o.output_type === "stre
 describe("run: papermill-style notebook execution", function () {
   this.timeout(120_000);
   let dir: string;
+  const jupyterPath = process.env.JUPYTER_PATH;
   before(() => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), "ternlab-run-"));
+    // This checkout's kernelspec, ahead of any installed one on Jupyter's path: a user kernelspec
+    // left by another checkout (removed since) would otherwise start a kernel that no longer exists.
+    const prefix = path.join(dir, "checkout-kernelspec");
+    assert.equal(spawnSync(process.execPath, [CLI, "kernel", "install", "--prefix", prefix]).status, 0);
+    process.env.JUPYTER_PATH = [path.join(prefix, "share", "jupyter"), jupyterPath].filter(Boolean).join(path.delimiter);
   });
-  after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  after(() => {
+    if (jupyterPath === undefined) delete process.env.JUPYTER_PATH;
+    else process.env.JUPYTER_PATH = jupyterPath;
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
 
   it("types -p values as papermill does and writes them as TypeScript literals", () => {
     assert.equal(parseParameterValue("3"), 3);

@@ -109,25 +109,6 @@ __global__ void k_bf16_to_f32(int64_t n, const __nv_bfloat16* x, float scale, fl
 __global__ void k_bf16_accumulate(int64_t n, const __nv_bfloat16* x, float scale, float* y) {
   GRID_STRIDE(i, n) y[i] = __fadd_rn(y[i], __fmul_rn(__bfloat162float(x[i]), scale));
 }
-// A first layer's few input channels (3 for images) padded with zeros to cp for the filter
-// product (Cudnn's bf16 products on c = 3 run far from their peak): x[p][c] → y[p][cp], and the
-// product's dw[t][cp] back to float dw[t][c] (t over oc·kh·kw), the padding's columns dropped;
-// the same roundings as the unpadded conversions (zeros add nothing to the sums).
-template <class T>
-__global__ void k_to_bf16_padded(int64_t pixels, int c, int cp, const T* x, __nv_bfloat16* y) {
-  GRID_STRIDE(i, pixels * cp) {
-    const int64_t p = i / cp;
-    const int ch = static_cast<int>(i - p * cp);
-    y[i] = ch < c ? __float2bfloat16_rn(static_cast<float>(x[p * c + ch])) : __float2bfloat16_rn(0.0f);
-  }
-}
-__global__ void k_bf16_compact_to_f32(int64_t taps, int c, int cp, const __nv_bfloat16* x, float scale, float* y, bool accumulate) {
-  GRID_STRIDE(i, taps * c) {
-    const int64_t t = i / c;
-    const float v = __fmul_rn(__bfloat162float(x[t * cp + (i - t * c)]), scale);
-    y[i] = accumulate ? __fadd_rn(y[i], v) : v;
-  }
-}
 // The same four conversions, 8 elements a thread (16-byte float loads and stores), where n is a
 // multiple of 8 and every pointer 16-byte aligned: the backward products convert 15 bytes per
 // activation element of the net, so these passes are memory-bound work of the step.
@@ -2559,44 +2540,7 @@ class CudaBackend final : public Backend {
     if (!std::strcmp(e, "f32")) return 2;
     return std::strcmp(e, "1") ? 0 : 1;
   }
-  // A filter product on few input channels (a first layer's 3) runs with the channels padded to 8
-  // (zeros), where cuDNN's bf16 kernels are efficient, unless TERNLAB_CUDNN_PAD_C=0. The padding's
-  // output columns are dropped; every kept sum is the same sum with zero terms added, in cuDNN's
-  // order for the padded shape.
-  static int padded_channels(const ConvGeom& g) {
-    const char* e = std::getenv("TERNLAB_CUDNN_PAD_C");
-    return g.c < 8 && !(e && !std::strcmp(e, "0")) ? 8 : g.c;
-  }
-  Status dnn_backward_filter_padded(const ConvGeom& g, int cp, Operand x, const __nv_bfloat16* dyb, float* dw, bool accumulate) {
-    ConvGeom gp = g;
-    gp.c = cp;
-    const int64_t pixels = static_cast<int64_t>(g.n) * g.h * g.w, taps = static_cast<int64_t>(g.oc) * g.kh * g.kw;
-    TL_TRY(scratch(&opx_, sizeof(__nv_bfloat16) * pixels * cp, "conv_backward_filter (x to bf16, channels padded)"));
-    auto* xb = static_cast<__nv_bfloat16*>(opx_.p);
-    {
-      Prof prof_scope(&prof_, stream_, "  (of which conversions to bf16)");
-      if (x.dtype == DType::I8)
-        k_to_bf16_padded<<<grid_for(pixels * cp), kThreads, 0, stream_>>>(pixels, g.c, cp, static_cast<const int8_t*>(x.ptr), xb);
-      else
-        k_to_bf16_padded<<<grid_for(pixels * cp), kThreads, 0, stream_>>>(pixels, g.c, cp, static_cast<const float*>(x.ptr), xb);
-      LAUNCHED("conv_backward_filter (x to bf16, channels padded)");
-    }
-    TL_TRY(scratch(&opw_, sizeof(__nv_bfloat16) * taps * cp, "conv_backward_filter (bf16 output, channels padded)"));
-    {
-      Prof prof_scope(&prof_, stream_, "  (of which cuDNN backward filter)");
-      TL_TRY(dnn_->backward_filter(gp, xb, dyb, opw_.p));
-    }
-    Prof prof_scope(&prof_, stream_, "  (of which conversions from bf16)");
-    const float scale = x.dtype == DType::I8 ? x.scale : 1.0f;
-    k_bf16_compact_to_f32<<<grid_for(taps * g.c), kThreads, 0, stream_>>>(taps, g.c, cp, static_cast<const __nv_bfloat16*>(opw_.p), scale, dw,
-                                                                         accumulate);
-    LAUNCHED("conv_backward_filter (to fp32, channels padded)");
-    return Status::ok();
-  }
   Status dnn_backward_filter(const ConvGeom& g, Operand x, const __nv_bfloat16* dyb, float* dw, bool accumulate = false) {
-    const int cp = padded_channels(g);
-    if (cp != g.c && use_dnn(ConvProduct::BackwardFilterBf16, [&] { ConvGeom gp = g; gp.c = cp; return gp; }()))
-      return dnn_backward_filter_padded(g, cp, x, dyb, dw, accumulate);
     const __nv_bfloat16* xb;
     TL_TRY(to_bf16(&opx_, g.in_elems(), x, "conv_backward_filter (x to bf16)", &xb));
     const float scale = x.dtype == DType::I8 ? x.scale : 1.0f;

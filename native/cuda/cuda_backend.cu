@@ -245,25 +245,16 @@ __global__ void k_nonzero_columns(int rows, int64_t cols, const int8_t* a, int32
 // 3-channel input): a thread takes 16 adjacent columns of a slice of kRowSlice rows with 16-byte
 // loads, compares 4 bytes at a time (__vcmpne4) and adds its 16 counts to count[] (zeroed first) by
 // atomics — integer sums, so the order does not matter. The one-column version walks all rows per
-// thread with byte loads (43 µs a layer on the CIFAR net, H200). A slice is at most kRowSlice rows,
-// fewer where the grid would not fill the card (row_slice): session 7's ncu run found these
-// kernels at 14 % of the DRAM bandwidth and 19 % of the warps active, the weights' calls (oc rows of
-// K columns) running a few blocks of 32 dependent rows.
+// thread with byte loads (43 µs a layer on the CIFAR net, H200).
 constexpr int kRowSlice = 32;
-int row_slice(int rows, int64_t cols) {
-  const int64_t target = 132 * 1024;  // threads that fill half of an H100/H200 (more slices, more atomics)
-  const int64_t want = (static_cast<int64_t>(rows) * (cols / 16) + target - 1) / target;
-  return static_cast<int>(std::min<int64_t>(kRowSlice, std::max<int64_t>(4, want)));
-}
-__global__ void k_nonzero_columns16(int rows, int64_t cols, int slice, const int8_t* a, int32_t* count, int64_t* zeros) {
-  const int64_t groups = cols / 16, slices = (rows + slice - 1) / slice;
+__global__ void k_nonzero_columns16(int rows, int64_t cols, const int8_t* a, int32_t* count, int64_t* zeros) {
+  const int64_t groups = cols / 16, slices = (rows + kRowSlice - 1) / kRowSlice;
   const int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   int64_t z = 0;
   if (t < groups * slices) {
     const int64_t gidx = t % groups;
-    const int r0 = static_cast<int>(t / groups) * slice, r1 = min(rows, r0 + slice);
+    const int r0 = static_cast<int>(t / groups) * kRowSlice, r1 = min(rows, r0 + kRowSlice);
     int c[16] = {};
-#pragma unroll 4
     for (int i = r0; i < r1; ++i) {
       const uint4 v = __ldg(reinterpret_cast<const uint4*>(a + i * cols) + gidx);
       const uint32_t w[4] = {__vcmpne4(v.x, 0u), __vcmpne4(v.y, 0u), __vcmpne4(v.z, 0u), __vcmpne4(v.w, 0u)};
@@ -2182,10 +2173,9 @@ class CudaBackend final : public Backend {
       return Status::ok();
     }
     CU(cudaMemsetAsync(count, 0, sizeof(int32_t) * cols, stream_));
-    const int slice = row_slice(rows, cols);
-    const int64_t threads = cols / 16 * cdiv(rows, slice);
+    const int64_t threads = cols / 16 * cdiv(rows, kRowSlice);
     if (threads == 0) return Status::ok();
-    k_nonzero_columns16<<<static_cast<unsigned>(cdiv(threads, kThreads)), kThreads, 0, stream_>>>(rows, cols, slice, a, count, zeros);
+    k_nonzero_columns16<<<static_cast<unsigned>(cdiv(threads, kThreads)), kThreads, 0, stream_>>>(rows, cols, a, count, zeros);
     return Status::ok();
   }
   Status conv_counters(const ConvGeom& g, const int8_t* x, const int8_t* w, int64_t* counters) override {

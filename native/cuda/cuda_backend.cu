@@ -1556,12 +1556,10 @@ Status cuda_status(const char* what, cudaError_t e) {
   } while (0)
 
 class CudaBackend;
-// TERNLAB_CUDA_PROFILE=1: every op synchronises and adds its wall time to a per-op table, shown by
-// describe() (so in a model's summary) and on stderr when the backend goes. For finding where a
-// step's time goes; off by default (it serialises host and device).
-// TERNLAB_CUDA_PROFILE=1: each op's GPU time, from a pair of events recorded on the stream around
-// it (no synchronisation, so the step runs as it would unprofiled; the sum is the GPU's busy time
-// plus any gaps inside an op's span). Nested scopes ("of which ...") are pairs inside another pair.
+// TERNLAB_CUDA_PROFILE=1: a per-op table of GPU time, shown by describe() (so in a model's summary)
+// and on stderr when the backend goes. Each op's time comes from a pair of events recorded on the
+// stream around it (no synchronisation, so the step runs much as it would unprofiled; the sum is the
+// GPU's busy time plus any gaps inside an op's span; session 6's version synchronised every op). Nested scopes ("of which ...") are pairs inside another pair.
 // Names are string literals. Pending pairs are read back when the text is asked for, or every 4096.
 struct ProfTable {
   bool on = false;

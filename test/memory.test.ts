@@ -209,16 +209,19 @@ describe("memory plan", () => {
       "the weight gradient no backward writes must keep its own zeros, not a range of the arena");
     assert.ok(e.buffers.some((p) => p.layer === "fc" && p.use === "weightGradient"));
     const r: Report = JSON.parse((() => { const m = model(resnet18(1, 32, 10)); m.ensureCapacity(8); return m.memoryReport(); })());
-    // s1b1's add feeds φ and the next block's add; φ comes first in the backward pass, so the gradient
-    // from the add is accumulated through the scratch at φ's step, one step long
-    const s = find(r, "s1b1.act2", "scratch");
-    assert.equal(s.from, s.to);
+    // s1b1's add feeds φ and the next block's add; the next block's add comes first in the backward
+    // pass, and φ adds its gradient straight into the one written there (act_backward_accumulate):
+    // no scratch at φ's step. The add's (s1b1.add's) gradient buffer is then read at its own step.
+    assert.ok(!r.buffers.some((p) => p.layer === "s1b1.act2" && p.use === "scratch"), "φ's in-place accumulation got a scratch");
+    assert.ok(!r.buffers.some((p) => p.use === "scratch" && /\.act\d$/.test(p.layer)), "an unfused φ got a scratch");
     // the add's gradient is its first input's (the block's last BN, which only the add reads): one
     // buffer, live from the add's gradient's first write to the BN's backward
     assert.ok(!r.buffers.some((p) => p.layer === "s1b1.add" && p.use === "gradient"), "s1b1.add keeps a gradient buffer of its own");
     const g = find(r, "s1b1.bn2", "gradient");
-    assert.equal(s.bytes, g.bytes);
-    assert.ok(g.from < s.from && g.to > s.to, `the shared buffer (steps ${g.from}–${g.to}) spans the add's backward and φ's (${s.from})`);
+    const a = find(r, "s1b1.act2", "gradient"), c2 = find(r, "s1b1.conv2", "gradient");
+    // written first by the next block's add, added to at φ's step, read at the BN's backward (which
+    // writes conv2's gradient)
+    assert.ok(g.from < a.from && g.to === c2.from, `the shared buffer (steps ${g.from}–${g.to}) spans φ's backward (${a.from}) and the BN's (${c2.from})`);
     // an add of one tensor to itself keeps its own gradient (its input gets dy twice)
     const ev: Report = JSON.parse((() => { const m = model(everyCase()); m.ensureCapacity(8); return m.memoryReport(); })());
     assert.ok(ev.buffers.some((p) => p.layer === "twice" && p.use === "gradient"));

@@ -363,7 +363,11 @@ void Model::plan_memory() {
   std::vector<int64_t> scratch(count + 1, 0);
   for (int j = 1; j < count; ++j) {
     std::sort(writes[j].begin(), writes[j].end(), std::greater<int>());
-    for (size_t w = 1; w < writes[j].size(); ++w) scratch[writes[j][w]] = std::max(scratch[writes[j][w]], per_sample(nodes_[j]));
+    for (size_t w = 1; w < writes[j].size(); ++w) {
+      const int at = writes[j][w];
+      if (adds_in_place(at, j)) continue;  // no scratch: φ adds its gradient straight into j's
+      scratch[at] = std::max(scratch[at], per_sample(nodes_[j]));
+    }
   }
   for (int k = 1; k < count; ++k) {
     const Node& nd = nodes_[k];
@@ -597,6 +601,18 @@ Status Model::loss(const int32_t* labels_dev, int n, LossKind kind, float* row_l
 
 // Where the gradient for `input` goes at backward step `step`: its own grad buffer the first time in
 // this backward pass, the step's scratch (then accumulated) when another consumer already wrote it.
+// Whether the backward step of node `step` adds its gradient for node `input` straight into
+// input's gradient when one is written already (an activation not fused with a batch norm:
+// Backend::act_backward_accumulate), so the step needs no scratch for it.
+bool Model::adds_in_place(int step, int input) const {
+  if (step <= 0 || step >= static_cast<int>(nodes_.size())) return false;
+  const Node& nd = nodes_[step];
+  if (nd.spec.kind != OpKind::Activation || nd.spec.inputs.empty()) return false;
+  const int in = nd.spec.inputs[0];
+  const int st = nodes_[in].alias >= 0 ? nodes_[in].alias : in;
+  return in > 0 && st == (nodes_[input].alias >= 0 ? nodes_[input].alias : input) && !nodes_[in].fused_act;
+}
+
 Status Model::grad_target(int step, int input, float** target, bool* accumulate_after) {
   Node& st = storage(input);
   if (!st.grad_written) {
@@ -705,7 +721,8 @@ Status Model::backward_node(int i, int n) {
   const int64_t in_elems = in > 0 ? static_cast<int64_t>(n) * per_sample(nodes_[in]) : 0;
   float* dx = nullptr;
   bool acc = false;
-  if (in_grad) TL_TRY(grad_target(i, in, &dx, &acc));
+  if (in_grad && adds_in_place(i, in) && storage(in).grad_written) acc = true;  // (act_backward_accumulate below)
+  else if (in_grad) TL_TRY(grad_target(i, in, &dx, &acc));
   switch (s.kind) {
     case OpKind::Conv:
     case OpKind::Dense: {

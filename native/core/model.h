@@ -153,6 +153,7 @@ class Model {
   XhatSource xhat_source(int bn);
   ConvGeom conv_geom(int i, int n) const;
   PoolGeom pool_geom(int i, int n) const;
+  bool adds_in_place(int step, int input) const;
   Status grad_target(int step, int input, float** target, bool* accumulate_after);
   Status finish_grad(int step, int input, int64_t elems, bool accumulate_after);
   bool hands_bf16_dy(int conv, int step, int n);

@@ -457,7 +457,10 @@ describe("CUDA backend agrees with the CPU backend", function () {
     });
     // int16 inputs: exact statistics (int64 Σq, Σq²), x̂ recomputed in the backward, BN + φ fused
     it("batch norm, int16 input (train, fused with φ, infer, backward with x̂ recomputed, fused backward) is bit-identical", () => {
-      const act = { levels: 1, r: 1, a: 0.5, window: 0 };
+      // φ as trained (ternary, r 1, a ½, rectangular: the CUDA backend's Phi fast path), with other
+      // constants (the fast path's thresholds and window value worked out from them), and with the
+      // triangular window (discrete.h's general loop inside the fused kernels)
+      const acts = [{ levels: 1, r: 1, a: 0.5, window: 0 }, { levels: 1, r: 0.7, a: 0.3, window: 0 }, { levels: 1, r: 1, a: 0.5, window: 1 }];
       for (const [r, c] of BN_CASES) {
         const u = normal(r * c, 21), q = new Int16Array(r * c);
         // the whole int16 range in even channels; ±30 000 ± 3 in odd ones (large μ, small σ²)
@@ -469,16 +472,20 @@ describe("CUDA backend agrees with the CPU backend", function () {
             const a = ops.batchNorm("cpu", r, c, q, gamma, beta, rm, rv, { ...opts, train });
             const b = ops.batchNorm("cuda", r, c, q, gamma, beta, rm, rv, { ...opts, train });
             for (const k of train ? ["y", "xhat", "mean", "invstd", "runMean", "runVar"] : ["y"]) same(a[k], b[k], `bn int16 ${r}x${c} ${k}`);
-            const fa = ops.batchNorm("cpu", r, c, q, gamma, beta, rm, rv, { ...opts, train, act });
-            const fb = ops.batchNorm("cuda", r, c, q, gamma, beta, rm, rv, { ...opts, train, act });
-            for (const k of train ? ["q", "mean", "invstd", "runMean", "runVar"] : ["q"]) same(fa[k], fb[k], `bn + φ int16 ${r}x${c} ${k}`);
+            for (const act of acts) {
+              const fa = ops.batchNorm("cpu", r, c, q, gamma, beta, rm, rv, { ...opts, train, act });
+              const fb = ops.batchNorm("cuda", r, c, q, gamma, beta, rm, rv, { ...opts, train, act });
+              for (const k of train ? ["q", "mean", "invstd", "runMean", "runVar"] : ["q"]) same(fa[k], fb[k], `bn + φ int16 ${r}x${c} ${k} (r ${act.r}, window ${act.window})`);
+            }
             if (!train) continue;
             const dq = orderVisible(r, c, 26), dy = normal(r * c, 27);
             const back = (kind: string, fwd: typeof a, g: Float32Array, fusedWith?: object) =>
               ops.batchNormBackward(kind, r, c, g, null, gamma, fwd.invstd, { x16: q, scale, mean: fwd.mean, ...fusedWith });
-            for (const [what, g, fusedWith] of [["backward", dy, undefined], ["fused φ + BN backward", dq, { act, beta }]] as const) {
-              const ga = back("cpu", a, g, fusedWith), gb = back("cuda", b, g, fusedWith);
-              for (const k of ["dx", "dgamma", "dbeta"]) same(ga[k], gb[k], `bn int16 ${what} ${r}x${c} ${k}`);
+            const ga = back("cpu", a, dy), gb = back("cuda", b, dy);
+            for (const k of ["dx", "dgamma", "dbeta"]) same(ga[k], gb[k], `bn int16 backward ${r}x${c} ${k}`);
+            for (const act of acts) {
+              const fa = back("cpu", a, dq, { act, beta }), fb = back("cuda", b, dq, { act, beta });
+              for (const k of ["dx", "dgamma", "dbeta"]) same(fa[k], fb[k], `bn int16 fused φ + BN backward ${r}x${c} ${k} (r ${act.r}, window ${act.window})`);
             }
           }
         }

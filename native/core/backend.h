@@ -215,13 +215,13 @@ class Backend {
 
   // ---- a product's gradients handed over in bf16 (the CUDA backend with fast maths on cuDNN)
   // The backward products round dy to bf16 and produce dx in bf16. Where they would anyway:
-  // - dy (takes_bf16_dy; opt-in with TERNLAB_CUDA_BF16_DY=1): the op that produces dy may write it in
-  //   bf16 straight into the backend's buffer bf16_dy (elems bf16 values), and the product reads it
-  //   there (conv_backward_bf16 with dy_bf16): the same bits as a float dy, one conversion pass and
-  //   half of dy's bytes saved;
-  // - dx (gives_bf16_dx; opt-in with TERNLAB_CUDA_BF16_DX=1; weights of scale 1): the product leaves
-  //   dx in bf16 in a backend buffer (conv_backward_bf16 with dx_bf16, dx still given) for the op
-  //   that reads it next (act_bn_backward_bf16 with dq_bf16), instead of a conversion pass to float.
+  // - dy (takes_bf16_dy): the op that produces dy may write it in bf16 straight into the backend's
+  //   buffer bf16_dy (elems bf16 values), and the product reads it there (conv_backward_bf16 with
+  //   dy_bf16): the same bits as a float dy, one conversion pass and half of dy's bytes saved;
+  // - dx (gives_bf16_dx; weights of scale 1): the product leaves dx in bf16 in a backend buffer
+  //   (conv_backward_bf16 with dx_bf16, dx still given) for the op that reads it next
+  //   (act_bn_backward_bf16 with dq_bf16), instead of a conversion pass to float.
+  // Both on by default on CUDA; TERNLAB_CUDA_BF16_DY=0 / TERNLAB_CUDA_BF16_DX=0 turn them off.
   // The model runs producer and reader one after the other (the buffers are the products'
   // scratch: no other product may run between them). Backends whose takes_bf16_dy and
   // gives_bf16_dx are false need none of the rest.

@@ -599,8 +599,6 @@ Status Model::loss(const int32_t* labels_dev, int n, LossKind kind, float* row_l
   return Status::ok();
 }
 
-// Where the gradient for `input` goes at backward step `step`: its own grad buffer the first time in
-// this backward pass, the step's scratch (then accumulated) when another consumer already wrote it.
 // Whether the backward step of node `step` adds its gradient for node `input` straight into
 // input's gradient when one is written already (an activation not fused with a batch norm:
 // Backend::act_backward_accumulate), so the step needs no scratch for it.
@@ -609,15 +607,21 @@ bool Model::adds_in_place(int step, int input) const {
   const Node& nd = nodes_[step];
   if (nd.spec.kind != OpKind::Activation || nd.spec.inputs.empty()) return false;
   const int in = nd.spec.inputs[0];
-  const int st = nodes_[in].alias >= 0 ? nodes_[in].alias : in;
-  return in > 0 && st == (nodes_[input].alias >= 0 ? nodes_[input].alias : input) && !nodes_[in].fused_act;
+  auto st = [&](int i) { return nodes_[i].alias >= 0 ? nodes_[i].alias : i; };
+  return in > 0 && st(in) == st(input) && !nodes_[in].fused_act;
 }
 
+// Where the gradient for `input` goes at backward step `step`: its own grad buffer the first time in
+// this backward pass; when another consumer already wrote it, the step's scratch (then accumulated),
+// or nothing (*target null) where the step adds into that gradient itself (adds_in_place).
 Status Model::grad_target(int step, int input, float** target, bool* accumulate_after) {
   Node& st = storage(input);
   if (!st.grad_written) {
     *target = st.grad;
     *accumulate_after = false;
+  } else if (adds_in_place(step, input)) {
+    *target = nullptr;
+    *accumulate_after = true;
   } else {
     *target = nodes_[step].scratch;
     *accumulate_after = true;
@@ -721,8 +725,7 @@ Status Model::backward_node(int i, int n) {
   const int64_t in_elems = in > 0 ? static_cast<int64_t>(n) * per_sample(nodes_[in]) : 0;
   float* dx = nullptr;
   bool acc = false;
-  if (in_grad && adds_in_place(i, in) && storage(in).grad_written) acc = true;  // (act_backward_accumulate below)
-  else if (in_grad) TL_TRY(grad_target(i, in, &dx, &acc));
+  if (in_grad) TL_TRY(grad_target(i, in, &dx, &acc));
   switch (s.kind) {
     case OpKind::Conv:
     case OpKind::Dense: {

@@ -1559,8 +1559,8 @@ class CudaBackend;
 // TERNLAB_CUDA_PROFILE=1: a per-op table of GPU time, shown by describe() (so in a model's summary)
 // and on stderr when the backend goes. Each op's time comes from a pair of events recorded on the
 // stream around it (no synchronisation, so the step runs much as it would unprofiled; the sum is the
-// GPU's busy time plus any gaps inside an op's span; session 6's version synchronised every op). Nested scopes ("of which ...") are pairs inside another pair.
-// Names are string literals. Pending pairs are read back when the text is asked for, or every 4096.
+// GPU's busy time plus any gaps inside an op's span; session 6's version synchronised every op).
+// Nested scopes ("of which ...") are pairs inside another pair. Names are string literals. Pending pairs are read back when the text is asked for, or every 4096.
 struct ProfTable {
   bool on = false;
   struct Pending {
@@ -1823,10 +1823,9 @@ class CudaBackend final : public Backend {
   // "Session 5: the float stem"). Replaces cuDNN's fp32 product, slow with 3 input channels.
   // Opt-in: on an H200 it measured slower than cuDNN's fp32 product (session 6: 4.7 against 3.0 ms;
   // the grouped product 2.8 ms, training 1.01×). TERNLAB_STEM=int8 (three products) or grouped;
-  // (Session 7 tried the fp32 product as four TF32 products over split operands, commit 7a941cc:
-  // 2.56 against 3.02 ms, training 1.02×, but twice the CPU's error against float64 and 86 MiB
-  // more, so it was removed; native/cuda/NOTES.md.)
-  // otherwise, and in the exact and simple maths, the float product of x.
+  // otherwise, and in the exact and simple maths, the float product of x. (Session 7 tried the fp32
+  // product as four TF32 products over split operands, commit 7a941cc: 2.56 against 3.02 ms,
+  // training 1.02×, but twice the CPU's error against float64 and 86 MiB more, so it was removed.)
   bool stem_applies(const ConvGeom& g) const {
     const char* e = std::getenv("TERNLAB_STEM");
     if (!e || (std::strcmp(e, "int8") && std::strcmp(e, "grouped"))) return false;
@@ -2115,7 +2114,7 @@ class CudaBackend final : public Backend {
   }
   Status maxpool_backward_bf16(const PoolGeom& g, const float* dy, const int32_t* argmax, void* dx) override {
     Prof prof_scope(&prof_, stream_, "maxpool_backward (bf16 out)");
-    return maxpool_backward_to(g, dy, argmax, GradBf16{static_cast<__nv_bfloat16*>(dx)}, sizeof(__nv_bfloat16));
+    return maxpool_backward_to(g, dy, argmax, GradBf16{static_cast<__nv_bfloat16*>(dx)});
   }
   Status bn_backward_bf16(int64_t rows, int c, const float* dy, const XhatSource& xhat, const float* gamma, const float* invstd,
                           void* dx, float* dgamma, float* dbeta) override {
@@ -2144,9 +2143,9 @@ class CudaBackend final : public Backend {
     LAUNCHED("act_bn_backward (bf16 in or out)");
     return Status::ok();
   }
-  // The consumer half (TERNLAB_CUDA_BF16_DX=1, opt-in, not yet run on a GPU either): the data
-  // product's bf16 dx stays in the backend's buffer (opx_, where cuDNN writes it) for the op that
-  // reads it next (the fused φ + BN backward), instead of a pass to float. Only where the whole
+  // The consumer half (TERNLAB_CUDA_BF16_DX=0 turns it off): the data product's bf16 dx stays in
+  // the backend's buffer (opx_, where cuDNN writes it) for the op that reads it next (the fused
+  // φ + BN backward), instead of a pass to float. Only where the whole
   // layer runs as one chunk and the weights' scale is 1 (from_bf16's product by it is then exact).
   bool gives_bf16_dx(const ConvGeom& g) override {
     return bf16_dx_enabled() && bf16_products_whole(g) && g.in_elems() * 2 <= chunk_bytes();
@@ -2191,10 +2190,11 @@ class CudaBackend final : public Backend {
 
   // ---- pooling
   // The four-channel kernels where channels come in fours and every tensor is aligned to four elements.
-  template <class T>
-  static bool pool_vec4(const PoolGeom& g, const T* a, const T* b, const int32_t* argmax) {
+  // (a and b may differ in type: max-pool's backward reads a float dy and writes a float or bf16 dx)
+  template <class T, class U>
+  static bool pool_vec4(const PoolGeom& g, const T* a, const U* b, const int32_t* argmax) {
     return g.c % 4 == 0 && reinterpret_cast<uintptr_t>(a) % (4 * sizeof(T)) == 0 &&
-           reinterpret_cast<uintptr_t>(b) % (4 * sizeof(T)) == 0 && aligned16(argmax);
+           reinterpret_cast<uintptr_t>(b) % (4 * sizeof(U)) == 0 && aligned16(argmax);
   }
   template <class T>
   Status maxpool_forward_any(const PoolGeom& g, const T* x, T* y, int32_t* argmax, T empty) {
@@ -2213,23 +2213,21 @@ class CudaBackend final : public Backend {
   }
   Status maxpool_backward(const PoolGeom& g, const float* dy, const int32_t* argmax, float* dx) override {
     Prof prof_scope(&prof_, stream_, "maxpool_backward");
-    return maxpool_backward_to(g, dy, argmax, GradF32{dx}, sizeof(float));
+    return maxpool_backward_to(g, dy, argmax, GradF32{dx});
   }
   template <class G>
-  Status maxpool_backward_to(const PoolGeom& g, const float* dy, const int32_t* argmax, G dx, size_t elem_bytes) {
+  Status maxpool_backward_to(const PoolGeom& g, const float* dy, const int32_t* argmax, G dx) {
     if (g.kh == g.sh && g.kw == g.sw && g.ph == 0 && g.pw == 0) {
       // Windows that do not overlap: each input is in at most one window, so the gradient is a
       // scatter of dy to the argmax (0 + dy, as the gather computes it) over zeros.
       const int64_t outs = static_cast<int64_t>(g.n) * g.oh * g.ow * g.c;
-      CU(cudaMemsetAsync(dx.p, 0, elem_bytes * g.n * g.h * g.w * g.c, stream_));
+      CU(cudaMemsetAsync(dx.p, 0, sizeof(*dx.p) * g.n * g.h * g.w * g.c, stream_));
       k_maxpool_scatter<<<grid_for(outs), kThreads, 0, stream_>>>(outs, dy, argmax, dx);
       LAUNCHED("maxpool_backward");
       return Status::ok();
     }
     const int64_t ins = static_cast<int64_t>(g.n) * g.h * g.w * g.c;
-    // (pool_vec4's conditions, with the gradient's four channels 4·elem_bytes wide)
-    const bool vec4 = g.c % 4 == 0 && aligned16(dy) && aligned16(argmax) && reinterpret_cast<uintptr_t>(dx.p) % (4 * elem_bytes) == 0;
-    if (vec4)
+    if (pool_vec4(g, dy, dx.p, argmax))
       k_maxpool_backward4<<<grid_for(ins / 4), kThreads, 0, stream_>>>(g, dy, argmax, dx);
     else k_maxpool_backward<<<grid_for(ins), kThreads, 0, stream_>>>(g, dy, argmax, dx);
     LAUNCHED("maxpool_backward");

@@ -469,6 +469,17 @@ Status Cudnn::list_engines(GraphOp& op, std::vector<EngineChoice>* out) {
   return Status::ok();
 }
 
+// An execution plan of engine configuration cfg, made by (and owned by) owner, with its workspace
+// size: false where cuDNN cannot build it or it needs more than kMaxWorkspace.
+bool Cudnn::build_plan(GraphOp& owner, void* cfg, void** plan, int64_t* ws) {
+  using namespace graph;
+  int64_t n = 0;
+  return owner.make(kExecutionPlan, plan) == kSuccess && api_->BackendSetAttribute(*plan, aPlanHandle, tHandle, 1, &handle_) == kSuccess &&
+         api_->BackendSetAttribute(*plan, aPlanCfg, tDescriptor, 1, &cfg) == kSuccess && api_->BackendFinalize(*plan) == kSuccess &&
+         api_->BackendGetAttribute(*plan, aPlanWorkspace, tInt64, 1, &n, ws) == kSuccess && *ws >= 0 &&
+         static_cast<size_t>(*ws) <= kMaxWorkspace;
+}
+
 Status Cudnn::graph_plan(ConvProduct p, const ConvGeom& g, bool out_f32, GraphPlan** out) {
   const auto key = std::make_tuple(static_cast<int>(p), out_f32 ? 1 : 0, g.n, g.h, g.w, g.c, g.oc, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw);
   auto it = graph_plans_.find(key);
@@ -483,17 +494,11 @@ Status Cudnn::graph_plan(ConvProduct p, const ConvGeom& g, bool out_f32, GraphPl
   if (!graph_op(p, g, out_f32, &gp->op).is_ok()) return Status::ok();  // not expressible: legacy calls
   std::vector<EngineChoice> engines;
   if (!list_engines(gp->op, &engines).is_ok()) return Status::ok();
-  using namespace graph;
   for (const EngineChoice& e : engines) {
     if (!e.deterministic || e.reduced_precision || e.down_convert) continue;
     H plan;
-    int64_t n = 0, ws = 0;
-    if (gp->op.make(kExecutionPlan, &plan) != kSuccess) break;
-    if (api_->BackendSetAttribute(plan, aPlanHandle, tHandle, 1, &handle_) != kSuccess ||
-        api_->BackendSetAttribute(plan, aPlanCfg, tDescriptor, 1, &e.cfg) != kSuccess || api_->BackendFinalize(plan) != kSuccess ||
-        api_->BackendGetAttribute(plan, aPlanWorkspace, tInt64, 1, &n, &ws) != kSuccess || ws < 0 ||
-        static_cast<size_t>(ws) > kMaxWorkspace)
-      continue;
+    int64_t ws = 0;
+    if (!build_plan(gp->op, e.cfg, &plan, &ws)) continue;
     gp->plan = plan;
     gp->ws = ws;
     gp->engine = e.engine;
@@ -566,11 +571,7 @@ Status Cudnn::survey_graph(ConvProduct p, const ConvGeom& g, bool out_f32, const
     GraphPlan one;
     one.op.api = api_;
     H plan;
-    int64_t n = 0;
-    if (one.op.make(kExecutionPlan, &plan) == kSuccess && api_->BackendSetAttribute(plan, aPlanHandle, tHandle, 1, &handle_) == kSuccess &&
-        api_->BackendSetAttribute(plan, aPlanCfg, tDescriptor, 1, &e.cfg) == kSuccess && api_->BackendFinalize(plan) == kSuccess &&
-        api_->BackendGetAttribute(plan, aPlanWorkspace, tInt64, 1, &n, &r.workspace) == kSuccess && r.workspace >= 0 &&
-        static_cast<size_t>(r.workspace) <= kMaxWorkspace) {
+    if (build_plan(one.op, e.cfg, &plan, &r.workspace)) {
       one.plan = plan;
       one.ws = r.workspace;
       one.ok = true;

@@ -98,6 +98,7 @@ class Cudnn {
   };
   Status list_engines(GraphOp& op, std::vector<EngineChoice>* out);
   Status graph_op(ConvProduct p, const ConvGeom& g, bool out_f32, GraphOp* op);
+  bool build_plan(GraphOp& owner, void* cfg, void** plan, int64_t* ws);
   Status graph_plan(ConvProduct p, const ConvGeom& g, bool out_f32, GraphPlan** out);
   Status graph_run(GraphPlan* gp, const void* x, const void* dy, const void* w, bool* done);
   template <class Call>

@@ -55,18 +55,30 @@ const fastModes: Record<string, Record<string, string>> = {
   "bf16-dy": { TERNLAB_CUDA_BF16_DX: "0" },
   "bf16-dx": { TERNLAB_CUDA_BF16_DY: "0" },
   "bf16-both": {},
+  // cuDNN's products with every layer's backward in batch chunks of ≤ 1 MiB of bf16 dy
+  chunked: { TERNLAB_CUDA_CHUNK_MB: "1" },
 };
+// f run with the mode's switches set (for a promise, until it settles: the backend reads them at
+// every product, on the training thread too)
 function withMath<T>(mode: string, f: () => T): T {
   const old = process.env.TERNLAB_CUDA_MATH;
   process.env.TERNLAB_CUDA_MATH = fastModes[mode] ? "fast" : mode;
   Object.assign(process.env, fastModes[mode] ?? {});
-  try {
-    return f();
-  } finally {
+  const restore = () => {
     if (old === undefined) delete process.env.TERNLAB_CUDA_MATH;
     else process.env.TERNLAB_CUDA_MATH = old;
     for (const k of Object.keys(fastModes[mode] ?? {})) delete process.env[k];
+  };
+  let r: T;
+  try {
+    r = f();
+  } catch (e) {
+    restore();
+    throw e;
   }
+  if (r instanceof Promise) return r.finally(restore) as T;
+  restore();
+  return r;
 }
 
 // Identical typed arrays (every value equal; +0 and −0 count as equal: g++ and nvcc may give a zero
@@ -560,12 +572,8 @@ describe("CUDA backend agrees with the CPU backend", function () {
   });
 
   describe("training steps", () => {
-    async function run(spec: ModelSpec, kind: string, steps: number, batch: number, math: string): Promise<Map<string, Buffer>> {
-      // "chunked": cuDNN's products with every layer's backward in batch chunks of ≤ 1 MiB of bf16 dy
-      process.env.TERNLAB_CUDA_MATH = fastModes[math] || math === "chunked" ? "fast" : math;
-      Object.assign(process.env, fastModes[math] ?? {});
-      if (math === "chunked") process.env.TERNLAB_CUDA_CHUNK_MB = "1";
-      try {
+    function run(spec: ModelSpec, kind: string, steps: number, batch: number, math: string): Promise<Map<string, Buffer>> {
+      return withMath(math, async () => {
         const m = new addon.NativeModel(spec, updateConfig(), { kind, threads: 0 });
         if (kind === "cuda") backends.push(String(JSON.parse(m.summary()).backend));
         const count = batch * steps, per = spec.h * spec.w * spec.c;
@@ -586,11 +594,7 @@ describe("CUDA backend agrees with the CPU backend", function () {
         const ev = await m.evaluate({ images, labels, count }, 48, 0);
         out.set("eval", Buffer.from(JSON.stringify({ loss: ev.loss, top1: ev.top1, top5: ev.top5 })));
         return out;
-      } finally {
-        delete process.env.TERNLAB_CUDA_MATH;
-        for (const k of Object.keys(fastModes[math] ?? {})) delete process.env[k];
-        delete process.env.TERNLAB_CUDA_CHUNK_MB;
-      }
+      });
     }
     const backends: string[] = [];
     // int16 inputs and recomputed x̂ run through the batch norms here
